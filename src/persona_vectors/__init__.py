@@ -1,0 +1,55 @@
+"""persona_vectors: activation-space persona arithmetic for language models.
+
+Extract persona directions from the residual stream, do arithmetic on them, steer generation along them,
+read out who the model thinks it is, and monitor persona shift during finetuning.
+
+>>> import persona_vectors as pv                      # doctest: +SKIP
+>>> model = pv.load_model()                           # embedded SmolLM2-135M-Instruct, offline
+>>> vec = pv.extract_vector(model, persona_convs, baseline_convs, layers="all")
+>>> vec.save("vectors/pirate")
+"""
+
+from .aggregators import logistic, mean_diff, pca
+from .extract import (
+    extract_system_prompt_vector,
+    extract_vector,
+    pick_layer,
+    record_prompt_contrast,
+    relative_norms,
+    separation_auroc,
+    vector_from_recordings,
+)
+from .io import VectorFileError, load_vector, save_vector
+from .models import ModelInfo, ModelLoadError, PersonaModel, load_model
+from .record import Recording, record, record_generated
+from .sites import Site
+from .vector import PersonaVector, Provenance, VectorMismatchError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelInfo",
+    "ModelLoadError",
+    "PersonaModel",
+    "PersonaVector",
+    "Provenance",
+    "Recording",
+    "Site",
+    "VectorFileError",
+    "VectorMismatchError",
+    "extract_system_prompt_vector",
+    "extract_vector",
+    "load_model",
+    "load_vector",
+    "logistic",
+    "mean_diff",
+    "pca",
+    "pick_layer",
+    "record",
+    "record_generated",
+    "record_prompt_contrast",
+    "relative_norms",
+    "save_vector",
+    "separation_auroc",
+    "vector_from_recordings",
+]

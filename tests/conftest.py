@@ -1,0 +1,86 @@
+"""Shared fixtures: a random-init tiny Llama with a char-level chat tokenizer (no files), and the embedded model."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny test assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def make_tiny_tokenizer():
+    """A character-level fast tokenizer with ChatML special tokens, built in memory."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    chars = [chr(i) for i in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<|im_end|>",
+                                  additional_special_tokens=specials[:3])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def make_tiny_model(seed: int = 0, n_layers: int = 4):
+    """A random-init 4-layer Llama wrapped as a PersonaModel (fp32, CPU)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from persona_vectors import PersonaModel
+
+    tok = make_tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, bos_token_id=1,
+                      tie_word_embeddings=False)
+    hf = LlamaForCausalLM(cfg).eval()
+    return PersonaModel.from_hf(hf, tok, model_id=f"tiny-llama-seed{seed}")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The embedded SmolLM2-135M-Instruct (loaded once per test session)."""
+    from persona_vectors import load_model
+
+    return load_model(progress=False)
+
+
+CONVS = [
+    [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am a small model."}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."},
+     {"role": "assistant", "content": "Red."}],
+    [{"role": "user", "content": "Tell me a longer story about the sea, please."},
+     {"role": "assistant", "content": "Once upon a time the sea was calm and wide."}],
+]
