@@ -24,6 +24,18 @@ from .models import ModelInfo, ModelLoadError, PersonaModel, load_model
 from .record import Recording, record, record_generated
 from .sites import Site
 from .vector import PersonaVector, Provenance, VectorMismatchError
+from .readout import (
+    DEFAULT_IDENTITY_CANDIDATES,
+    CoherenceScore,
+    IdentityReadout,
+    candidate_names,
+    coherence,
+    identity_readout,
+    identity_readout_batch,
+    is_coherent,
+    score_continuations,
+    user_identity_readout,
+)
 
 __version__ = "0.1.0"
 
@@ -52,4 +64,14 @@ __all__ = [
     "save_vector",
     "separation_auroc",
     "vector_from_recordings",
+    "DEFAULT_IDENTITY_CANDIDATES",
+    "CoherenceScore",
+    "IdentityReadout",
+    "candidate_names",
+    "coherence",
+    "identity_readout",
+    "identity_readout_batch",
+    "is_coherent",
+    "score_continuations",
+    "user_identity_readout",
 ]

@@ -96,6 +96,65 @@ def inspect(
 # ---- commands added by other modules go below this line (keep one block per command) ----
 
 
+@app.command("identity")
+@friendly
+def identity_command(
+    candidate: Optional[list[str]] = typer.Option(None, "--candidate", "-c", help="Candidate identity (repeatable; default: a curated list)"),
+    category: Optional[list[str]] = typer.Option(None, "--category", help="Use the first alias of every role in this catalogue category (repeatable)"),
+    question: Optional[str] = typer.Option(None, "--question", help="User question (default: 'Who are you?', or 'Who am I?' with --user)"),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="Answer prefix (default: 'I am', or 'You are' with --user)"),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt"),
+    user: bool = typer.Option(False, "--user", help="Read out who the model thinks the user is"),
+    normalize_length: bool = typer.Option(False, "--normalize-length", help="Mean log-prob per token instead of the sum"),
+    vector: Optional[Path] = typer.Option(None, "--vector", help="Steer with this saved vector during the read-out"),
+    alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector)"),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
+    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
+    top: int = typer.Option(10, "--top", min=1, help="How many candidates to print"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'."""
+    import contextlib
+
+    from .readout import DEFAULT_USER_CANDIDATES, candidate_names, identity_readout
+
+    cands: list[str] = list(candidate or [])
+    if category:
+        cands += [c for c in candidate_names(category) if c not in cands]
+    if not cands:
+        cands = None  # type: ignore[assignment]
+        if user:
+            cands = list(DEFAULT_USER_CANDIDATES)
+    if vector is None and (layer or alpha):
+        fail("--alpha/--layer need --vector")
+    if vector is not None and not layer:
+        fail("--vector needs --layer (repeat for several layers)")
+    m = load_model_arg(model)
+    ctx: Any = contextlib.nullcontext()
+    if vector is not None:
+        from .io import check_vector_model, load_vector
+        from .steer import steer
+
+        vec = load_vector(vector)
+        check_vector_model(vec, m)
+        ctx = steer(m, vec, alpha, layers=layer, relative=relative)
+    q = question or ("Who am I?" if user else "Who are you?")
+    pre = prefix if prefix is not None else ("You are" if user else "I am")
+    with ctx:
+        r = identity_readout(m, cands, question=q, prefix=pre, system=system, normalize_length=normalize_length)
+    if as_json:
+        d = r.to_dict()
+        if vector is not None:
+            d["steering"] = {"vector": str(vector), "alpha": alpha, "layers": layer, "relative": relative}
+        emit_json(d)
+        return
+    typer.echo(f"# {q!r} -> {pre!r} ...  H = {r.entropy:.3f} bits, identification = {r.bits_of_identification:.3f} "
+               f"of {len(r.candidates)} candidates")
+    for name, p in r.top(top):
+        typer.echo(f"{p:8.4f}  {name}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
