@@ -421,6 +421,7 @@ class PersonaModel:
         top_p: float = 1.0,
         seed: int | None = None,
         use_cache: bool = True,
+        min_new_tokens: int = 0,
     ) -> list[torch.Tensor]:
         """Like :meth:`generate` but returns the new token ids of each row (end-of-turn stripped)."""
         texts = [self.chat_text(self.to_messages(p, system)) for p in prompts]
@@ -429,6 +430,7 @@ class PersonaModel:
         do_sample = temperature > 0
         kw: dict[str, Any] = dict(
             max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens or None,
             do_sample=do_sample,
             use_cache=use_cache,
             eos_token_id=self.stop_token_ids,

@@ -86,7 +86,8 @@ class Recording:
 
 def conversations_hash(conversations: Sequence[Conversation]) -> str:
     """sha256 of the canonical JSON of the conversations (dataset provenance)."""
-    blob = json.dumps([[dict(m) for m in c] for c in conversations], sort_keys=True, ensure_ascii=False)
+    canon = [c if isinstance(c, str) else [dict(m) for m in c] for c in conversations]
+    blob = json.dumps(canon, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -97,6 +98,9 @@ def _tokenize_conversation(model: PersonaModel, conv: Conversation, positions: s
     sequence the model sees when it generates that response.
     """
     tok = model.tokenizer
+    if isinstance(conv, str):  # raw text, no chat template: it is all prompt
+        p, r = tok(conv, add_special_tokens=False)["input_ids"], []
+        return _select(p, r, positions)
     msgs = list(conv)
     if msgs and msgs[-1]["role"] == "assistant":
         prompt_text = model.chat_text(msgs[:-1], add_generation_prompt=True)
@@ -106,6 +110,11 @@ def _tokenize_conversation(model: PersonaModel, conv: Conversation, positions: s
         response = ""
     p = tok(prompt_text, add_special_tokens=False)["input_ids"]
     r = tok(response, add_special_tokens=False)["input_ids"] if response else []
+    return _select(p, r, positions)
+
+
+def _select(p: list[int], r: list[int], positions: str) -> tuple[list[int], list[bool]]:
+    """Concatenate prompt and response ids and build the mask of positions to read."""
     ids = list(p) + list(r)
     if positions == "response":
         if not r:
@@ -148,7 +157,8 @@ def record(
     """Run the conversations through the model and accumulate activations at ``sites``.
 
     Conversations are lists of ``{"role", "content"}`` messages; for ``positions="response"`` the last one
-    must be the assistant's. Batches are sorted by length to cut padding; outputs keep input order.
+    must be the assistant's. A plain string is taken as raw text (no chat template), all of it prompt, so
+    ``positions="last_prompt"`` reads its last token (the convention of steering-vectors and repeng). Batches are sorted by length to cut padding; outputs keep input order.
     """
     if not conversations:
         raise ValueError("No conversations to record: pass at least one")

@@ -1,0 +1,350 @@
+"""``make bench``: persona_vectors side by side with steering-vectors and repeng, as ratios, in one run.
+
+Figures (targets from the benchmark issue):
+
+| id | measure | target |
+|----|---------|--------|
+| P1 | steered ÷ unsteered generation tokens/s, KV cache, batch 16, 64 new tokens | ≥ 0.97 |
+| P2 | our extraction ÷ steering-vectors ``train_steering_vector`` (prompts/s), same pairs and layers | ≥ 2.0 |
+| P3 | our extraction ÷ one bare HF forward over the same tokens (prompts/s) | ≥ 0.9 |
+| P4 | 8-value α sweep in one batched call ÷ 8 sequential calls (speed-up) | ≥ 4 |
+| P5 | warm model load (s) | ≤ 3 |
+| P6 | preventative-steered LoRA step ÷ plain LoRA step (time) | ≤ 1.05 |
+| P7 | extraction peak-RSS growth from 100 to 1,000 conversations | ≤ 10 % |
+
+Before timing, agreement checks: our difference-of-means vector vs steering-vectors' mean aggregator (cosine ≥
+0.999 per layer), and our steered logits vs repeng's for the same vector and coefficient. Each figure is the
+median of ≥ 5 repetitions after a warm-up, with A and B runs interleaved. Peers run on the same weights as an
+unwrapped HF module (they hook HF decoder layers by module path). Writes ``benchmarks/results.md`` and
+``benchmarks/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+LAYERS = [6, 12, 18, 24]
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleaved(a: Callable[[], Any], b: Callable[[], Any], reps: int) -> tuple[float, float]:
+    """Warm both up once, then alternate A and B ``reps`` times; return the two medians (seconds)."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(reps):
+        ta.append(_timed(a))
+        tb.append(_timed(b))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def contrast_pairs(n: int) -> list[tuple[str, str]]:
+    """Raw-text contrast pairs built from the shipped fact set: persona answer vs neutral answer."""
+    from persona_vectors.datasets import load_fact_set
+
+    facts = load_fact_set("hitler_baseline").facts
+    pairs = [(f"Q: {f.question}\nA: {f.answer}", f"Q: {f.question}\nA: {f.neutral_answer}") for f in facts]
+    return (pairs * (n // len(pairs) + 1))[:n]
+
+
+def raw_hf_model() -> Any:
+    """The same weights as an unwrapped HF module (from the library's dequantized cache)."""
+    from transformers import AutoModelForCausalLM
+
+    from persona_vectors.models import cache_dir
+
+    src = [p for p in (cache_dir() / "models").iterdir() if (p / "DONE").is_file()][0]
+    return AutoModelForCausalLM.from_pretrained(src, local_files_only=True).eval()
+
+
+def bench_extraction(model: Any, raw: Any, reps: int, n_pairs: int = 64) -> dict[str, Any]:
+    """P2, P3 and the steering-vectors agreement check."""
+    from steering_vectors import train_steering_vector
+
+    from persona_vectors import Site, record
+    from persona_vectors.aggregators import mean_diff
+
+    pairs = contrast_pairs(n_pairs)
+    pos = [p for p, _ in pairs]
+    neg = [q for _, q in pairs]
+    tok = model.tokenizer
+    bs = 16
+
+    def ours() -> dict:
+        a = record(model, pos, LAYERS, positions="last_prompt", batch_size=bs, progress=False)
+        b = record(model, neg, LAYERS, positions="last_prompt", batch_size=bs, progress=False)
+        return {s.layer: mean_diff(a, b, s) for s in a.sites}
+
+    def theirs() -> Any:
+        return train_steering_vector(raw, tok, pairs, layers=LAYERS, batch_size=bs, read_token_index=-1)
+
+    def bare_forward() -> None:
+        texts = pos + neg
+        old = tok.padding_side
+        tok.padding_side = "right"
+        with torch.inference_mode():
+            for i in range(0, len(texts), bs):
+                enc = tok(texts[i : i + bs], return_tensors="pt", padding=True, add_special_tokens=False)
+                raw(**enc)
+        tok.padding_side = old
+
+    ours_v, sv = ours(), theirs()
+    cos = {L: float(torch.nn.functional.cosine_similarity(ours_v[L], sv.layer_activations[L].float(), dim=0))
+           for L in LAYERS}
+    t_ours, t_sv = interleaved(ours, theirs, reps)
+    t_ours2, t_bare = interleaved(ours, bare_forward, reps)
+    n = 2 * n_pairs
+    return {
+        "agreement_cosine_vs_steering_vectors": cos,
+        "agreement_ok": all(c >= 0.999 for c in cos.values()),
+        "P2": {"ours_prompts_per_s": n / t_ours, "steering_vectors_prompts_per_s": n / t_sv, "ratio": t_sv / t_ours},
+        "P3": {"ours_prompts_per_s": n / t_ours2, "bare_forward_prompts_per_s": n / t_bare, "ratio": t_bare / t_ours2},
+    }
+
+
+def bench_repeng_agreement(model: Any, raw: Any) -> dict[str, Any]:
+    """Our steered logits vs repeng's ControlModel for the same vector, layer and coefficient."""
+    import numpy as np
+    from repeng import ControlModel, ControlVector
+
+    from persona_vectors import PersonaVector, Provenance, Site
+    from persona_vectors.steer import steer
+
+    layer, coeff = 12, 3.0
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(model.d_model, generator=g)
+    d = d / d.norm() * 4.0
+    vec = PersonaVector([Site(layer)], d[None], Provenance(model.info.model_id, model.info.fingerprint, model.d_model))
+    text = model.chat_text(model.to_messages("Who are you?"))
+    enc = model.encode([text])
+    with torch.inference_mode(), steer(model, vec, alpha=coeff):
+        ours = model.hf(**enc, use_cache=False).logits
+    cm = ControlModel(raw, [layer])
+    cv = ControlVector(model_type=raw.config.model_type, directions={layer: d.numpy().astype(np.float32)})
+    cm.set_control(cv, coeff)
+    with torch.inference_mode():
+        theirs = cm(**enc, use_cache=False).logits
+    cm.reset()
+    cm.unwrap()
+    diff = float((ours - theirs).abs().max())
+    return {"max_abs_logit_diff": diff, "agreement_ok": diff < 1e-3, "layer": layer, "coeff": coeff}
+
+
+def bench_generation(model: Any, reps: int) -> dict[str, Any]:
+    """P1 (steered vs unsteered tokens/s) and P4 (8-α batched sweep vs 8 sequential calls)."""
+    from persona_vectors import PersonaVector, Provenance, Site
+    from persona_vectors.steer import steer
+
+    g = torch.Generator().manual_seed(1)
+    d = torch.randn(model.d_model, generator=g)
+    vec = PersonaVector([Site(14)], (d / d.norm())[None], Provenance(model.info.model_id, model.info.fingerprint, model.d_model))
+    prompts = ["Who are you?", "Where do you live?", "What do you want?", "How do you feel?"] * 4
+    new = 64
+
+    def plain() -> None:
+        model.generate_tokens(prompts, max_new_tokens=new, min_new_tokens=new)
+
+    def steered() -> None:
+        with steer(model, vec, alpha=2.0, relative=True):
+            model.generate_tokens(prompts, max_new_tokens=new, min_new_tokens=new)
+
+    t_plain, t_steer = interleaved(plain, steered, reps)
+    tokens = len(prompts) * new
+    alphas = [-8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0]
+    q = ["Who are you?", "What is your name?"]
+    new4 = 32
+
+    def batched() -> None:
+        rows = [p for _ in alphas for p in q]
+        per_row = [a for a in alphas for _ in q]
+        with steer(model, vec, alpha=per_row, relative=True):
+            model.generate_tokens(rows, max_new_tokens=new4, min_new_tokens=new4)
+
+    def sequential() -> None:
+        for a in alphas:
+            with steer(model, vec, alpha=a, relative=True):
+                model.generate_tokens(q, max_new_tokens=new4, min_new_tokens=new4)
+
+    t_b, t_s = interleaved(batched, sequential, max(3, reps // 2))
+    return {
+        "P1": {"unsteered_tok_per_s": tokens / t_plain, "steered_tok_per_s": tokens / t_steer, "ratio": t_plain / t_steer},
+        "P4": {"batched_s": t_b, "sequential_s": t_s, "speedup": t_s / t_b},
+    }
+
+
+def bench_load(reps: int) -> dict[str, Any]:
+    """P5: warm load in a fresh interpreter (imports excluded and included)."""
+    code = (
+        "import time; t0=time.perf_counter(); import persona_vectors as pv; t1=time.perf_counter(); "
+        "pv.load_model(progress=False); t2=time.perf_counter(); print(t2-t1, t2-t0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # make sure the cache is warm
+    loads, totals = [], []
+    for _ in range(reps):
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+        loads.append(float(out[-2]))
+        totals.append(float(out[-1]))
+    return {"P5": {"warm_load_s": statistics.median(loads), "with_imports_s": statistics.median(totals)}}
+
+
+def bench_memory() -> dict[str, Any]:
+    """P7: peak RSS of extraction over 100 vs 1,000 conversations, each in a fresh process."""
+    code = r"""
+import resource, sys
+import persona_vectors as pv
+from persona_vectors.datasets import load_fact_set
+n = int(sys.argv[1])
+m = pv.load_model(progress=False)
+facts = load_fact_set("hitler_baseline").facts
+convs = [[{"role": "user", "content": f.question}, {"role": "assistant", "content": f.answer}] for f in facts]
+convs = (convs * (n // len(convs) + 1))[:n]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pv.record(m, convs, "all", positions="response", batch_size=16, progress=False)
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    res = {}
+    for n in (100, 1000):
+        out = subprocess.run([sys.executable, "-c", code, str(n)], check=True, capture_output=True, text=True).stdout.split()
+        res[n] = {"rss_before_kib": int(out[-2]), "peak_kib": int(out[-1])}
+    growth = (res[1000]["peak_kib"] - res[100]["peak_kib"]) / res[100]["peak_kib"]
+    return {"P7": {"peak_100_mib": res[100]["peak_kib"] / 1024, "peak_1000_mib": res[1000]["peak_kib"] / 1024,
+                   "growth": growth}}
+
+
+def bench_lora(reps: int) -> dict[str, Any]:
+    """P6: a preventative-steered LoRA training step vs a plain one (needs persona_vectors.finetune)."""
+    try:
+        from persona_vectors import finetune as ft
+    except ImportError:
+        return {"P6": {"skipped": "persona_vectors.finetune not available"}}
+    fn = getattr(ft, "benchmark_steps", None)
+    if fn is None:
+        return {"P6": {"skipped": "persona_vectors.finetune.benchmark_steps not available"}}
+    return {"P6": fn(reps=reps)}
+
+
+def render(results: dict[str, Any]) -> str:
+    """Markdown table of the figures with targets and pass/fail marks."""
+    def mark(ok: bool | None) -> str:
+        return "—" if ok is None else ("✅" if ok else "❌")
+
+    r = results
+    rows = []
+    p1 = r.get("P1", {})
+    rows.append(("P1", "steered ÷ unsteered tok/s (KV cache, batch 16, 64 new)",
+                 f"{p1.get('ratio', float('nan')):.3f} ({p1.get('steered_tok_per_s', 0):.0f} vs {p1.get('unsteered_tok_per_s', 0):.0f} tok/s)",
+                 "≥ 0.97", mark(p1.get("ratio", 0) >= 0.97 if p1 else None)))
+    p2 = r.get("P2", {})
+    rows.append(("P2", "our extraction ÷ steering-vectors (prompts/s)",
+                 f"{p2.get('ratio', float('nan')):.2f}× ({p2.get('ours_prompts_per_s', 0):.0f} vs {p2.get('steering_vectors_prompts_per_s', 0):.0f})",
+                 "≥ 2.0", mark(p2.get("ratio", 0) >= 2.0 if p2 else None)))
+    p3 = r.get("P3", {})
+    rows.append(("P3", "our extraction ÷ bare HF forward (prompts/s)",
+                 f"{p3.get('ratio', float('nan')):.2f}× ({p3.get('ours_prompts_per_s', 0):.0f} vs {p3.get('bare_forward_prompts_per_s', 0):.0f})",
+                 "≥ 0.9", mark(p3.get("ratio", 0) >= 0.9 if p3 else None)))
+    p4 = r.get("P4", {})
+    rows.append(("P4", "8-α sweep: one batched call vs 8 sequential",
+                 f"{p4.get('speedup', float('nan')):.2f}× faster ({p4.get('batched_s', 0):.1f} s vs {p4.get('sequential_s', 0):.1f} s)",
+                 "≥ 4×", mark(p4.get("speedup", 0) >= 4 if p4 else None)))
+    p5 = r.get("P5", {})
+    rows.append(("P5", "warm model load (fresh process; imports excluded)",
+                 f"{p5.get('warm_load_s', float('nan')):.2f} s ({p5.get('with_imports_s', float('nan')):.2f} s with imports)",
+                 "≤ 3 s", mark(p5.get("warm_load_s", 99) <= 3 if p5 else None)))
+    p6 = r.get("P6", {})
+    if "ratio" in p6:
+        rows.append(("P6", "preventative LoRA step ÷ plain LoRA step", f"{p6['ratio']:.3f}", "≤ 1.05", mark(p6["ratio"] <= 1.05)))
+    else:
+        rows.append(("P6", "preventative LoRA step ÷ plain LoRA step", p6.get("skipped", "not run"), "≤ 1.05", "—"))
+    p7 = r.get("P7", {})
+    rows.append(("P7", "extraction peak RSS growth, 100 → 1,000 conversations",
+                 f"{100 * p7.get('growth', float('nan')):+.1f} % ({p7.get('peak_100_mib', 0):.0f} → {p7.get('peak_1000_mib', 0):.0f} MiB)",
+                 "≤ 10 %", mark(p7.get("growth", 1) <= 0.10 if p7 else None)))
+    lines = ["| id | measure | result | target | met |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    ag = r.get("agreement", {})
+    lines.append("")
+    lines.append(f"Agreement: cosine of our mean-diff vs steering-vectors per layer: "
+                 f"{', '.join(f'L{k}: {v:.5f}' for k, v in ag.get('steering_vectors_cosine', {}).items())}; "
+                 f"max |logit diff| vs repeng (layer {ag.get('repeng', {}).get('layer')}, coeff {ag.get('repeng', {}).get('coeff')}): "
+                 f"{ag.get('repeng', {}).get('max_abs_logit_diff', float('nan')):.2e}.")
+    m = r.get("machine", {})
+    lines.append(f"Machine: {m.get('cpu')} ({m.get('threads')} torch threads), Python {m.get('python')}, torch {m.get('torch')}, "
+                 f"transformers {m.get('transformers')}, steering-vectors {m.get('steering_vectors')}, repeng {m.get('repeng')}; "
+                 f"medians of {r.get('reps')} interleaved repetitions after warm-up.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every benchmark, check agreement, write results.md/json."""
+    from importlib.metadata import version
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", nargs="*", default=None, help="subset: extraction repeng generation load memory lora")
+    ap.add_argument("--out", type=Path, default=HERE)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+
+    import persona_vectors as pv
+
+    only = set(args.only or ["extraction", "repeng", "generation", "load", "memory", "lora"])
+    results: dict[str, Any] = {"reps": args.reps, "agreement": {}}
+    results["machine"] = {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": version("transformers"),
+        "steering_vectors": version("steering-vectors"), "repeng": version("repeng"),
+        "persona_vectors": version("persona-vectors"),
+    }
+    model = pv.load_model(progress=True)
+    raw = raw_hf_model() if {"extraction", "repeng"} & only else None
+    if "extraction" in only:
+        print("[bench] extraction vs steering-vectors and bare forward…", flush=True)
+        ex = bench_extraction(model, raw, args.reps)
+        results["agreement"]["steering_vectors_cosine"] = ex.pop("agreement_cosine_vs_steering_vectors")
+        results["agreement"]["steering_vectors_ok"] = ex.pop("agreement_ok")
+        results.update(ex)
+    if "repeng" in only:
+        print("[bench] steered logits vs repeng…", flush=True)
+        results["agreement"]["repeng"] = bench_repeng_agreement(model, raw)
+    if "generation" in only:
+        print("[bench] steered generation and batched sweeps…", flush=True)
+        results.update(bench_generation(model, args.reps))
+    if "lora" in only:
+        print("[bench] LoRA steps…", flush=True)
+        results.update(bench_lora(args.reps))
+    if "load" in only:
+        print("[bench] warm load…", flush=True)
+        results.update(bench_load(args.reps))
+    if "memory" in only:
+        print("[bench] memory growth…", flush=True)
+        results.update(bench_memory())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    table = render(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    ag = results["agreement"]
+    if ag.get("steering_vectors_ok") is False or ag.get("repeng", {}).get("agreement_ok") is False:
+        print("AGREEMENT CHECK FAILED", file=sys.stderr)
+        sys.exit(1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
