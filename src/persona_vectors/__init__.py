@@ -23,6 +23,8 @@ from .io import VectorFileError, load_vector, save_vector
 from .models import ModelInfo, ModelLoadError, PersonaModel, load_model
 from .record import Recording, record, record_generated
 from .sites import Site
+from .space import PersonaSpace, role_matrix
+from .export import export_control_vector_gguf
 from .vector import PersonaVector, Provenance, VectorMismatchError
 from .readout import (
     DEFAULT_IDENTITY_CANDIDATES,
@@ -74,4 +76,7 @@ __all__ = [
     "is_coherent",
     "score_continuations",
     "user_identity_readout",
+    "PersonaSpace",
+    "role_matrix",
+    "export_control_vector_gguf",
 ]

@@ -96,6 +96,64 @@ def inspect(
 # ---- commands added by other modules go below this line (keep one block per command) ----
 
 
+@app.command("map")
+@friendly
+def map_command(
+    out: Path = typer.Option(..., "--out", help="Output HTML file (self-contained, works offline)"),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer to map (repeatable; default: all common layers, with a slider)"),
+    vectors: Optional[Path] = typer.Option(None, "--vectors", help="Directory of saved role vectors, one sub-directory per role (dir name = role name)"),
+    results: Optional[Path] = typer.Option(None, "--results", help="Sweep results JSONL; rows with mean_activation are drawn as a trajectory"),
+    axis_vector: Optional[Path] = typer.Option(None, "--axis", help="Saved vector drawn as the assistant axis (default: ai_assistant minus the role mean, if present)"),
+    demo_synthetic: bool = typer.Option(False, "--demo-synthetic", help="Map clearly-synthetic vectors for the role catalogue (no model needed)"),
+    dims: int = typer.Option(2, "--dims", help="2 or 3"),
+) -> None:
+    """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file."""
+    from .plotting import map_from_vectors, overlay_results, write_html
+    from .space import load_role_vectors, synthetic_role_vectors
+    from .vector import PersonaVector
+
+    if dims not in (2, 3):
+        fail("--dims must be 2 or 3")
+    if (vectors is None) == (not demo_synthetic):
+        fail("pass exactly one of --vectors DIR or --demo-synthetic")
+    role_vectors = load_role_vectors(vectors) if vectors is not None else synthetic_role_vectors(include_assistant=True)
+    axis = PersonaVector.load(axis_vector) if axis_vector is not None else "auto"
+    title = "Persona space (SYNTHETIC demo data)" if demo_synthetic else "Persona space"
+    fig, spaces = map_from_vectors(role_vectors, layer or None, dims=dims, axis=axis, title=title)
+    if results is not None:
+        if not results.is_file():
+            fail(f"No results file {results}")
+        rows = []
+        for i, line in enumerate(results.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    fail(f"{results}:{i} is not valid JSON")
+        for note in overlay_results(fig, spaces, rows):
+            typer.echo(f"note: {note}")
+    write_html(fig, out)
+    typer.echo(f"wrote {out} ({len(role_vectors)} roles, layers {', '.join(map(str, spaces))})")
+
+
+@app.command("export-gguf")
+@friendly
+def export_gguf_command(
+    vector: Path = typer.Option(..., "--vector", help="Directory of a saved vector"),
+    out: Path = typer.Option(..., "--out", help="Output .gguf file for llama.cpp --control-vector"),
+    scale: float = typer.Option(1.0, "--scale", help="Multiply every direction by this"),
+    arch: str = typer.Option("llama", "--arch", help="controlvector.model_hint (model architecture)"),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Export only these layers (repeatable)"),
+) -> None:
+    """Export a vector as a llama.cpp control vector (resid_post.L -> direction.L)."""
+    from .export import export_control_vector_gguf
+    from .vector import PersonaVector
+
+    v = PersonaVector.load(vector)
+    path = export_control_vector_gguf(v, out, scale=scale, arch=arch, layers=layer or None)
+    typer.echo(f"wrote {path} ({len(layer) if layer else len(v)} layers, scale {scale:g})")
+
+
 @app.command("identity")
 @friendly
 def identity_command(
