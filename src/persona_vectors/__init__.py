@@ -26,6 +26,8 @@ from .sites import Site
 from .space import PersonaSpace, role_matrix
 from .export import export_control_vector_gguf
 from .vector import PersonaVector, Provenance, VectorMismatchError
+from .steer import SteeringHandle, SteerSpec, effective_alpha, patch, projection_threshold, steer
+from .sweep import JsonlStore, SweepConfig, run_sweep, summarize
 from .readout import (
     DEFAULT_IDENTITY_CANDIDATES,
     CoherenceScore,
@@ -79,4 +81,14 @@ __all__ = [
     "PersonaSpace",
     "role_matrix",
     "export_control_vector_gguf",
+    "SteerSpec",
+    "SteeringHandle",
+    "effective_alpha",
+    "patch",
+    "projection_threshold",
+    "steer",
+    "JsonlStore",
+    "SweepConfig",
+    "run_sweep",
+    "summarize",
 ]

@@ -96,6 +96,89 @@ def inspect(
 # ---- commands added by other modules go below this line (keep one block per command) ----
 
 
+@app.command("steer")
+@friendly
+def steer_command(
+    vector: Path = typer.Option(..., "--vector", help="Directory of a saved vector"),
+    alpha: float = typer.Option(..., "--alpha", help="Steering coefficient (see --relative)"),
+    layer: list[int] = typer.Option(..., "--layer", help="Layer to steer (repeat for several)"),
+    prompt: str = typer.Option("Who are you?", "--prompt", help="User prompt"),
+    n: int = typer.Option(1, "--n", min=1, help="Number of generations"),
+    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
+    positions: str = typer.Option("all", "--positions", help="all | prompt | response"),
+    operator: str = typer.Option("add", "--operator", help="add | ablate | cap"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Projection threshold for --operator cap"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default 0.7 when --n > 1)"),
+    seed: int = typer.Option(0, "--seed"),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt"),
+    allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Generate with a saved vector added (or ablated / capped) at the given layer(s)."""
+    from .io import check_vector_model, load_vector
+    from .steer import steer
+
+    vec = load_vector(vector)
+    m = load_model_arg(model)
+    check_vector_model(vec, m, allow_other_model=allow_other_model)
+    temp = temperature if (temperature > 0 or n == 1) else 0.7
+    with steer(m, vec, alpha, layers=layer, positions=positions, operator=operator, relative=relative,  # type: ignore[arg-type]
+               threshold=threshold, allow_other_model=allow_other_model) as h:
+        texts = m.generate([prompt] * n, system=system, max_new_tokens=max_new_tokens, temperature=temp, seed=seed)
+        report = h.report()
+    if as_json:
+        emit_json({"prompt": prompt, "alpha": alpha, "relative": relative, "steering": report, "generations": texts})
+        return
+    raw = ", ".join(f"{r['site']}: alpha_raw={r['alpha_raw']:.4g}" for r in report if "alpha_raw" in r)
+    typer.echo(f"# {vec!r}  alpha={alpha:g}{' (relative)' if relative else ''}  {raw}")
+    for i, t in enumerate(texts):
+        typer.echo(f"[{i}] {t}")
+
+
+@app.command("sweep")
+@friendly
+def sweep_command(
+    config: Path = typer.Argument(..., help="Sweep config (TOML)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results JSONL (default: CONFIG with .jsonl suffix)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip rows already stored (or start over)"),
+    judge: bool = typer.Option(False, "--judge/--no-judge", help="Label generations with the offline archetype judge"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+) -> None:
+    """Run (or resume) a steering sweep from a TOML config; rows stream to a crash-safe JSONL file."""
+    from .sweep import SweepConfig, run_sweep, summarize, summary_markdown
+
+    cfg = SweepConfig.from_toml(config)
+    path = out or config.with_suffix(".jsonl")
+    m = load_model_arg(model)
+    j = None
+    if judge:
+        from .judge import EmbeddingJudge
+
+        j = EmbeddingJudge.default()
+    rep = run_sweep(m, cfg, path, judge=j, resume=resume, progress=True)
+    typer.echo(f"{rep.rows_written} rows written, {rep.rows_skipped} already stored, {rep.rows_total} total "
+               f"({rep.seconds:.1f}s) -> {path}")
+    typer.echo(summary_markdown(summarize(path)))
+
+
+@app.command("summarize")
+@friendly
+def summarize_command(
+    results: Path = typer.Argument(..., help="Results JSONL written by `persona-vectors sweep`"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Per (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence."""
+    from .sweep import summarize, summary_markdown
+
+    s = summarize(results)
+    if as_json:
+        emit_json(s)
+    else:
+        typer.echo(summary_markdown(s), nl=False)
+
+
 @app.command("map")
 @friendly
 def map_command(

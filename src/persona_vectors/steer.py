@@ -1,0 +1,653 @@
+"""Steering: add, ablate or cap a direction in the residual stream while the model runs.
+
+>>> with steer(model, vec, alpha=4.0, layers=[14]) as h:           # doctest: +SKIP
+...     model.generate(["Who are you?"])
+>>> h = patch(model, vec, alpha=-2.0, layers=[14]); ...; h.remove()  # training loops  # doctest: +SKIP
+
+Operators, on the residual ``h`` at each steered site (``v`` the direction, ``û = v/|v|``):
+
+- ``"add"``: ``h + α·v`` (with ``relative=True``: ``h + α·N·û``, ``N`` = mean residual norm at the site, see
+  :meth:`PersonaModel.residual_norm`; ``α = 1`` then adds a vector as long as a typical residual).
+- ``"ablate"``: ``h − α·(h·û)û``; ``α = 1`` removes the component along ``û``.
+- ``"cap"``: clamp the projection ``p = h·û`` at ``threshold``: ``cap="min"`` keeps ``p ≥ threshold`` (Assistant
+  Axis style: stop activations drifting away from the direction), ``cap="max"`` keeps ``p ≤ threshold``.
+  ``α`` blends: ``h + α·(clamp(p) − p)·û`` (``α = 1``: full cap, ``α = 0``: nothing). See
+  :func:`projection_threshold` to pick a threshold.
+
+Positions (``model.positions`` tracks, for each forward, the KV-cache length ``offset`` before the current window
+and the padded prompt length ``prompt_len`` set by :meth:`PersonaModel.generate`; the absolute position of window
+index ``i`` is ``offset + i``):
+
+- ``"all"``: every position of every forward.
+- ``"prompt"``: absolute position ``< prompt_len``: the (left-padded) prompt during prefill.
+- ``"response"``: absolute position ``≥ prompt_len``: generated tokens. Under KV-cache decoding each step's hook
+  sees one position ``[batch, 1, d_model]`` at offset ``t ≥ prompt_len``, so it is steered; the prefill is not.
+  Without a cache every step re-runs the whole sequence from offset 0 and exactly the same positions are
+  steered, so cached and uncached generation agree.
+- Outside ``generate`` (a plain forward, ``prompt_len is None``) every position counts as prompt: ``"prompt"``
+  steers everything and ``"response"`` steers nothing. In a teacher-forced training loop either use ``"all"``
+  or set ``model.positions.prompt_len`` yourself around the forward.
+
+Per-row steering: ``alpha`` may be a sequence / tensor ``[batch]`` and ``vector`` a sequence of PersonaVectors or a
+tensor ``[batch, d_model]``; row ``b`` of the batch is then steered with its own coefficient/vector, so one
+batched ``generate`` call sweeps many coefficients. The forward's batch must equal the number of rows (no
+``batch_size`` splitting); a mismatch raises :class:`SteeringBatchError`.
+
+Hygiene: everything (vectors, fingerprints, layers, residual norms) is resolved before the first hook is
+registered; hooks are registered into the handle's list, and any failure while registering removes the ones
+already added and re-raises the original error. Each handle removes only its own hooks, so nested contexts
+compose (same-site contributions of ``add`` sum up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+
+from .io import check_vector_model
+from .sites import Site, as_sites, check_sites
+from .vector import PersonaVector
+
+log = logging.getLogger(__name__)
+
+Operator = Literal["add", "ablate", "cap"]
+StepPositions = Literal["all", "prompt", "response"]
+OPERATORS: tuple[str, ...] = ("add", "ablate", "cap")
+STEER_POSITIONS: tuple[str, ...] = ("all", "prompt", "response")
+CAP_MODES: tuple[str, ...] = ("min", "max")
+
+VectorLike = Union[PersonaVector, torch.Tensor, Sequence[PersonaVector]]
+AlphaLike = Union[float, int, Sequence[float], torch.Tensor]
+LayersLike = Union[int, str, Site, Sequence[Union[int, str, Site]], None]
+ThresholdLike = Union[float, Mapping[Union[int, str, Site], float], None]
+
+
+class SteeringBatchError(ValueError):
+    """A per-row steering hook saw a forward whose batch size differs from its number of rows."""
+
+
+@dataclass(frozen=True)
+class SteerSpec:
+    """One steering intervention; pass several to :func:`steer` / :func:`patch` to apply them together.
+
+    Fields mean exactly what the keyword arguments of :func:`steer` mean.
+
+    >>> steer(model, [SteerSpec(v1, 2.0, layers=[10]), SteerSpec(v2, -1.0, layers=[14])])  # doctest: +SKIP
+    """
+
+    vector: Any
+    alpha: Any = 1.0
+    layers: Any = None
+    positions: str = "all"
+    operator: str = "add"
+    relative: bool = False
+    threshold: Any = None
+    cap: str = "min"
+    allow_other_model: bool = False
+
+
+@dataclass
+class _Plan:
+    """One resolved hook: everything precomputed in the model's dtype/device."""
+
+    site: Site
+    operator: str
+    positions: str
+    rows: int | None
+    delta: torch.Tensor | None  # add: [d] or [rows, 1, d]
+    unit: torch.Tensor | None  # ablate/cap: [d] or [rows, 1, d]
+    coef: torch.Tensor | float  # ablate/cap: float or [rows, 1, 1]
+    threshold: float | None
+    cap: str
+    info: dict[str, Any]
+
+
+def _as_float_list(x: torch.Tensor) -> float | list[float]:
+    x = x.detach().double().cpu().reshape(-1)
+    return float(x[0]) if x.numel() == 1 else [float(v) for v in x]
+
+
+def _is_spec_list(vector: Any) -> bool:
+    return isinstance(vector, (list, tuple)) and len(vector) > 0 and all(isinstance(s, SteerSpec) for s in vector)
+
+
+def _resolve_alpha(alpha: AlphaLike) -> tuple[torch.Tensor, bool]:
+    """``(alpha as float64 tensor [rows] or scalar [], per_row)``."""
+    if isinstance(alpha, bool):
+        raise TypeError("alpha must be a number or a sequence of numbers, not a bool")
+    if isinstance(alpha, (int, float)):
+        a = torch.tensor(float(alpha), dtype=torch.float64)
+        per_row = False
+    else:
+        try:
+            a = torch.as_tensor(alpha if isinstance(alpha, torch.Tensor) else list(alpha)).detach().to("cpu", torch.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"alpha must be a number or a sequence/1-D tensor of numbers, got {alpha!r}") from err
+        if a.ndim == 0:
+            per_row = False
+        elif a.ndim == 1:
+            if a.numel() == 0:
+                raise ValueError("alpha is an empty sequence: give one coefficient per batch row")
+            per_row = True
+        else:
+            raise ValueError(f"per-row alpha must be 1-D [batch], got shape {tuple(a.shape)}")
+    if not torch.isfinite(a).all():
+        raise ValueError("alpha contains NaN or inf")
+    return a, per_row
+
+
+def _check_width(t: torch.Tensor, model: Any, what: str) -> None:
+    if t.shape[-1] != model.d_model:
+        raise ValueError(f"{what} has width {t.shape[-1]} but the model's d_model is {model.d_model}")
+
+
+def _resolve_directions(
+    model: Any, vector: Any, layers: LayersLike, allow_other_model: bool
+) -> tuple[tuple[Site, ...], dict[Site, torch.Tensor], int | None, str]:
+    """Sites, per-site float64 direction(s) ``[d]`` or ``[rows, d]``, per-row count, and a source label."""
+    n = model.n_layers
+
+    def sites_from(default: Sequence[Site] | None) -> tuple[Site, ...]:
+        if layers is None:
+            if default is None:
+                raise ValueError("A raw tensor vector needs layers=: say where to steer, e.g. layers=[14]")
+            sites = tuple(default)
+        else:
+            sites = as_sites(layers, n)  # type: ignore[arg-type]
+        check_sites(sites, n)
+        return sites
+
+    def pick(vec: PersonaVector, sites: Sequence[Site]) -> dict[Site, torch.Tensor]:
+        missing = [s for s in sites if s not in vec.sites]
+        if missing:
+            raise ValueError(
+                f"{', '.join(map(str, missing))} not among the vector's sites ({', '.join(map(str, vec.sites))}); "
+                "steer at one of those layers or extract the vector there"
+            )
+        return {s: vec[s].to(torch.float64) for s in sites}
+
+    if isinstance(vector, PersonaVector):
+        check_vector_model(vector, model, allow_other_model=allow_other_model)
+        sites = sites_from(vector.sites)
+        label = vector.provenance.name or vector.provenance.expression or "vector"
+        return sites, pick(vector, sites), None, label
+    if isinstance(vector, torch.Tensor):
+        t = vector.detach().to("cpu", torch.float64)
+        _check_width(t, model, "vector")
+        if t.ndim not in (1, 2):
+            raise ValueError(f"A tensor vector must be [d_model] or per-row [batch, d_model], got {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ValueError("vector contains NaN or inf")
+        sites = sites_from(None)
+        return sites, {s: t for s in sites}, (t.shape[0] if t.ndim == 2 else None), "tensor"
+    if isinstance(vector, (list, tuple)) and vector:
+        if all(isinstance(v, PersonaVector) for v in vector):
+            for v in vector:
+                check_vector_model(v, model, allow_other_model=allow_other_model)
+            sites = sites_from(vector[0].sites)
+            per = [pick(v, sites) for v in vector]
+            return sites, {s: torch.stack([p[s] for p in per]) for s in sites}, len(vector), "per-row vectors"
+        if all(isinstance(v, torch.Tensor) for v in vector):
+            return _resolve_directions(model, torch.stack([v.detach().cpu() for v in vector]), layers, allow_other_model)
+    raise TypeError(
+        "vector must be a PersonaVector, a tensor [d_model] or [batch, d_model], a sequence of PersonaVectors "
+        f"(one per row) or a sequence of SteerSpec; got {type(vector).__name__}"
+    )
+
+
+def _threshold_for(threshold: ThresholdLike, site: Site) -> float:
+    if threshold is None:
+        raise ValueError("operator='cap' needs threshold= (a float or {layer: float}); see projection_threshold()")
+    if isinstance(threshold, Mapping):
+        for k, v in threshold.items():
+            if Site.parse(k) == site:
+                return float(v)
+        raise ValueError(f"threshold has no entry for {site} (keys: {', '.join(str(Site.parse(k)) for k in threshold)})")
+    return float(threshold)
+
+
+def _norm_warning(model: Any, site: Site) -> None:
+    cache = getattr(model, "_norm_cache", {})
+    if (site, "response") in cache:
+        return
+    if any(hp.fwd_hooks for hp in model.bridge.hook_dict.values()):
+        warnings.warn(
+            f"Measuring the residual norm at {site} while other hooks are active: the unit of relative=True "
+            "includes their effect. Call model.residual_norm(site) before entering other steering contexts.",
+            stacklevel=4,
+        )
+
+
+def _resolve_spec(model: Any, spec: SteerSpec) -> list[_Plan]:
+    """Validate one spec and precompute its per-site tensors (no hooks are touched)."""
+    if spec.operator not in OPERATORS:
+        raise ValueError(f"operator must be one of {OPERATORS}, got {spec.operator!r}")
+    if spec.positions not in STEER_POSITIONS:
+        raise ValueError(f"positions must be one of {STEER_POSITIONS}, got {spec.positions!r}")
+    if spec.cap not in CAP_MODES:
+        raise ValueError(f"cap must be 'min' or 'max', got {spec.cap!r}")
+    if spec.relative and spec.operator != "add":
+        raise ValueError("relative=True only applies to operator='add' (ablate's alpha is already a fraction; cap uses threshold)")
+    alpha, alpha_per_row = _resolve_alpha(spec.alpha)
+    sites, dirs, vec_rows, label = _resolve_directions(model, spec.vector, spec.layers, spec.allow_other_model)
+    rows: int | None = vec_rows
+    if alpha_per_row:
+        if rows is not None and rows != alpha.numel():
+            raise ValueError(f"{alpha.numel()} per-row alphas but {rows} per-row vectors: give one of each per batch row")
+        rows = alpha.numel()
+    dev, dt = model.device, model.dtype
+    plans: list[_Plan] = []
+    for site in sites:
+        v = dirs[site]  # [d] or [vec_rows, d], float64
+        norms = v.norm(dim=-1)
+        if (norms == 0).any() and (spec.operator != "add" or spec.relative):
+            raise ValueError(f"The direction at {site} is zero: it has no unit direction to {spec.operator} along")
+        a = alpha.reshape(-1, 1) if alpha_per_row else alpha  # [rows, 1] or []
+        info: dict[str, Any] = {
+            "site": str(site), "layer": site.layer, "operator": spec.operator, "positions": spec.positions,
+            "source": label, "alpha": _as_float_list(alpha), "relative": bool(spec.relative),
+            "rows": rows,
+        }
+        delta = unit = None
+        coef: torch.Tensor | float = 1.0
+        thr = None
+        if spec.operator == "add":
+            if spec.relative:
+                _norm_warning(model, site)
+                resid = float(model.residual_norm(site))
+                vec = a * resid * (v / norms.unsqueeze(-1) if v.ndim == 2 else v / norms)
+                raw = (alpha.reshape(-1) if alpha_per_row else alpha) * resid / norms
+                info["residual_norm"] = resid
+            else:
+                vec = a * v
+                raw = alpha
+                with contextlib.suppress(Exception):
+                    info["residual_norm"] = float(model._norm_cache[(site, "response")])  # only if already measured
+            info["alpha_raw"] = _as_float_list(torch.as_tensor(raw))
+            info["delta_norm"] = _as_float_list(vec.norm(dim=-1))
+            delta = vec.reshape(-1, 1, vec.shape[-1]) if vec.ndim == 2 else vec
+            delta = delta.to(device=dev, dtype=dt)
+        else:
+            u = v / norms.unsqueeze(-1) if v.ndim == 2 else v / norms
+            unit = (u.reshape(-1, 1, u.shape[-1]) if u.ndim == 2 else u).to(device=dev, dtype=dt)
+            coef = alpha.reshape(-1, 1, 1).to(device=dev, dtype=dt) if alpha_per_row else float(alpha)
+            if spec.operator == "cap":
+                thr = _threshold_for(spec.threshold, site)
+                info.update(threshold=thr, cap=spec.cap)
+        plans.append(_Plan(site, spec.operator, spec.positions, rows, delta, unit, coef, thr, spec.cap, info))
+    return plans
+
+
+def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
+    tracker = model.positions
+    rows, positions, op = plan.rows, plan.positions, plan.operator
+    cache: dict[tuple[torch.dtype, torch.device], tuple[Any, Any, Any]] = {}
+
+    def tensors(x: torch.Tensor) -> tuple[Any, Any, Any]:
+        key = (x.dtype, x.device)
+        if key not in cache:
+            mv = lambda t: t.to(device=x.device, dtype=x.dtype) if isinstance(t, torch.Tensor) else t  # noqa: E731
+            cache[key] = (mv(plan.delta), mv(plan.unit), mv(plan.coef))
+        return cache[key]
+
+    if op == "add":
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            return x + tensors(x)[0]
+    elif op == "ablate":
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            _, u, c = tensors(x)
+            return x - c * (x * u).sum(-1, keepdim=True) * u
+    else:
+        thr, lower = plan.threshold, plan.cap == "min"
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            _, u, c = tensors(x)
+            p = (x * u).sum(-1, keepdim=True)
+            target = p.clamp(min=thr) if lower else p.clamp(max=thr)
+            return x + c * (target - p) * u
+
+    site = plan.site
+
+    def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor | None:
+        if rows is not None and x.shape[0] != rows:
+            raise SteeringBatchError(
+                f"Per-row steering at {site} was set up for {rows} rows but the forward has batch {x.shape[0]}: "
+                "pass exactly one prompt per row in a single generate call (no batch_size splitting)"
+            )
+        if positions == "all":
+            return apply(x)
+        n = x.shape[1]
+        pl = tracker.prompt_len
+        k = n if pl is None else min(max(pl - tracker.offset, 0), n)  # window positions [0, k) are prompt
+        if positions == "prompt":
+            if k == n:
+                return apply(x)
+            if k == 0:
+                return None
+            return torch.cat([apply(x[:, :k]), x[:, k:]], dim=1)
+        if k == 0:
+            return apply(x)
+        if k == n:
+            return None
+        return torch.cat([x[:, :k], apply(x[:, k:])], dim=1)
+
+    return hook
+
+
+class SteeringHandle:
+    """The hooks of one :func:`patch` call. ``remove()`` is idempotent; usable as a context manager.
+
+    ``report()`` lists, per steered site, the operator, positions, coefficient(s) as given, whether they were
+    relative, and the raw-equivalent coefficient ``alpha_raw`` (multiplier on the direction as stored) and the
+    norm of the added vector.
+    """
+
+    def __init__(self, model: Any, plans: Sequence[_Plan] = ()) -> None:
+        self.model = model
+        self._plans = list(plans)
+        self._hooks: list[tuple[Any, Any]] = []
+
+    @property
+    def active(self) -> bool:
+        """Whether this handle still has hooks registered."""
+        return bool(self._hooks)
+
+    @property
+    def n_hooks(self) -> int:
+        """Number of hooks currently registered by this handle."""
+        return len(self._hooks)
+
+    def report(self) -> list[dict[str, Any]]:
+        """One dict per steered site (see the class docstring); JSON-serializable."""
+        return [dict(p.info) for p in self._plans]
+
+    def remove(self) -> None:
+        """Remove this handle's hooks (and only them). Safe to call more than once."""
+        from .record import remove_lens_handle
+
+        first: BaseException | None = None
+        while self._hooks:
+            hp, h = self._hooks.pop()
+            try:
+                remove_lens_handle(hp, h)
+            except Exception as err:  # keep removing the others
+                first = first or err
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> "SteeringHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        sites = ",".join(p.info["site"] for p in self._plans)
+        return f"SteeringHandle(sites={sites}, active={self.active})"
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if value is default:
+        return True
+    scalar = (int, float, str, bool)
+    return isinstance(value, scalar) and isinstance(default, scalar) and value == default
+
+
+def _specs(
+    vector: Any, alpha: AlphaLike, layers: LayersLike, positions: str, operator: str, relative: bool,
+    threshold: ThresholdLike, cap: str, allow_other_model: bool,
+) -> list[SteerSpec]:
+    if _is_spec_list(vector):
+        given = dict(alpha=alpha, layers=layers, positions=positions, operator=operator, relative=relative,
+                     threshold=threshold, cap=cap, allow_other_model=allow_other_model)
+        defaults = dict(alpha=1.0, layers=None, positions="all", operator="add", relative=False, threshold=None,
+                        cap="min", allow_other_model=False)
+        changed = [k for k, v in given.items() if not _is_default(v, defaults[k])]
+        if changed:
+            raise ValueError(f"With a list of SteerSpec, set {', '.join(changed)} inside each SteerSpec, not in the call")
+        return list(vector)
+    if isinstance(vector, SteerSpec):
+        return [vector]
+    return [SteerSpec(vector, alpha, layers, positions, operator, relative, threshold, cap, allow_other_model)]
+
+
+def patch(
+    model: Any,
+    vector: VectorLike | Sequence[SteerSpec] | SteerSpec,
+    alpha: AlphaLike = 1.0,
+    *,
+    layers: LayersLike = None,
+    positions: StepPositions = "all",
+    operator: Operator = "add",
+    relative: bool = False,
+    threshold: ThresholdLike = None,
+    cap: Literal["min", "max"] = "min",
+    allow_other_model: bool = False,
+) -> SteeringHandle:
+    """Register steering hooks and return their :class:`SteeringHandle` (call ``remove()`` when done).
+
+    Same arguments as :func:`steer`; use this form where a ``with`` block does not fit (training loops).
+
+    >>> h = patch(model, vec, -2.0, layers=[14])   # doctest: +SKIP
+    >>> try: train()                               # doctest: +SKIP
+    ... finally: h.remove()
+    """
+    specs = _specs(vector, alpha, layers, positions, operator, relative, threshold, cap, allow_other_model)
+    plans = [p for spec in specs for p in _resolve_spec(model, spec)]
+    handle = SteeringHandle(model, plans)
+    hooks = handle._hooks  # exists before the try: whatever gets added is removed on failure
+    try:
+        for plan in plans:
+            hp = model.hook_point(plan.site)
+            hooks.append((hp, hp.add_hook(_make_hook(model, plan))))
+    except BaseException:
+        try:
+            handle.remove()
+        except Exception as cleanup_err:  # never mask the real error
+            log.error("removing partially registered steering hooks failed: %r", cleanup_err)
+        raise
+    return handle
+
+
+@contextlib.contextmanager
+def steer(
+    model: Any,
+    vector: VectorLike | Sequence[SteerSpec] | SteerSpec,
+    alpha: AlphaLike = 1.0,
+    *,
+    layers: LayersLike = None,
+    positions: StepPositions = "all",
+    operator: Operator = "add",
+    relative: bool = False,
+    threshold: ThresholdLike = None,
+    cap: Literal["min", "max"] = "min",
+    allow_other_model: bool = False,
+) -> Iterator[SteeringHandle]:
+    """Steer ``model`` inside a ``with`` block; yields the :class:`SteeringHandle`.
+
+    Args:
+        model: a :class:`PersonaModel`.
+        vector: a :class:`PersonaVector` (its fingerprint must match the model unless ``allow_other_model``);
+            a tensor ``[d_model]`` (``layers`` required); per row, a sequence of PersonaVectors or a tensor
+            ``[batch, d_model]``; or a list of :class:`SteerSpec` to apply several interventions at once (then
+            leave the other arguments at their defaults).
+        alpha: coefficient, or per row a sequence / tensor ``[batch]``.
+        layers: layers / sites to steer, a subset of the vector's sites (default: all of them).
+        positions: ``"all"``, ``"prompt"`` or ``"response"`` (see the module docstring).
+        operator: ``"add"``, ``"ablate"`` or ``"cap"`` (see the module docstring).
+        relative: ``alpha`` in units of the mean residual norm at the site: the added vector is
+            ``alpha · model.residual_norm(site) · v/|v|`` (add only). ``handle.report()`` gives ``alpha_raw``.
+        threshold: for ``cap``: a float or ``{layer: float}``.
+        cap: ``"min"`` (keep the projection ≥ threshold) or ``"max"`` (≤ threshold).
+        allow_other_model: accept a vector whose fingerprint differs from the model's.
+
+    >>> with steer(model, vec, [0.0, 4.0, 8.0], layers=[14]):            # doctest: +SKIP
+    ...     texts = model.generate(["Who are you?"] * 3)                 # one call, three coefficients
+    """
+    handle = patch(model, vector, alpha, layers=layers, positions=positions, operator=operator, relative=relative,
+                   threshold=threshold, cap=cap, allow_other_model=allow_other_model)
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+def effective_alpha(
+    model: Any, vector: PersonaVector | torch.Tensor, alpha: float | Sequence[float], layer: int | str | Site,
+    *, relative: bool = True,
+) -> float | list[float]:
+    """Raw-equivalent coefficient: the multiplier on the stored direction that adds the same vector.
+
+    With ``relative=True`` that is ``alpha · residual_norm(site) / |v|``; with ``relative=False`` it is ``alpha``.
+
+    >>> effective_alpha(model, vec, 2.0, 14)   # doctest: +SKIP
+    37.5
+    """
+    site = Site.parse(layer)
+    check_sites([site], model.n_layers)
+    a, _ = _resolve_alpha(alpha)  # type: ignore[arg-type]
+    if not relative:
+        return _as_float_list(a)
+    v = vector[site] if isinstance(vector, PersonaVector) else vector
+    norm = float(torch.as_tensor(v, dtype=torch.float64).norm())
+    if norm == 0:
+        raise ValueError(f"The direction at {site} is zero")
+    return _as_float_list(a * float(model.residual_norm(site)) / norm)
+
+
+def relative_alpha(
+    model: Any, vector: PersonaVector | torch.Tensor, alpha_raw: float | Sequence[float], layer: int | str | Site,
+) -> float | list[float]:
+    """Inverse of :func:`effective_alpha`: a raw coefficient in units of the site's mean residual norm."""
+    site = Site.parse(layer)
+    check_sites([site], model.n_layers)
+    a, _ = _resolve_alpha(alpha_raw)  # type: ignore[arg-type]
+    v = vector[site] if isinstance(vector, PersonaVector) else vector
+    norm = float(torch.as_tensor(v, dtype=torch.float64).norm())
+    return _as_float_list(a * norm / float(model.residual_norm(site)))
+
+
+def default_threshold_conversations(
+    model: Any, *, n_questions: int = 4, max_new_tokens: int = 32, seed: int = 0,
+) -> list[list[dict[str, str]]]:
+    """The model's own greedy answers to the first ``n_questions`` extraction questions under every shipped
+    default-assistant condition (:func:`persona_vectors.datasets.load_assistant_prompts`).
+
+    ``system=None`` with ``use_model_default=False`` ("no system message at all") is rendered with an empty
+    system message, which suppresses chat templates' built-in default system prompts.
+    """
+    from .datasets import load_assistant_prompts, load_questions
+
+    questions = [q.text for q in load_questions("extraction")[:n_questions]]
+    convs: list[list[dict[str, str]]] = []
+    for ap in load_assistant_prompts():
+        system = ap.system if ap.system is not None else (None if ap.use_model_default else "")
+        replies = model.generate(questions, system=system, max_new_tokens=max_new_tokens, seed=seed)
+        for q, r in zip(questions, replies):
+            convs.append(model.to_messages(q, system) + [{"role": "assistant", "content": r if r.strip() else "..."}])
+    return convs
+
+
+def token_projections(
+    model: Any, vector: PersonaVector | torch.Tensor, site: int | str | Site, conversations: Sequence[Sequence[Mapping[str, str]]],
+    *, positions: str = "response", batch_size: int = 16, allow_other_model: bool = False,
+) -> torch.Tensor:
+    """Per-token projections ``h·û`` at ``site`` (float64, 1-D) over the selected positions of the conversations.
+
+    Hooks active around the call (e.g. steering) apply.
+    """
+    from .models import position_ids_from_mask
+    from .record import _pad, _tokenize_conversation
+
+    s = Site.parse(site)
+    check_sites([s], model.n_layers)
+    if isinstance(vector, PersonaVector):
+        check_vector_model(vector, model, allow_other_model=allow_other_model)
+        v = vector[s]
+    else:
+        v = vector
+    u = torch.as_tensor(v, dtype=torch.float64)
+    _check_width(u, model, "vector")
+    u = (u / u.norm()).to(model.device)
+    if not conversations:
+        raise ValueError("No conversations: pass at least one")
+    tok = [_tokenize_conversation(model, list(c), positions) for c in conversations]
+    captured: list[torch.Tensor] = []
+    hp = model.hook_point(s)
+    out: list[torch.Tensor] = []
+    from .record import remove_lens_handle
+
+    handle = None
+    try:
+        handle = hp.add_hook(lambda x, hook=None: captured.append(x.detach()))
+        for i in range(0, len(tok), batch_size):
+            chunk = tok[i : i + batch_size]
+            ids = torch.tensor(_pad([t[0] for t in chunk], model.tokenizer.pad_token_id, "right"), device=model.device)
+            att = torch.tensor(_pad([[1] * len(t[0]) for t in chunk], 0, "right"), device=model.device)
+            sel = torch.tensor(_pad([t[1] for t in chunk], False, "right"), device=model.device)
+            captured.clear()
+            with torch.inference_mode():
+                model.hf(input_ids=ids, attention_mask=att, position_ids=position_ids_from_mask(att), use_cache=False)
+            proj = captured[-1].to(torch.float64) @ u
+            out.append(proj[sel].cpu())
+    finally:
+        if handle is not None:
+            remove_lens_handle(hp, handle)
+    return torch.cat(out)
+
+
+def projection_threshold(
+    model: Any,
+    vector: PersonaVector | torch.Tensor,
+    site: int | str | Site,
+    conversations: Sequence[Sequence[Mapping[str, str]]] | None = None,
+    *,
+    percentile: float = 25.0,
+    positions: str = "response",
+    n_questions: int = 4,
+    max_new_tokens: int = 32,
+    allow_other_model: bool = False,
+) -> float:
+    """A cap threshold: the ``percentile`` of per-token projections on ``v/|v|`` at ``site``.
+
+    Default conversations: :func:`default_threshold_conversations` (the model teacher-forced on its own greedy
+    answers to extraction questions under the default-assistant conditions), read on the response tokens.
+    With ``cap="min"`` a threshold at the 25th percentile leaves typical assistant tokens untouched and only
+    lifts tokens that drift further away (Assistant Axis style).
+
+    >>> t = projection_threshold(model, axis, 14)                           # doctest: +SKIP
+    >>> with steer(model, axis, layers=[14], operator="cap", threshold=t):  # doctest: +SKIP
+    ...     ...
+    """
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    if conversations is None:
+        conversations = default_threshold_conversations(model, n_questions=n_questions, max_new_tokens=max_new_tokens)
+    proj = token_projections(model, vector, site, conversations, positions=positions, allow_other_model=allow_other_model)
+    if proj.numel() == 0:
+        raise ValueError(f"The conversations selected no tokens with positions={positions!r}")
+    value = float(np.percentile(proj.numpy(), percentile))
+    if not math.isfinite(value):
+        raise ValueError("projection threshold is not finite")
+    return value
+
+
+__all__ = [
+    "SteerSpec",
+    "SteeringBatchError",
+    "SteeringHandle",
+    "default_threshold_conversations",
+    "effective_alpha",
+    "patch",
+    "projection_threshold",
+    "relative_alpha",
+    "steer",
+    "token_projections",
+]
