@@ -40,6 +40,22 @@ from .readout import (
     score_continuations,
     user_identity_readout,
 )
+from .personas import (
+    CARD_PERSONAS,
+    PersonaQuality,
+    RoleMeans,
+    VectorCache,
+    assistant_axis,
+    extract_persona,
+    fact_vector,
+    get_persona_vector,
+    list_personas,
+    persona_quality,
+    role_contrast,
+    role_means,
+    role_vector,
+    system_for,
+)
 
 __version__ = "0.1.0"
 
@@ -91,4 +107,18 @@ __all__ = [
     "SweepConfig",
     "run_sweep",
     "summarize",
+    "CARD_PERSONAS",
+    "PersonaQuality",
+    "RoleMeans",
+    "VectorCache",
+    "assistant_axis",
+    "extract_persona",
+    "fact_vector",
+    "get_persona_vector",
+    "list_personas",
+    "persona_quality",
+    "role_contrast",
+    "role_means",
+    "role_vector",
+    "system_for",
 ]
