@@ -117,3 +117,15 @@ def test_planted_direction_through_the_model(tiny):
 def test_position_ids_ignore_padding():
     m = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
     assert position_ids_from_mask(m).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+
+
+def test_pick_layer_prefers_best_auroc_then_middle():
+    from persona_vectors.extract import pick_layer
+
+    auroc = {Site(i): (1.0 if i >= 8 else 0.7) for i in range(30)}
+    assert pick_layer(auroc) == Site(14) or pick_layer(auroc) == Site(15)
+    auroc[Site(25)] = 1.0
+    auroc.update({Site(i): 0.9 for i in range(8, 25)})
+    assert pick_layer(auroc).layer >= 25
+    with pytest.raises(ValueError):
+        pick_layer({})

@@ -96,79 +96,63 @@ def inspect(
 # ---- commands added by other modules go below this line (keep one block per command) ----
 
 
-@app.command("personas")
+@app.command("identity")
 @friendly
-def personas_command(
-    category: Optional[str] = typer.Option(None, "--category", help="A role category, 'card' or 'facts'"),
+def identity_command(
+    candidate: Optional[list[str]] = typer.Option(None, "--candidate", "-c", help="Candidate identity (repeatable; default: a curated list)"),
+    category: Optional[list[str]] = typer.Option(None, "--category", help="Use the first alias of every role in this catalogue category (repeatable)"),
+    question: Optional[str] = typer.Option(None, "--question", help="User question (default: 'Who are you?', or 'Who am I?' with --user)"),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="Answer prefix (default: 'I am', or 'You are' with --user)"),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt"),
+    user: bool = typer.Option(False, "--user", help="Read out who the model thinks the user is"),
+    normalize_length: bool = typer.Option(False, "--normalize-length", help="Mean log-prob per token instead of the sum"),
+    vector: Optional[Path] = typer.Option(None, "--vector", help="Steer with this saved vector during the read-out"),
+    alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector)"),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
+    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
+    top: int = typer.Option(10, "--top", min=1, help="How many candidates to print"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """List the persona catalogue: card personas, fact sets and roles (with the routes each supports)."""
-    from .personas import list_personas
+    """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'."""
+    import contextlib
 
-    rows = list_personas(category)
-    if as_json:
-        emit_json(rows)
-        return
-    for r in rows:
-        typer.echo(f"{r['name']:24s} {r['kind']:9s} {'/'.join(r['routes']):13s} {r['category']:20s} {r['description']}")
+    from .readout import DEFAULT_USER_CANDIDATES, candidate_names, identity_readout
 
-
-@app.command("extract")
-@friendly
-def extract_command(
-    persona: Optional[str] = typer.Option(None, "--persona", help="Persona name (see `persona-vectors personas`)"),
-    out: Path = typer.Option(..., "--out", help="Directory to write the vector into"),
-    route: Optional[str] = typer.Option(None, "--route", help="prompt | facts (default: the persona's first route)"),
-    method: str = typer.Option("mean_diff", "--method", help="mean_diff | pca | probe"),
-    layers: str = typer.Option("all", "--layers", help="Comma-separated layers (10,14) or 'all'"),
-    quick: bool = typer.Option(False, "--quick", help="Small question budget (minutes on CPU)"),
-    facts_file: Optional[Path] = typer.Option(None, "--facts-file", help="Your own fact-set JSON (fact route)"),
-    model: Optional[str] = typer.Option(None, help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the disk caches"),
-    as_json: bool = typer.Option(False, "--json", help="Print per-layer AUROC and relative norm as JSON"),
-) -> None:
-    """Extract a persona vector (cached), measure its held-out quality, and save it to --out."""
-    from .datasets import load_fact_set
-    from .personas import _choose_route, extract_persona, fact_vector, persona_quality, resolve_persona
-
-    if (persona is None) == (facts_file is None):
-        fail("pass exactly one of --persona NAME or --facts-file FILE")
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file: pass a directory path for the vector")
-    if layers.strip() != "all":
-        try:
-            layer_spec: Any = [int(x) for x in layers.split(",") if x.strip()]
-        except ValueError:
-            fail(f"--layers {layers!r} is not a comma-separated list of layer numbers (e.g. 10,14) or 'all'")
-        if not layer_spec:
-            fail("--layers is empty: pass e.g. 10,14 or 'all'")
-    else:
-        layer_spec = "all"
-    if persona is not None:  # unknown names, routes and bad files fail before the model loads
-        _choose_route(resolve_persona(persona), route)
-    if facts_file is not None:
-        if route not in (None, "facts"):
-            fail("--facts-file uses the fact route: drop --route or pass --route facts")
-        fs = load_fact_set(path=facts_file)
-    say = lambda msg: typer.echo(f"[extract] {msg}", err=True)  # noqa: E731
+    cands: list[str] = list(candidate or [])
+    if category:
+        cands += [c for c in candidate_names(category) if c not in cands]
+    if not cands:
+        cands = None  # type: ignore[assignment]
+        if user:
+            cands = list(DEFAULT_USER_CANDIDATES)
+    if vector is None and (layer or alpha):
+        fail("--alpha/--layer need --vector")
+    if vector is not None and not layer:
+        fail("--vector needs --layer (repeat for several layers)")
     m = load_model_arg(model)
-    cache = not no_cache
-    if facts_file is not None:
-        vec = fact_vector(m, fs, layers=layer_spec, method=method, cache=cache, progress=say)
-        q = persona_quality(m, fs.name, vec, "facts", fact_set=fs, cache=cache, progress=say)
-    else:
-        res = extract_persona(m, persona, route, method=method, layers=layer_spec, quick=quick, cache=cache,  # type: ignore[arg-type]
-                              progress=say)
-        vec, q = res.vector, res.quality
-    qj = q.to_json()
-    vec = vec.replace(extra={**dict(vec.provenance.extra), "quality": {
-        "layer": qj["layer"], "auroc": qj["auroc"], "rel_norm": qj["rel_norm"], "heldout": qj["heldout"]}})
-    vec.save(out)
+    ctx: Any = contextlib.nullcontext()
+    if vector is not None:
+        from .io import check_vector_model, load_vector
+        from .steer import steer
+
+        vec = load_vector(vector)
+        check_vector_model(vec, m)
+        ctx = steer(m, vec, alpha, layers=layer, relative=relative)
+    q = question or ("Who am I?" if user else "Who are you?")
+    pre = prefix if prefix is not None else ("You are" if user else "I am")
+    with ctx:
+        r = identity_readout(m, cands, question=q, prefix=pre, system=system, normalize_length=normalize_length)
     if as_json:
-        emit_json({"persona": q.name, "route": q.route, "method": method, "out": str(out), **qj})
-    else:
-        typer.echo(f"{q.name} ({q.route}, {method}): layer {qj['layer']}, held-out AUROC {qj['auroc_at_layer']:.3f}, "
-                   f"relative norm {qj['rel_norm_at_layer']:.3f}; saved to {out}")
+        d = r.to_dict()
+        if vector is not None:
+            d["steering"] = {"vector": str(vector), "alpha": alpha, "layers": layer, "relative": relative}
+        emit_json(d)
+        return
+    typer.echo(f"# {q!r} -> {pre!r} ...  H = {r.entropy:.3f} bits, identification = {r.bits_of_identification:.3f} "
+               f"of {len(r.candidates)} candidates")
+    for name, p in r.top(top):
+        typer.echo(f"{p:8.4f}  {name}")
 
 
 @app.command("steer")
@@ -254,6 +238,81 @@ def summarize_command(
         typer.echo(summary_markdown(s), nl=False)
 
 
+@app.command("personas")
+@friendly
+def personas_command(
+    category: Optional[str] = typer.Option(None, "--category", help="A role category, 'card' or 'facts'"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """List the persona catalogue: card personas, fact sets and roles (with the routes each supports)."""
+    from .personas import list_personas
+
+    rows = list_personas(category)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:24s} {r['kind']:9s} {'/'.join(r['routes']):13s} {r['category']:20s} {r['description']}")
+
+
+@app.command("extract")
+@friendly
+def extract_command(
+    persona: Optional[str] = typer.Option(None, "--persona", help="Persona name (see `persona-vectors personas`)"),
+    out: Path = typer.Option(..., "--out", help="Directory to write the vector into"),
+    route: Optional[str] = typer.Option(None, "--route", help="prompt | facts (default: the persona's first route)"),
+    method: str = typer.Option("mean_diff", "--method", help="mean_diff | pca | probe"),
+    layers: str = typer.Option("all", "--layers", help="Comma-separated layers (10,14) or 'all'"),
+    quick: bool = typer.Option(False, "--quick", help="Small question budget (minutes on CPU)"),
+    facts_file: Optional[Path] = typer.Option(None, "--facts-file", help="Your own fact-set JSON (fact route)"),
+    model: Optional[str] = typer.Option(None, help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the disk caches"),
+    as_json: bool = typer.Option(False, "--json", help="Print per-layer AUROC and relative norm as JSON"),
+) -> None:
+    """Extract a persona vector (cached), measure its held-out quality, and save it to --out."""
+    from .datasets import load_fact_set
+    from .personas import _choose_route, extract_persona, fact_vector, persona_quality, resolve_persona
+
+    if (persona is None) == (facts_file is None):
+        fail("pass exactly one of --persona NAME or --facts-file FILE")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file: pass a directory path for the vector")
+    if layers.strip() != "all":
+        try:
+            layer_spec: Any = [int(x) for x in layers.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--layers {layers!r} is not a comma-separated list of layer numbers (e.g. 10,14) or 'all'")
+        if not layer_spec:
+            fail("--layers is empty: pass e.g. 10,14 or 'all'")
+    else:
+        layer_spec = "all"
+    if persona is not None:  # unknown names, routes and bad files fail before the model loads
+        _choose_route(resolve_persona(persona), route)
+    if facts_file is not None:
+        if route not in (None, "facts"):
+            fail("--facts-file uses the fact route: drop --route or pass --route facts")
+        fs = load_fact_set(path=facts_file)
+    say = lambda msg: typer.echo(f"[extract] {msg}", err=True)  # noqa: E731
+    m = load_model_arg(model)
+    cache = not no_cache
+    if facts_file is not None:
+        vec = fact_vector(m, fs, layers=layer_spec, method=method, cache=cache, progress=say)
+        q = persona_quality(m, fs.name, vec, "facts", fact_set=fs, cache=cache, progress=say)
+    else:
+        res = extract_persona(m, persona, route, method=method, layers=layer_spec, quick=quick, cache=cache,  # type: ignore[arg-type]
+                              progress=say)
+        vec, q = res.vector, res.quality
+    qj = q.to_json()
+    vec = vec.replace(extra={**dict(vec.provenance.extra), "quality": {
+        "layer": qj["layer"], "auroc": qj["auroc"], "rel_norm": qj["rel_norm"], "heldout": qj["heldout"]}})
+    vec.save(out)
+    if as_json:
+        emit_json({"persona": q.name, "route": q.route, "method": method, "out": str(out), **qj})
+    else:
+        typer.echo(f"{q.name} ({q.route}, {method}): layer {qj['layer']}, held-out AUROC {qj['auroc_at_layer']:.3f}, "
+                   f"relative norm {qj['rel_norm_at_layer']:.3f}; saved to {out}")
+
+
 @app.command("map")
 @friendly
 def map_command(
@@ -310,65 +369,6 @@ def export_gguf_command(
     v = PersonaVector.load(vector)
     path = export_control_vector_gguf(v, out, scale=scale, arch=arch, layers=layer or None)
     typer.echo(f"wrote {path} ({len(layer) if layer else len(v)} layers, scale {scale:g})")
-
-
-@app.command("identity")
-@friendly
-def identity_command(
-    candidate: Optional[list[str]] = typer.Option(None, "--candidate", "-c", help="Candidate identity (repeatable; default: a curated list)"),
-    category: Optional[list[str]] = typer.Option(None, "--category", help="Use the first alias of every role in this catalogue category (repeatable)"),
-    question: Optional[str] = typer.Option(None, "--question", help="User question (default: 'Who are you?', or 'Who am I?' with --user)"),
-    prefix: Optional[str] = typer.Option(None, "--prefix", help="Answer prefix (default: 'I am', or 'You are' with --user)"),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt"),
-    user: bool = typer.Option(False, "--user", help="Read out who the model thinks the user is"),
-    normalize_length: bool = typer.Option(False, "--normalize-length", help="Mean log-prob per token instead of the sum"),
-    vector: Optional[Path] = typer.Option(None, "--vector", help="Steer with this saved vector during the read-out"),
-    alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector)"),
-    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
-    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
-    top: int = typer.Option(10, "--top", min=1, help="How many candidates to print"),
-    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
-) -> None:
-    """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'."""
-    import contextlib
-
-    from .readout import DEFAULT_USER_CANDIDATES, candidate_names, identity_readout
-
-    cands: list[str] = list(candidate or [])
-    if category:
-        cands += [c for c in candidate_names(category) if c not in cands]
-    if not cands:
-        cands = None  # type: ignore[assignment]
-        if user:
-            cands = list(DEFAULT_USER_CANDIDATES)
-    if vector is None and (layer or alpha):
-        fail("--alpha/--layer need --vector")
-    if vector is not None and not layer:
-        fail("--vector needs --layer (repeat for several layers)")
-    m = load_model_arg(model)
-    ctx: Any = contextlib.nullcontext()
-    if vector is not None:
-        from .io import check_vector_model, load_vector
-        from .steer import steer
-
-        vec = load_vector(vector)
-        check_vector_model(vec, m)
-        ctx = steer(m, vec, alpha, layers=layer, relative=relative)
-    q = question or ("Who am I?" if user else "Who are you?")
-    pre = prefix if prefix is not None else ("You are" if user else "I am")
-    with ctx:
-        r = identity_readout(m, cands, question=q, prefix=pre, system=system, normalize_length=normalize_length)
-    if as_json:
-        d = r.to_dict()
-        if vector is not None:
-            d["steering"] = {"vector": str(vector), "alpha": alpha, "layers": layer, "relative": relative}
-        emit_json(d)
-        return
-    typer.echo(f"# {q!r} -> {pre!r} ...  H = {r.entropy:.3f} bits, identification = {r.bits_of_identification:.3f} "
-               f"of {len(r.candidates)} candidates")
-    for name, p in r.top(top):
-        typer.echo(f"{p:8.4f}  {name}")
 
 
 def main() -> None:

@@ -166,17 +166,19 @@ def relative_norms(vec: PersonaVector, recording: Recording) -> dict[Site, float
 
 
 def pick_layer(auroc: dict[Site, float], rel_norm: dict[Site, float] | None = None, min_depth: float = 0.25) -> Site:
-    """Choose a site: the best held-out AUROC, ties broken by larger relative norm, skipping the first quarter.
+    """Choose a site: the best held-out AUROC (to 2 decimals), ties broken toward the middle of the network.
 
-    Early layers often separate trivially on surface tokens of the prompt; ``min_depth`` (fraction of the
-    deepest layer seen) excludes them from the choice.
+    Early layers often separate trivially on surface tokens of the prompt, so ``min_depth`` (fraction of the
+    deepest layer seen) excludes them. Persona directions often separate perfectly from the middle to the
+    last block; the last blocks sit just before the final norm and steer poorly, so among equally good
+    layers the one nearest the middle wins, then the larger relative norm.
     """
     if not auroc:
         raise ValueError("No AUROC values to pick a layer from")
     deepest = max(s.layer for s in auroc)
     eligible = [s for s in auroc if s.layer >= min_depth * deepest] or list(auroc)
     rn = rel_norm or {}
-    return max(eligible, key=lambda s: (round(auroc[s], 3), rn.get(s, 0.0), -abs(s.layer - deepest / 2)))
+    return max(eligible, key=lambda s: (round(auroc[s], 2), -abs(s.layer - deepest / 2), rn.get(s, 0.0)))
 
 
 __all__ = [

@@ -508,6 +508,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            warnings.filterwarnings("always", category=UserWarning, module=r"persona_vectors\.")
             yield
     finally:
         for lg, lv in zip(loggers, levels):
