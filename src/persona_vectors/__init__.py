@@ -122,3 +122,19 @@ __all__ = [
     "role_vector",
     "system_for",
 ]
+
+# finetuning shim and persona-shift monitoring
+from .finetune import FinetuneConfig, FinetuneResult, PreventativeSteering, finetune, load_adapter  # noqa: E402
+from .monitor import activation_means, finetuning_shift, projection_difference, shift_figure  # noqa: E402
+
+__all__ += [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "PreventativeSteering",
+    "activation_means",
+    "finetune",
+    "finetuning_shift",
+    "load_adapter",
+    "projection_difference",
+    "shift_figure",
+]
