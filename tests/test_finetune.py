@@ -354,6 +354,7 @@ def test_monitor_shapes_and_shift():
     fig = shift_figure({"plain": res})
     assert len(fig.data) == 3 and fig.data[0].x == (0, 2, 4)
     json.dumps(res.to_json())
+    assert json.loads(json.dumps(cfg(monitor_vectors=va, monitor_every=1).to_json()))["monitor_vectors"] == ["a"]
     res.unload()
 
 

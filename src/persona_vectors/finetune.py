@@ -178,7 +178,7 @@ class FinetuneConfig:
     preventative: PreventativeSteering | None = None
     inoculation_prompt: str | None = None
     monitor_every: int | None = None
-    monitor_vectors: Mapping[str, PersonaVector] | Sequence[PersonaVector] | None = None
+    monitor_vectors: Mapping[str, PersonaVector] | Sequence[PersonaVector] | PersonaVector | None = None
     monitor_prompts: Sequence[str] | None = None
     monitor_layer: int | None = None
 
@@ -210,6 +210,8 @@ class FinetuneConfig:
             elif f.name == "monitor_vectors":
                 if v is None:
                     v = None
+                elif isinstance(v, PersonaVector):
+                    v = [v.provenance.name or v.provenance.expression]
                 elif isinstance(v, Mapping):
                     v = sorted(v)
                 else:
