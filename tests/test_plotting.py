@@ -265,8 +265,30 @@ def test_cli_map(tmp_path, roles):
     (tmp_path / "empty").mkdir()
     res = runner.invoke(app, ["map", "--vectors", str(tmp_path / "empty"), "--out", str(tmp_path / "m4.html")])
     assert res.exit_code == 2 and "no saved role vectors" in res.output
-    res = runner.invoke(app, ["map", "--out", str(tmp_path / "m5.html")])
-    assert res.exit_code == 2 and "--demo-synthetic" in res.output
+    res = runner.invoke(app, ["map", "--vectors", str(tmp_path / "roles"), "--demo-synthetic",
+                              "--out", str(tmp_path / "m5.html")])
+    assert res.exit_code == 2 and "at most one" in res.output
+
+
+@pytest.mark.slow
+def test_cli_map_builds_role_vectors_from_the_model(tmp_path, smol, monkeypatch):
+    """No --vectors: the command builds role vectors itself (cached), maps them and can save them."""
+    from persona_vectors import cli
+
+    monkeypatch.setattr(cli, "load_model_arg", lambda model, device="cpu": smol)
+    monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
+    roles = ["ghost", "pirate_captain", "librarian"]
+    args = ["map", "--questions", "1", "--layer", "12", "--save-vectors", str(tmp_path / "saved"),
+            "--out", str(tmp_path / "built.html")]
+    for r in roles:
+        args += ["--role", r]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "3 roles" in res.output and "layers 12" in res.output
+    text = (tmp_path / "built.html").read_text()
+    assert "pirate_captain" in text and "Q: " in text  # hover carries a sample answer
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(roles)
+    assert any((tmp_path / "cache").rglob("*")), "answers/activations were not cached"
 
 
 def test_cli_map_demo(tmp_path):

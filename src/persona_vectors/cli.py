@@ -322,18 +322,43 @@ def map_command(
     results: Optional[Path] = typer.Option(None, "--results", help="Sweep results JSONL; rows with mean_activation are drawn as a trajectory"),
     axis_vector: Optional[Path] = typer.Option(None, "--axis", help="Saved vector drawn as the assistant axis (default: ai_assistant minus the role mean, if present)"),
     demo_synthetic: bool = typer.Option(False, "--demo-synthetic", help="Map clearly-synthetic vectors for the role catalogue (no model needed)"),
+    role: Optional[list[str]] = typer.Option(None, "--role", help="Role to build (repeatable; default: the whole catalogue). Ignored with --vectors"),
+    questions: int = typer.Option(3, "--questions", min=1, help="Extraction questions per role when building role vectors"),
+    prompts: int = typer.Option(1, "--prompts", min=1, help="System prompts per role when building role vectors"),
+    save_vectors: Optional[Path] = typer.Option(None, "--save-vectors", help="Also save the built role vectors here (reusable with --vectors)"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     dims: int = typer.Option(2, "--dims", help="2 or 3"),
 ) -> None:
-    """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file."""
+    """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file.
+
+    Without --vectors the role vectors are built from the model's own answers (role prompt vs default
+    assistant, every layer) and cached on disk: the first full-catalogue run generates ~430 short answers
+    (roughly 10-20 minutes on 2 CPU cores), later runs take seconds.
+    """
     from .plotting import map_from_vectors, overlay_results, write_html
     from .space import load_role_vectors, synthetic_role_vectors
     from .vector import PersonaVector
 
     if dims not in (2, 3):
         fail("--dims must be 2 or 3")
-    if (vectors is None) == (not demo_synthetic):
-        fail("pass exactly one of --vectors DIR or --demo-synthetic")
-    role_vectors = load_role_vectors(vectors) if vectors is not None else synthetic_role_vectors(include_assistant=True)
+    if vectors is not None and demo_synthetic:
+        fail("pass at most one of --vectors DIR and --demo-synthetic")
+    if vectors is not None:
+        role_vectors = load_role_vectors(vectors)
+    elif demo_synthetic:
+        role_vectors = synthetic_role_vectors(include_assistant=True)
+    else:
+        from .personas import role_means
+
+        m = load_model_arg(model)
+        n_roles = len(role) if role else "all catalogue"
+        typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached)", err=True)
+        rm = role_means(m, role or None, n_questions=questions, n_prompts=prompts, layers="all",
+                        progress=lambda msg: typer.echo(f"  {msg}", err=True))
+        role_vectors = dict(rm.vectors)
+        if save_vectors is not None:
+            rm.save(save_vectors)
+            typer.echo(f"saved {len(role_vectors)} role vectors under {save_vectors}", err=True)
     axis = PersonaVector.load(axis_vector) if axis_vector is not None else "auto"
     title = "Persona space (SYNTHETIC demo data)" if demo_synthetic else "Persona space"
     fig, spaces = map_from_vectors(role_vectors, layer or None, dims=dims, axis=axis, title=title)

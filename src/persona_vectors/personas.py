@@ -991,14 +991,16 @@ def role_means(
     default_mean = torch.stack([neg.mean(s) for s in sites])
     means, vectors, counts = {}, {}, {}
     for n in names:
-        pos, _ = _prompt_side(model, role_prompts[n], qs, sites, max_new_tokens=max_new_tokens, caches=caches,
-                              progress=pf)
+        pos, convs = _prompt_side(model, role_prompts[n], qs, sites, max_new_tokens=max_new_tokens, caches=caches,
+                                  progress=pf)
         means[n] = torch.stack([pos.mean(s) for s in sites])
         counts[n] = pos.n_conversations
+        sample = f"Q: {qs[0]}  A: {convs[0][-1]['content']}" if convs else ""
         vectors[n] = vector_from_recordings(
             model, pos, neg, method="mean_diff", name=n, route="prompt",
             extra={"role": n, "n_prompts": len(role_prompts[n]), "n_baseline_prompts": len(base),
-                   "n_questions": len(qs), "questions_hash": _hash(qs), "max_new_tokens": max_new_tokens})
+                   "n_questions": len(qs), "questions_hash": _hash(qs), "max_new_tokens": max_new_tokens,
+                   "sample_response": sample})
     return RoleMeans(sites, default_mean, means, vectors, counts, neg.n_conversations, qs,
                      n_prompts or max(len(p) for p in role_prompts.values()), max_new_tokens,
                      {s: neg.mean_norm(s) for s in sites})

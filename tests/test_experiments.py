@@ -1,0 +1,81 @@
+"""Smoke tests of the experiment scripts in --quick mode (embedded model; slow).
+
+Each runs ``main(cfg)`` into ``tmp_path`` and checks the run directory: config.json (config, seed, library
+version, model fingerprint), results.jsonl, report.md with a verdict line, self-contained HTML figures. The
+persona-arithmetic run is repeated with the same seed to check the results are identical (it is cheap:
+teacher-forced read-outs only, no generation once the role answers are cached).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+pytestmark = pytest.mark.slow
+
+
+def _check_run_dir(d: Path, kinds: set[str]) -> list[dict]:
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["config"]["quick"] is True
+    assert cfg["config"]["seed"] == 0
+    assert cfg["library_version"]
+    assert cfg["model"]["fingerprint"] and cfg["model"]["model_id"]
+    assert "total" in cfg["timings_s"]
+    rows = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines() if line.strip()]
+    assert rows, "results.jsonl is empty"
+    assert kinds <= {r["kind"] for r in rows}
+    report = (d / "report.md").read_text()
+    assert "**Verdict:**" in report
+    htmls = sorted(d.glob("*.html"))
+    assert htmls, "no HTML figures"
+    for h in htmls:
+        text = h.read_text()
+        assert "<html" in text.lower() and "plotly" in text.lower()
+        # plotly.js is inline: no <script src=...> pointing at a server (the bundle itself mentions
+        # cdn.plot.ly as a topojson default, which a map never fetches)
+        assert not re.search(r"<script[^>]*src=[\"']?(https?:)?//", text, re.I)
+    return rows
+
+
+def _stable(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["kind"] != "timing"]
+
+
+def test_assistant_axis_quick(tmp_path, smol):
+    import assistant_axis as A
+
+    cfg = A.Config.preset(quick=True, out=str(tmp_path / "aa"))
+    out = A.main(cfg, model=smol)
+    rows = _check_run_dir(tmp_path / "aa", {"pca_layer", "role_ends", "generation", "cell", "identity",
+                                             "nearest_roles", "verdict"})
+    assert out["runtime_s"] > 0
+    gens = [r for r in rows if r["kind"] == "generation"]
+    n_cells = 1 + len(cfg.layers) * 3 * len(cfg.alphas)
+    assert len(gens) == n_cells * cfg.n_questions
+    assert all(r["label"] for r in gens)
+    assert (tmp_path / "aa" / "persona_map.html").is_file()
+    assert (tmp_path / "aa" / "share_vs_alpha.html").is_file()
+    pca = [r for r in rows if r["kind"] == "pca_layer"]
+    assert len(pca) == 30
+    assert all(0 < r["explained_variance_ratio"][0] <= 1 for r in pca)
+
+
+def test_persona_arithmetic_quick_deterministic(tmp_path, smol):
+    import persona_arithmetic as B
+
+    cfg1 = B.Config.preset(quick=True, out=str(tmp_path / "pa1"))
+    B.main(cfg1, model=smol)
+    rows1 = _check_run_dir(tmp_path / "pa1", {"geometry", "identity", "mixing", "user", "verdict"})
+    cfg2 = B.Config.preset(quick=True, out=str(tmp_path / "pa2"))
+    B.main(cfg2, model=smol)
+    rows2 = _check_run_dir(tmp_path / "pa2", {"geometry", "identity", "mixing", "user", "verdict"})
+    assert _stable(rows1) == _stable(rows2)
+    ver = [r for r in rows1 if r["kind"] == "verdict"][0]
+    assert ver["word"]
