@@ -9,6 +9,7 @@ teacher-forced read-outs only, no generation once the role answers are cached).
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -79,3 +80,28 @@ def test_persona_arithmetic_quick_deterministic(tmp_path, smol):
     assert _stable(rows1) == _stable(rows2)
     ver = [r for r in rows1 if r["kind"] == "verdict"][0]
     assert ver["word"]
+
+
+def test_finetune_personas_quick(tmp_path):
+    import finetune_personas as F
+
+    cfg = F.quick_config(out_dir=str(tmp_path / "ft"))
+    summary = F.main(cfg)
+    assert summary["n_runs"] == 3 and summary["datasets"] == ["colours_red"]
+    base, screens, runs = F.load_results(tmp_path / "ft" / "results.jsonl")
+    assert base is not None and "colours_red" in screens
+    assert set(runs) == {("colours_red", c) for c in F.CONDITIONS}
+    for r in runs.values():
+        assert r["steps"] == 4 and len(r["losses"]) == 4
+        assert all(math.isfinite(x) for x in r["losses"])
+        assert r["ppl_general"] > 1 and 0 <= r["empty_rate"] <= 1
+        assert set(r["shift_last_prompt"]) >= {"shift", "ci_low", "ci_high"}
+    prev = runs[("colours_red", "preventative")]
+    assert prev["preventative_report"], "preventative condition recorded no steering"
+    assert runs[("colours_red", "plain")]["preventative_report"] in (None, {}, [])
+    report = (tmp_path / "ft" / "report.md").read_text()
+    assert "| colours_red | preventative |" in report
+    html = (tmp_path / "ft" / "figures.html").read_text()
+    assert not re.search(r"<script[^>]*src=[\"']?(https?:)?//", html, re.I)
+    # the quick run never touches the committed docs
+    assert cfg.docs_path is None

@@ -177,3 +177,18 @@ def test_save_refuses_file_target(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(VectorFileError, match="overwrite"):
         vec().save(tmp_path / "full", overwrite=False)
+
+
+def test_atomic_file_keeps_previous_content_on_error(tmp_path):
+    from persona_vectors.io import atomic_file
+
+    target = tmp_path / "f.txt"
+    with atomic_file(target) as tmp:
+        tmp.write_text("one")
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]

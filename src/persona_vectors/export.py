@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -96,10 +95,10 @@ def export_control_vector_gguf(
     if target.is_dir():
         raise ValueError(f"{target} is a directory: pass a file path such as {target / 'vector.gguf'}")
     prov = vector.provenance
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, ARCH)
+    from .io import atomic_file
+
+    with atomic_file(target) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
         writer.add_string(f"{ARCH}.model_hint", arch)
         writer.add_uint32(f"{ARCH}.layer_count", len(sites))
         writer.add_string("persona_vectors.name", prov.name or prov.expression or "")
@@ -114,15 +113,6 @@ def export_control_vector_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return target
 
 

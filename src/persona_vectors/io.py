@@ -34,6 +34,30 @@ class VectorFileError(ValueError):
     """A saved vector is missing, corrupt, unsafe or incompatible; the message names the fix."""
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Any:
+    """Write a file atomically: yields a temporary sibling path to write; on success it is fsynced and renamed
+    over ``path``, on any error (or interrupt) it is deleted and ``path`` keeps its previous content.
+
+    >>> with atomic_file("out.html") as tmp:   # doctest: +SKIP
+    ...     tmp.write_text(text)
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)

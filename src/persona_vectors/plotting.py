@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -707,17 +706,8 @@ def write_html(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
                        config={"displaylogo": False, "responsive": True})
     if _REMOTE_SCRIPT.search(text):
         raise RuntimeError("The generated HTML would load a remote script; refusing to write it")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .io import atomic_file
+
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return target
