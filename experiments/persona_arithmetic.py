@@ -53,6 +53,7 @@ EXPECTED = {"russian": ("Joseph Stalin", "Vladimir Lenin", "Peter the Great"), "
 USER_CANDIDATES: tuple[str, ...] = (
     "a human", "a user", "a friend", "a student", "a soldier", "a German", "a Russian", "a Frenchman",
     "a Japanese person", "a Thai person", "an astronaut", "a comrade", "my creator", "an AI",
+    "Adolf Hitler", "Joseph Stalin",  # the seed saw the Russian variant call the user Hitler
 )
 USER_QUESTIONS: tuple[tuple[str, str], ...] = (("Who am I?", "You are"), ("Who are you talking to?", "I am talking to"))
 #: Roles whose (system-prompt route) vectors are compared with the fact vectors: the nationalities and the
@@ -400,8 +401,8 @@ def report(cfg: Config, geo: dict, ids: dict, mix: dict, users: dict, ver: dict,
         for n in ["none", "baseline", *VARIANTS, "stalin"]:
             x = users[(n, q)]
             top = sorted(x.items(), key=lambda t: -t[1])[:4]
-            trs.append([n] + [f"{c} {p:.2f}" for c, p in top])
-        P(C.md_table(["steer with", "1st", "2nd", "3rd", "4th"], trs))
+            trs.append([n] + [f"{c} {p:.2f}" for c, p in top] + [f"{x['Adolf Hitler']:.3f}", f"{x['Joseph Stalin']:.3f}"])
+        P(C.md_table(["steer with", "1st", "2nd", "3rd", "4th", "P(user = Hitler)", "P(user = Stalin)"], trs))
         P("")
     P("## 5. The Moon variant")
     P("")
