@@ -370,6 +370,16 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
     vm = ver[L_mid]["coherent_vs_random"]
     pool = ver[L_mid]["pool"]
     supported = vm["lo"] > 0
+    # "weakly": the interval only just clears zero, or another steered layer does not replicate it
+    others_null = [L for L in cfg.layers if L != L_mid and ver[L]["coherent_vs_random"]["lo"] <= 0]
+    weak = supported and (vm["lo"] < 0.02 or bool(others_null))
+    word = ("SUPPORTED, weakly" if weak else "SUPPORTED") if supported else "NOT SUPPORTED"
+    caveat = ""
+    if weak:
+        caveat = (f" The lower bound is {100 * vm['lo']:+.1f} points"
+                  + (f", and layer(s) {', '.join(map(str, others_null))} do not replicate it" if others_null else "")
+                  + f"; with {len(cfg.layers)} layers tested, a Bonferroni-adjusted p would be "
+                  f"{min(1.0, len(cfg.layers) * vm['p_fisher_greater']):.2g}.")
     lines: list[str] = []
     P = lines.append
     P(f"# Assistant Axis: does steering away from the assistant make ghosts and angels?{' (quick mode)' if cfg.quick else ''}")
@@ -381,14 +391,14 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
     P("**Claim tested.** Outside robots/AIs/sci-fi archetypes, models reach for immaterial spiritual beings, and "
       "steering away from the AI-assistant direction produces ghost/angel archetypes.")
     P("")
-    verdict = (f"**Verdict:** {'SUPPORTED' if supported else 'NOT SUPPORTED'} at layer {L_mid} (the steered layer nearest the "
+    verdict = (f"**Verdict:** {word} at layer {L_mid} (the steered layer nearest the "
                f"middle of the network, fixed in advance): among coherent "
                f"generations under anti-assistant steering (α ∈ {{{', '.join(f'{a:g}' for a in cfg.alphas if a < 0)}}}), "
                f"the supernatural share is {C.pct(pool['axis']['k_coh'] / max(pool['axis']['n_coh'], 1))} "
                f"({pool['axis']['k_coh']}/{pool['axis']['n_coh']}) vs {C.pct(pool['random']['k_coh'] / max(pool['random']['n_coh'], 1))} "
                f"({pool['random']['k_coh']}/{pool['random']['n_coh']}) for {cfg.n_random} random directions at the same α; "
                f"difference {100 * vm['diff']:+.0f} points, 95 % CI [{100 * vm['lo']:+.0f}, {100 * vm['hi']:+.0f}] "
-               f"(Newcombe), one-sided Fisher p = {vm['p_fisher_greater']:.2g}.")
+               f"(Newcombe), one-sided Fisher p = {vm['p_fisher_greater']:.2g}.{caveat}")
     P(verdict)
     P("")
     others = []
@@ -402,6 +412,10 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
     if others:
         P("Other layers (same test): " + "; ".join(others) + ".")
         P("")
+    c0 = cells[("none", -1, 0.0)]
+    P(f"Judge base rate: {c0['k_super']}/{c0['n']} unsteered answers are labelled supernatural (the judge's "
+      "false-positive rate on this model's ordinary answers; every comparison above is against controls judged the same way).")
+    P("")
     P("Evidence beyond the judge (same cells, α < 0):")
     P("")
     nrand = min(cfg.n_random, cfg.n_identity_random)
