@@ -121,6 +121,9 @@ def bench_extraction(model: Any, raw: Any, reps: int, n_pairs: int = 64) -> dict
 def bench_repeng_agreement(model: Any, raw: Any) -> dict[str, Any]:
     """Our steered logits vs repeng's ControlModel for the same vector, layer and coefficient."""
     import numpy as np
+
+    if "float_" not in np.__dict__:  # repeng 0.4.0 annotates with np.float_, which NumPy 2 removed
+        np.float_ = np.float64  # type: ignore[attr-defined]
     from repeng import ControlModel, ControlVector
 
     from persona_vectors import PersonaVector, Provenance, Site
@@ -189,41 +192,64 @@ def bench_generation(model: Any, reps: int) -> dict[str, Any]:
 
 
 def bench_load(reps: int) -> dict[str, Any]:
-    """P5: warm load in a fresh interpreter (imports excluded and included)."""
+    """P5: warm load (weights cached) in a fresh interpreter, split into third-party imports and the load.
+
+    The fresh process first imports what any transformers/TransformerLens user imports (transformers' auto
+    classes and generation utilities, which pull in ``torch._dynamo``, and TransformerLens' bridge), then times
+    ``load_model()``. Both parts are reported; the target applies to the load.
+    """
     code = (
-        "import time; t0=time.perf_counter(); import persona_vectors as pv; t1=time.perf_counter(); "
-        "pv.load_model(progress=False); t2=time.perf_counter(); print(t2-t1, t2-t0)"
+        "import time; t0=time.perf_counter(); import persona_vectors as pv; "
+        "import transformers.masking_utils, transformers.generation.utils; "
+        "from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        "import transformer_lens.model_bridge; t1=time.perf_counter(); "
+        "pv.load_model(progress=False); t2=time.perf_counter(); print(t1-t0, t2-t1)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # make sure the cache is warm
-    loads, totals = [], []
+    imports, loads = [], []
     for _ in range(reps):
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
-        loads.append(float(out[-2]))
-        totals.append(float(out[-1]))
-    return {"P5": {"warm_load_s": statistics.median(loads), "with_imports_s": statistics.median(totals)}}
+        imports.append(float(out[-2]))
+        loads.append(float(out[-1]))
+    return {"P5": {"warm_load_s": statistics.median(loads), "imports_s": statistics.median(imports),
+                   "with_imports_s": statistics.median(i + l for i, l in zip(imports, loads))}}
 
 
 def bench_memory() -> dict[str, Any]:
-    """P7: peak RSS of extraction over 100 vs 1,000 conversations, each in a fresh process."""
+    """P7: peak RSS of extraction over 100 vs 1,000 conversations, each in a fresh process.
+
+    After the model is loaded the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``), so the peak read
+    afterwards (``VmHWM``) is the extraction's own high-water mark, not the load's.
+    """
     code = r"""
-import resource, sys
+import gc, sys
 import persona_vectors as pv
 from persona_vectors.datasets import load_fact_set
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
 n = int(sys.argv[1])
 m = pv.load_model(progress=False)
 facts = load_fact_set("hitler_baseline").facts
 convs = [[{"role": "user", "content": f.question}, {"role": "assistant", "content": f.answer}] for f in facts]
 convs = (convs * (n // len(convs) + 1))[:n]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+gc.collect()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = kib("VmRSS")
 pv.record(m, convs, "all", positions="response", batch_size=16, progress=False)
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(base, kib("VmHWM"))
 """
     res = {}
     for n in (100, 1000):
         out = subprocess.run([sys.executable, "-c", code, str(n)], check=True, capture_output=True, text=True).stdout.split()
         res[n] = {"rss_before_kib": int(out[-2]), "peak_kib": int(out[-1])}
     growth = (res[1000]["peak_kib"] - res[100]["peak_kib"]) / res[100]["peak_kib"]
-    return {"P7": {"peak_100_mib": res[100]["peak_kib"] / 1024, "peak_1000_mib": res[1000]["peak_kib"] / 1024,
+    return {"P7": {"rss_before_mib": res[100]["rss_before_kib"] / 1024,
+                   "peak_100_mib": res[100]["peak_kib"] / 1024, "peak_1000_mib": res[1000]["peak_kib"] / 1024,
+                   "extraction_100_mib": (res[100]["peak_kib"] - res[100]["rss_before_kib"]) / 1024,
+                   "extraction_1000_mib": (res[1000]["peak_kib"] - res[1000]["rss_before_kib"]) / 1024,
                    "growth": growth}}
 
 
@@ -281,8 +307,9 @@ def render(results: dict[str, Any]) -> str:
                  f"{p4.get('speedup', float('nan')):.2f}× faster ({p4.get('batched_s', 0):.1f} s vs {p4.get('sequential_s', 0):.1f} s)",
                  "≥ 4×", mark(p4.get("speedup", 0) >= 4 if p4 else None)))
     p5 = r.get("P5", {})
-    rows.append(("P5", "warm model load (fresh process; imports excluded)",
-                 f"{p5.get('warm_load_s', float('nan')):.2f} s ({p5.get('with_imports_s', float('nan')):.2f} s with imports)",
+    rows.append(("P5", "warm model load (fresh process, after importing transformers + TransformerLens)",
+                 f"{p5.get('warm_load_s', float('nan')):.2f} s (imports {p5.get('imports_s', float('nan')):.2f} s; "
+                 f"{p5.get('with_imports_s', float('nan')):.2f} s in all)",
                  "≤ 3 s", mark(p5.get("warm_load_s", 99) <= 3 if p5 else None)))
     p6 = r.get("P6", {})
     if "ratio" in p6:
@@ -293,7 +320,8 @@ def render(results: dict[str, Any]) -> str:
         rows.append(("P6", "preventative LoRA step ÷ plain LoRA step", p6.get("skipped", "not run"), "≤ 1.05", "—"))
     p7 = r.get("P7", {})
     rows.append(("P7", "extraction peak RSS growth, 100 → 1,000 conversations",
-                 f"{100 * p7.get('growth', float('nan')):+.1f} % ({p7.get('peak_100_mib', 0):.0f} → {p7.get('peak_1000_mib', 0):.0f} MiB)",
+                 f"{100 * p7.get('growth', float('nan')):+.1f} % (peak {p7.get('peak_100_mib', 0):.0f} → {p7.get('peak_1000_mib', 0):.0f} MiB; "
+                 f"extraction's own {p7.get('extraction_100_mib', 0):.0f} → {p7.get('extraction_1000_mib', 0):.0f} MiB)",
                  "≤ 10 %", mark(p7.get("growth", 1) <= 0.10 if p7 else None)))
     lines = ["| id | measure | result | target | met |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
@@ -325,6 +353,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     only = set(args.only or ["extraction", "repeng", "generation", "load", "memory", "lora"])
     results: dict[str, Any] = {"reps": args.reps, "agreement": {}}
+    if args.only and (args.out / "results.json").is_file():  # a partial rerun updates the last full run
+        results = json.loads((args.out / "results.json").read_text())
+        results.pop("errors", None)
     results["machine"] = {
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__, "transformers": version("transformers"),
@@ -333,35 +364,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     model = pv.load_model(progress=True)
     raw = raw_hf_model() if {"extraction", "repeng"} & only else None
-    if "extraction" in only:
-        print("[bench] extraction vs steering-vectors and bare forward…", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def section(name: str, label: str, fn: Callable[[], None]) -> None:
+        """Run one benchmark; a failure is recorded (and reported) instead of losing the other figures."""
+        if name not in only:
+            return
+        print(f"[bench] {label}…", flush=True)
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - recorded in results.json and printed
+            import traceback
+
+            results.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+
+    def extraction() -> None:
         ex = bench_extraction(model, raw, args.reps)
         results["agreement"]["steering_vectors_cosine"] = ex.pop("agreement_cosine_vs_steering_vectors")
         results["agreement"]["steering_vectors_ok"] = ex.pop("agreement_ok")
         results.update(ex)
-    if "repeng" in only:
-        print("[bench] steered logits vs repeng…", flush=True)
+
+    def repeng_check() -> None:
         results["agreement"]["repeng"] = bench_repeng_agreement(model, raw)
-    if "generation" in only:
-        print("[bench] steered generation and batched sweeps…", flush=True)
-        results.update(bench_generation(model, args.reps))
-    if "lora" in only:
-        print("[bench] LoRA steps…", flush=True)
-        results.update(bench_lora(model, args.reps))
-    if "load" in only:
-        print("[bench] warm load…", flush=True)
-        results.update(bench_load(args.reps))
-    if "memory" in only:
-        print("[bench] memory growth…", flush=True)
-        results.update(bench_memory())
+
+    section("extraction", "extraction vs steering-vectors and bare forward", extraction)
+    section("repeng", "steered logits vs repeng", repeng_check)
+    section("generation", "steered generation and batched sweeps",
+            lambda: results.update(bench_generation(model, args.reps)))
+    section("lora", "LoRA steps", lambda: results.update(bench_lora(model, args.reps)))
+    section("load", "warm load", lambda: results.update(bench_load(args.reps)))
+    section("memory", "memory growth", lambda: results.update(bench_memory()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     table = render(results)
     (args.out / "results.md").write_text(table)
     print(table)
     ag = results["agreement"]
+    if results.get("errors"):
+        print(f"BENCHMARK ERRORS: {results['errors']}", file=sys.stderr)
     if ag.get("steering_vectors_ok") is False or ag.get("repeng", {}).get("agreement_ok") is False:
         print("AGREEMENT CHECK FAILED", file=sys.stderr)
+    if results.get("errors") or ag.get("steering_vectors_ok") is False or ag.get("repeng", {}).get("agreement_ok") is False:
         sys.exit(1)
     return results
 

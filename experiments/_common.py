@@ -155,9 +155,16 @@ class RunDir:
         self.figures.append(name)
         return p
 
-    def write_report(self, text: str) -> Path:
+    def write_report(self, text: str, docs_copy: str | None = None) -> Path:
+        """Write ``report.md``; with ``docs_copy`` (a path under the repository) also copy it there, so the
+        committed docs always come from a run (experiments pass it only for a default-mode run into the
+        default directory)."""
         p = self.path / "report.md"
         p.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        if docs_copy:
+            dst = ROOT / docs_copy
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
         return p
 
 
