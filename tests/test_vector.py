@@ -186,6 +186,9 @@ def test_atomic_file_keeps_previous_content_on_error(tmp_path):
     with atomic_file(target) as tmp:
         tmp.write_text("one")
     assert target.read_text() == "one"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     with pytest.raises(RuntimeError):
         with atomic_file(target) as tmp:
             tmp.write_text("half-writ")

@@ -51,6 +51,9 @@ def atomic_file(path: str | os.PathLike[str]) -> Any:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the usual permissions
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
