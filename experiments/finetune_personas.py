@@ -758,7 +758,8 @@ def write_report(cfg: Config, out: Path) -> dict[str, Any]:
              "end-of-training shifts with CIs).\n")
     text = "\n".join(L)
     (out / "report.md").write_text(text)
-    if cfg.docs_path and not saved.get("quick"):
+    # the committed docs come only from the default run directory (a run with --out elsewhere is a side run)
+    if cfg.docs_path and not saved.get("quick") and out.resolve() == (ROOT / "runs/finetune_personas").resolve():
         dst = ROOT / cfg.docs_path
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "report.md", dst)
