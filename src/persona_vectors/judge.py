@@ -1086,11 +1086,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for e in cv["errors"]:
                     print(f"- {e['label']} -> {e['predicted']}: {e['text'][:120]!r}")
             if args.json:
+                from .io import atomic_file
+
                 out = Path(args.json)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_name(out.name + ".tmp")
-                tmp.write_text(json.dumps(cv, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-                os.replace(tmp, out)
+                with atomic_file(out) as tmp:
+                    tmp.write_text(json.dumps(cv, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 print(f"\n(wrote {out})", file=sys.stderr)
         if args.texts:
             for text, res in zip(args.texts, EmbeddingJudge.default().classify(args.texts)):

@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,7 @@ from .datasets import (
     load_roles,
 )
 from .extract import PromptContrast, pick_layer, relative_norms, separation_auroc, vector_from_recordings
+from .io import atomic_file
 from .models import PersonaModel
 from .record import Conversation, Recording, conversations_hash
 from .sites import Site, as_sites
@@ -454,16 +454,9 @@ class ActivationStore:
         if not (d / "sites.json").is_file():
             (d / "sites.json").write_text(json.dumps([str(s) for s in sites]))
         shard = _hash(list(keys), 20)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{shard}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(d / f"{shard}.safetensors") as tmp:
             save_file({"means": rows.means.float().contiguous(), "norm_sums": rows.norm_sums.double().contiguous(),
-                       "n_tokens": rows.n_tokens.long().contiguous()}, tmp)
-            os.replace(tmp, d / f"{shard}.safetensors")
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+                       "n_tokens": rows.n_tokens.long().contiguous()}, str(tmp))
         _append_lines(d / "index.jsonl", [json.dumps({"shard": shard, "keys": list(keys)})])
         index = self._load_index(sites)
         for i, k in enumerate(keys):
@@ -1205,6 +1198,22 @@ def get_persona_vector(
     persona's first route: prompt where a role exists). The ``assistant`` persona is the Assistant Axis
     over :data:`AXIS_PANEL`. ``quick`` selects the :data:`QUICK` budget instead of :data:`FULL`.
     """
+    return _persona_vector(model, name, route, method=method, layers=layers, quick=quick, cache=cache,
+                           progress=progress)[0]
+
+
+def _persona_vector(
+    model: PersonaModel,
+    name: str,
+    route: Optional[str],
+    *,
+    method: str,
+    layers: Layers,
+    quick: bool,
+    cache: CacheArg,
+    progress: Union[bool, ProgressFn],
+) -> tuple[PersonaVector, str, bool]:
+    """:func:`get_persona_vector`'s work: ``(vector, cache key, whether it came from the cache)``."""
     get_aggregator(method)
     spec = resolve_persona(name)
     r = _choose_route(spec, route)
@@ -1215,7 +1224,7 @@ def get_persona_vector(
     hit = caches.vectors.load(key, model)
     if hit is not None:
         _say(pf, f"{spec.name}: vector cache hit ({key})")
-        return hit
+        return hit, key, True
     if r == "facts":
         vec = fact_vector(model, spec.fact_set, layers=sites, method=method, cache=cache, progress=progress,  # type: ignore[arg-type]
                           name=spec.name)
@@ -1231,7 +1240,7 @@ def get_persona_vector(
                              name=spec.name)
     vec = vec.replace(extra={**dict(vec.provenance.extra), "cache_key": key, "quick": quick})
     caches.vectors.save(key, vec)
-    return vec
+    return vec, key, False
 
 
 def extract_persona(
@@ -1249,9 +1258,8 @@ def extract_persona(
     spec = resolve_persona(name)
     r = _choose_route(spec, route)
     caches, pf = _caches(model, cache), _progress_fn(progress)
-    key = _vector_key(model, spec, r, method, _sites(model, layers), budget_for(quick))
-    was_cached = caches.vectors.load(key, model) is not None
-    vec = get_persona_vector(model, name, r, method=method, layers=layers, quick=quick, cache=cache, progress=progress)
+    vec, key, was_cached = _persona_vector(model, name, r, method=method, layers=layers, quick=quick, cache=cache,
+                                           progress=progress)
     qkey = f"{key}-q{budget_for(quick).n_eval_questions}"
     q_json = caches.vectors.load_json(qkey, "quality")
     if q_json is not None:
