@@ -155,6 +155,11 @@ class RunDir:
         self.figures.append(name)
         return p
 
+    @staticmethod
+    def docs_copy_for(cfg: Any, name: str) -> str | None:
+        """``docs/<name>.md`` for a default-mode run into ``runs/<name>`` (the run the docs quote), else None."""
+        return f"docs/{name}.md" if cfg.mode == "default" and Path(cfg.out) == Path(f"runs/{name}") else None
+
     def write_report(self, text: str, docs_copy: str | None = None) -> Path:
         """Write ``report.md``; with ``docs_copy`` (a path under the repository) also copy it there, so the
         committed docs always come from a run (experiments pass it only for a default-mode run into the

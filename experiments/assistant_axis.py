@@ -768,7 +768,7 @@ def main(cfg: Config, model: Any = None) -> dict[str, Any]:
                      "process CPU time)", load_average_start=load_start,
                      seeds={"seed": cfg.seed, "random_directions": 10_000 + cfg.seed, "decoding": "greedy"})
     rep = report(cfg, ps, cells, ver, ident, near, rows, texts, labels, coh, questions, runtime, judge_note)
-    docs = "docs/assistant_axis.md" if cfg.mode == "default" and Path(cfg.out) == Path("runs/assistant_axis") else None
+    docs = run.docs_copy_for(cfg, NAME)
     run.write_report(rep, docs_copy=docs)
     C.say(f"done in {runtime['total']:.0f}s → {run.path}")
     L_mid = primary_layer(cfg)

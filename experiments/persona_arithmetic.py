@@ -637,7 +637,7 @@ def main(cfg: Config, model: Any = None) -> dict[str, Any]:
     run.write_config(cfg0, model, load_average_start=load_start,
                      seeds={"seed": cfg.seed, "bootstrap": cfg.seed, "decoding": "none (teacher-forced read-outs)"},
                      calibrated={"layer": cfg.layer, "alpha": cfg.alpha} if cfg0.calibrate else None)
-    docs = "docs/persona_arithmetic.md" if cfg.mode == "default" and Path(cfg.out) == Path("runs/persona_arithmetic") else None
+    docs = run.docs_copy_for(cfg, NAME)
     run.write_report(report(cfg, geo, ids, mix, users, ver, runtime, calib), docs_copy=docs)
     C.say(f"done in {runtime['total']:.0f}s → {run.path}")
     return {"run_dir": str(run.path), "verdict": word, "runtime_s": runtime["total"]}
