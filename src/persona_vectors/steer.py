@@ -73,6 +73,14 @@ class SteeringBatchError(ValueError):
     """A per-row steering hook saw a forward whose batch size differs from its number of rows."""
 
 
+class SteeringError(RuntimeError):
+    """Steering produced a non-finite residual stream (or was given a non-finite setting).
+
+    The message names the spec (operator, alpha, threshold, site) and the fix; a sweep never stores the
+    generation that raised it.
+    """
+
+
 @dataclass(frozen=True)
 class SteerSpec:
     """One steering intervention; pass several to :func:`steer` / :func:`patch` to apply them together.
