@@ -4,6 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,10 @@ def test_fingerprint_refuses_other_model(smol, tiny, tmp_path):
 
 
 def test_warm_load_is_identical_and_corrupt_cache_is_rebuilt(smol, tmp_path, monkeypatch):
+    """Issue 12.5: 32 changed floats keep the weight fingerprint but fail the checksum; 64 KB of random bytes
+    inside a tensor loads silently without the check. Both are caught; the second is rebuilt on load."""
+    from persona_vectors.models import verify_model_cache
+
     src = [p for p in (cache_dir() / "models").iterdir() if (p / "DONE").is_file()][0]
     fresh = tmp_path / "cache"
     shutil.copytree(src.parent.parent, fresh)
@@ -103,10 +108,21 @@ def test_warm_load_is_identical_and_corrupt_cache_is_rebuilt(smol, tmp_path, mon
     warm = load_model(progress=False)
     assert warm.info.fingerprint == smol.info.fingerprint
     target = fresh / "models" / src.name / "model.safetensors"
-    with open(target, "r+b") as f:
-        f.truncate(1000)
-    with pytest.warns(UserWarning, match="rebuilding"):
+    size = target.stat().st_size
+    original = target.read_bytes()
+    with open(target, "r+b") as f:  # 32 floats in the middle of the weights
+        f.seek(size // 2)
+        f.write(np.full(32, 0.5, dtype=np.float32).tobytes())
+    assert verify_model_cache(target.parent) == ["model.safetensors changed since it was built"]
+    target.write_bytes(original)
+    assert verify_model_cache(target.parent) == []
+    with open(target, "r+b") as f:  # 64 KB of random bytes into one tensor
+        f.seek(size // 3)
+        f.write(np.random.default_rng(0).bytes(64 * 1024))
+    with pytest.warns(UserWarning, match="failed its integrity check.*rebuilding"):
         rebuilt = load_model(progress=False)
     assert rebuilt.info.fingerprint == smol.info.fingerprint
-    assert (fresh / "models" / src.name / "model.safetensors").stat().st_size > 100_000_000
+    assert target.stat().st_size > 100_000_000 and verify_model_cache(target.parent) == []
+    prompt = ["Name a colour."]
+    assert rebuilt.generate(prompt, max_new_tokens=8) == smol.generate(prompt, max_new_tokens=8)
     assert embedded_gguf_path().is_file()
