@@ -430,13 +430,30 @@ def test_llm_429_retry_after_and_auth(
     url, state = fake_server
     state.fail_first, state.fail_status, state.retry_after = 1, 429, "0"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
-    with _llm(url, tmp_path / "c.jsonl") as judge:
+    with _llm(url, tmp_path / "c.jsonl", api_key_env="OPENAI_API_KEY") as judge:
         assert judge.classify(["I am a dragon."])[0].label == "fantasy_creature"
     assert state.hits == 2
     assert state.auth_headers == ["Bearer sk-from-env"] * 2
     with _llm(url, tmp_path / "c.jsonl", api_key="sk-arg") as judge:
         judge.classify(["I'm a plumber."])
     assert state.auth_headers[-1] == "Bearer sk-arg"
+
+
+def test_bad_llm_judge_never_sends_an_unrequested_key(
+    fake_server: tuple[str, FakeState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.11: $OPENAI_API_KEY used to go to whatever base_url the judge was given."""
+    url, state = fake_server
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    with _llm(url, tmp_path / "c.jsonl") as judge:
+        judge.classify(["I am a dragon."])
+    assert state.hits == 1 and state.auth_headers == [None]
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ValueError, match="OPENAI_API_KEY.*unset.*export OPENAI_API_KEY"):
+        _llm(url, tmp_path / "c.jsonl", api_key_env="OPENAI_API_KEY")
+    with pytest.raises(ValueError, match="either api_key or api_key_env"):
+        _llm(url, tmp_path / "c.jsonl", api_key="k", api_key_env="OPENAI_API_KEY")
+    assert state.hits == 1
 
 
 def test_llm_unparsed_and_empty(fake_server: tuple[str, FakeState], tmp_path: Path) -> None:

@@ -86,14 +86,22 @@ def export_control_vector_gguf(
         raise TypeError(f"Expected a PersonaVector, got {type(vector).__name__}")
     scale = float(scale)
     if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale}")
+        raise ValueError(f"scale must be finite, got {scale}: pass e.g. --scale 1 (or scale=1.0)")
+    if scale == 0:
+        raise ValueError("scale 0 would export an all-zero control vector that steers nothing: pass a non-zero --scale")
     if not arch or not isinstance(arch, str):
         raise ValueError("arch must be a non-empty architecture string such as 'llama'")
     sites = _select_sites(vector, layers)
+    scaled = {s: (vector[s].double() * scale).float().cpu().numpy() for s in sites}
+    bad = [str(s) for s, d in scaled.items() if not np.isfinite(d).all()]
+    if bad:
+        biggest = max(float(np.abs(vector[s].double().numpy()).max()) for s in sites)
+        raise ValueError(f"scale {scale:g} overflows float32 at {', '.join(bad)} (largest |value| {biggest:.3g}): "
+                         f"pass a |--scale| below {3.4e38 / max(biggest, 1e-30):.3g}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_dir():
         raise ValueError(f"{target} is a directory: pass a file path such as {target / 'vector.gguf'}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     prov = vector.provenance
     from .io import atomic_file
 
@@ -107,8 +115,7 @@ def export_control_vector_gguf(
         writer.add_string("persona_vectors.sites", ",".join(str(s) for s in sites))
         writer.add_float32("persona_vectors.scale", scale)
         for s in sites:
-            data = (vector[s].double() * scale).float().cpu().numpy()
-            writer.add_tensor(f"direction.{s.layer}", np.ascontiguousarray(data, dtype=np.float32))
+            writer.add_tensor(f"direction.{s.layer}", np.ascontiguousarray(scaled[s], dtype=np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

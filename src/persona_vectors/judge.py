@@ -35,6 +35,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -802,6 +803,7 @@ class _JsonlCache:
         self._lock = threading.Lock()
         self._data: dict[str, dict[str, Any]] | None = None
         self._needs_newline = False
+        self._unwritable = False
 
     def _ensure_loaded(self) -> dict[str, dict[str, Any]]:
         if self._data is None:
@@ -828,26 +830,32 @@ class _JsonlCache:
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         with self._lock:
             data = self._ensure_loaded()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            payload = ("\n" if self._needs_newline else "") + line
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, payload.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._needs_newline = False
             data[key] = rec
+            if self._unwritable:
+                return
+            payload = ("\n" if self._needs_newline else "") + line
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, payload.encode("utf-8"))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as err:  # a paid-for judgement is kept in memory rather than lost with a traceback
+                self._unwritable = True
+                warnings.warn(f"cannot write the LLM judge cache {self.path} ({err.strerror or err}); keeping "
+                              "judgements in memory only. Pass cache_path= a writable file or set "
+                              "PERSONA_VECTORS_CACHE.", stacklevel=2)
+                return
+            self._needs_newline = False
 
 
 def _default_cache_path() -> Path:
-    try:
-        import platformdirs
+    """The LLM judge's cache file under the library's one cache root (``$PERSONA_VECTORS_CACHE`` honoured)."""
+    from .models import cache_dir
 
-        base = Path(platformdirs.user_cache_dir("persona-vectors"))
-    except ImportError:  # pragma: no cover - platformdirs is a declared dependency
-        base = Path.home() / ".cache" / "persona-vectors"
-    return base / "llm_judge_cache.jsonl"
+    return cache_dir() / "llm_judge_cache.jsonl"
 
 
 class LLMJudge:
@@ -874,8 +882,11 @@ class LLMJudge:
         base_url: API root, e.g. ``"http://127.0.0.1:8000/v1"`` (``/chat/completions``
             is appended).
         model: model name sent in the request (also part of the cache key).
-        api_key: bearer token; defaults to ``$OPENAI_API_KEY``; omitted if neither is set
-            (local servers usually need none).
+        api_key: bearer token sent to ``base_url``. No key is sent unless you pass one here or name
+            the environment variable to read it from (``api_key_env``): the judge never sends a
+            credential from the environment to an endpoint you did not pair it with.
+        api_key_env: name of the environment variable holding the key for this endpoint, e.g.
+            ``"OPENAI_API_KEY"``; an unset or empty variable is an error.
         cache_path: JSON-lines cache file; ``None`` means the per-user cache directory.
         use_cache: set ``False`` to disable the disk cache entirely.
         max_retries: retries after the first attempt.
@@ -896,6 +907,7 @@ class LLMJudge:
         model: str,
         api_key: str | None = None,
         *,
+        api_key_env: str | None = None,
         cache_path: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
         max_retries: int = 4,
@@ -914,7 +926,14 @@ class LLMJudge:
             raise ValueError("max_retries must be >= 0")
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if api_key is not None and api_key_env is not None:
+            raise ValueError("pass either api_key or api_key_env, not both")
+        if api_key_env is not None:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise ValueError(f"api_key_env={api_key_env!r} names an unset or empty environment variable: "
+                                 f"export {api_key_env}=... or pass api_key= directly")
+        self.api_key = api_key
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.timeout = timeout

@@ -284,6 +284,27 @@ def cache_root(cache: CacheArg) -> Optional[Path]:
     return Path(cache)
 
 
+_WARNED_UNWRITABLE: set[str] = set()
+
+
+def _write_or_warn(what: str, path: Path, write: Callable[[], None]) -> bool:
+    """Run one disk-cache write; an OSError (read-only dir, full disk) warns once per cache and the run goes on.
+
+    A cache is a convenience: losing the work already done because its directory is read-only would be
+    the worse outcome. Returns whether the write happened.
+    """
+    try:
+        write()
+        return True
+    except OSError as err:
+        if what not in _WARNED_UNWRITABLE:
+            _WARNED_UNWRITABLE.add(what)
+            warnings.warn(f"cannot write the {what} cache at {err.filename or path} ({err.strerror or err}); "
+                          "going on without saving to it. Set PERSONA_VECTORS_CACHE to a writable directory "
+                          "(or pass cache=False / --no-cache) to silence this.", stacklevel=3)
+        return False
+
+
 def _append_lines(path: Path, lines: Iterable[str]) -> None:
     text = "".join(line + "\n" for line in lines)
     if not text:
@@ -340,7 +361,8 @@ class GenerationCache:
         """Store replies (memory and disk)."""
         self._table.update(items)
         if self.path is not None:
-            _append_lines(self.path, (json.dumps({"k": k, "r": r}, ensure_ascii=False) for k, r in items.items()))
+            lines = [json.dumps({"k": k, "r": r}, ensure_ascii=False) for k, r in items.items()]
+            _write_or_warn("generation", self.path, lambda: _append_lines(self.path, lines))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -450,14 +472,19 @@ class ActivationStore:
             return
         from safetensors.torch import save_file
 
-        d.mkdir(parents=True, exist_ok=True)
-        if not (d / "sites.json").is_file():
-            (d / "sites.json").write_text(json.dumps([str(s) for s in sites]))
         shard = _hash(list(keys), 20)
-        with atomic_file(d / f"{shard}.safetensors") as tmp:
-            save_file({"means": rows.means.float().contiguous(), "norm_sums": rows.norm_sums.double().contiguous(),
-                       "n_tokens": rows.n_tokens.long().contiguous()}, str(tmp))
-        _append_lines(d / "index.jsonl", [json.dumps({"shard": shard, "keys": list(keys)})])
+
+        def write() -> None:
+            d.mkdir(parents=True, exist_ok=True)
+            if not (d / "sites.json").is_file():
+                (d / "sites.json").write_text(json.dumps([str(s) for s in sites]))
+            with atomic_file(d / f"{shard}.safetensors") as tmp:
+                save_file({"means": rows.means.float().contiguous(), "norm_sums": rows.norm_sums.double().contiguous(),
+                           "n_tokens": rows.n_tokens.long().contiguous()}, str(tmp))
+            _append_lines(d / "index.jsonl", [json.dumps({"shard": shard, "keys": list(keys)})])
+
+        if not _write_or_warn("activation", d, write):
+            return
         index = self._load_index(sites)
         for i, k in enumerate(keys):
             index[k] = (shard, i)
@@ -495,7 +522,7 @@ class VectorCache:
     def save(self, key: str, vec: PersonaVector) -> None:
         """Store a vector."""
         if self.dir is not None:
-            vec.save(self.dir / key)
+            _write_or_warn("vector", self.dir, lambda: vec.save(self.dir / key))  # type: ignore[operator]
 
     def load_json(self, key: str, suffix: str) -> Optional[dict[str, Any]]:
         """A JSON side file (e.g. ``quality``) of an entry, or None."""
@@ -513,7 +540,8 @@ class VectorCache:
             return
         from .models import _atomic_write_text
 
-        _atomic_write_text(self.dir / f"{key}.{suffix}.json", json.dumps(obj, indent=1, default=str))
+        path = self.dir / f"{key}.{suffix}.json"
+        _write_or_warn("vector", self.dir, lambda: _atomic_write_text(path, json.dumps(obj, indent=1, default=str)))
 
 
 @dataclass
