@@ -6,6 +6,7 @@ unless ``PERSONA_VECTORS_DEBUG=1`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -17,7 +18,7 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Activation-space persona arithmetic for LMs.")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, RuntimeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, RuntimeError)
 
 
 def fail(message: str) -> None:
@@ -26,8 +27,43 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def os_error_message(err: OSError) -> str:
+    """One line for a failed read or write: the path, what went wrong, and what to do about it."""
+    import errno
+
+    if err.filename is None:  # raised by the library with its own message
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    path = err.filename
+    what = err.strerror or type(err).__name__
+    if isinstance(err, FileNotFoundError):
+        fix = "check the path"
+    elif isinstance(err, IsADirectoryError):
+        fix = "pass a file path, not a directory"
+    elif isinstance(err, NotADirectoryError):
+        fix = "a component of the path is a file: choose another path"
+    elif isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "choose a writable location (another --out) or fix the permissions"
+    elif err.errno == errno.ENOSPC:
+        fix = "free disk space or choose another location"
+    else:
+        fix = "check the path and its permissions"
+    from .models import cache_dir
+
+    with contextlib.suppress(Exception):
+        if Path(str(path)).resolve().is_relative_to(cache_dir().resolve()):
+            fix = "set PERSONA_VECTORS_CACHE to a writable directory"
+    return f"{path}: {what}; {fix}"
+
+
+def _cli_wording(msg: str) -> str:
+    """Library hints name Python keywords; on the command line the same fix is a flag."""
+    return msg.replace("pass allow_other_model=True", "pass --allow-other-model").replace(
+        "allow_other_model=True", "--allow-other-model")
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: library errors become one-line messages (set PERSONA_VECTORS_DEBUG=1 for tracebacks)."""
+    """Decorator: library errors and OSErrors become one-line messages naming the fix, exit 2
+    (set PERSONA_VECTORS_DEBUG=1 for tracebacks)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,15 +71,32 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except OSError as err:
+            if os.environ.get("PERSONA_VECTORS_DEBUG"):
+                raise
+            fail(os_error_message(err))
         except USER_ERRORS as err:
             if os.environ.get("PERSONA_VECTORS_DEBUG"):
                 raise
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             if isinstance(err, KeyError):
                 msg = msg.strip("'\"")
-            fail(msg)
+            fail(_cli_wording(msg))
 
     return wrapper
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Fail early (before any model work) when an output file path cannot be written as a file."""
+    if path.is_dir():
+        fail(f"{flag} {path} is a directory: pass a file path inside it, e.g. {path / 'out'}{path.suffix}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"{flag} {path}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"{flag} {path}: {parent} is not writable; choose a writable location or fix its permissions")
 
 
 def emit_json(obj: Any) -> None:
@@ -341,6 +394,9 @@ def map_command(
 
     if dims not in (2, 3):
         fail("--dims must be 2 or 3")
+    check_output_file(out, "--out")
+    if results is not None and not results.is_file():
+        fail(f"No results file {results}: pass the JSONL written by `persona-vectors sweep`")
     if vectors is not None and demo_synthetic:
         fail("pass at most one of --vectors DIR and --demo-synthetic")
     if vectors is not None:
@@ -363,15 +419,17 @@ def map_command(
     title = "Persona space (SYNTHETIC demo data)" if demo_synthetic else "Persona space"
     fig, spaces = map_from_vectors(role_vectors, layer or None, dims=dims, axis=axis, title=title)
     if results is not None:
-        if not results.is_file():
-            fail(f"No results file {results}")
         rows = []
         for i, line in enumerate(results.read_text().splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError:
-                    fail(f"{results}:{i} is not valid JSON")
+                    fail(f"{results}:{i} is not valid JSON: pass a results JSONL written by `persona-vectors sweep`")
+                if not isinstance(row, dict):
+                    fail(f"{results}:{i} is a JSON {type(row).__name__}, not an object: pass a results JSONL "
+                         "written by `persona-vectors sweep` (one JSON object per line)")
+                rows.append(row)
         for note in overlay_results(fig, spaces, rows):
             typer.echo(f"note: {note}")
     write_html(fig, out)
@@ -391,6 +449,7 @@ def export_gguf_command(
     from .export import export_control_vector_gguf
     from .vector import PersonaVector
 
+    check_output_file(out, "--out")
     v = PersonaVector.load(vector)
     path = export_control_vector_gguf(v, out, scale=scale, arch=arch, layers=layer or None)
     typer.echo(f"wrote {path} ({len(layer) if layer else len(v)} layers, scale {scale:g})")
