@@ -166,6 +166,7 @@ def test_interrupted_save_keeps_previous_vector(tmp_path, monkeypatch):
     # the previous vector is back under its name, complete; no temp or backup directory is left
     assert torch.equal(PersonaVector.load(tmp_path / "v").directions, a.directions)
     assert [p.name for p in tmp_path.iterdir()] == ["v"]
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["vector.json", "vector.safetensors"]
 
 
 def test_save_refuses_file_target(tmp_path):

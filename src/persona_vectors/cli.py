@@ -321,15 +321,27 @@ def extract_command(
     model: Optional[str] = typer.Option(None, help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the disk caches"),
     as_json: bool = typer.Option(False, "--json", help="Print per-layer AUROC and relative norm as JSON"),
+    force: bool = typer.Option(False, "--force", help="Also write into a non-empty --out that holds no saved vector "
+                               "(its other files are kept; nothing is ever deleted)"),
 ) -> None:
-    """Extract a persona vector (cached), measure its held-out quality, and save it to --out."""
+    """Extract a persona vector (cached), measure its held-out quality, and save it to --out.
+
+    --out may be new, empty, or hold a previous vector (whose two files are replaced); a directory with
+    other files and no vector needs --force. No file the command did not write is ever deleted.
+    """
     from .datasets import load_fact_set
+    from .io import VectorFileError, check_save_target
     from .personas import _choose_route, extract_persona, fact_vector, persona_quality, resolve_persona
 
     if (persona is None) == (facts_file is None):
         fail("pass exactly one of --persona NAME or --facts-file FILE")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: pass a directory path for the vector")
+    overwrite = True if force else None
+    try:  # before the model loads: refuse a directory we may not write into
+        check_save_target(out, overwrite, fix="--force")
+    except VectorFileError as err:
+        fail(str(err))
     if layers.strip() != "all":
         try:
             layer_spec: Any = [int(x) for x in layers.split(",") if x.strip()]
@@ -358,7 +370,10 @@ def extract_command(
     qj = q.to_json()
     vec = vec.replace(extra={**dict(vec.provenance.extra), "quality": {
         "layer": qj["layer"], "auroc": qj["auroc"], "rel_norm": qj["rel_norm"], "heldout": qj["heldout"]}})
-    vec.save(out)
+    try:
+        vec.save(out, overwrite=overwrite)
+    except VectorFileError as err:  # the directory changed during the extraction
+        fail(str(err).replace("overwrite=True", "--force"))
     if as_json:
         emit_json({"persona": q.name, "route": q.route, "method": method, "out": str(out), **qj})
     else:

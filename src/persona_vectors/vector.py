@@ -63,12 +63,48 @@ class Provenance:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Provenance":
-        """Inverse of :meth:`to_json` (unknown keys go to ``extra``)."""
+        """Inverse of :meth:`to_json` (unknown keys go to ``extra``).
+
+        Raises ``ValueError`` naming the field when ``d`` is not a mapping, lacks ``model_id``,
+        ``fingerprint`` or ``d_model``, or holds a value of the wrong type (e.g. ``d_model: "abc"``).
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"provenance must be a mapping, got {type(d).__name__}")
+        missing = [k for k in _PROVENANCE_REQUIRED if k not in d]
+        if missing:
+            raise ValueError(f"provenance lacks {', '.join(repr(k) for k in missing)}")
+        for name, want in _PROVENANCE_TYPES.items():
+            if name in d and not _has_type(d[name], want):
+                raise ValueError(f"provenance field {name!r} must be {want}, got {_short(d[name])}")
+        if d.get("d_model") is not None and d["d_model"] <= 0:
+            raise ValueError(f"provenance field 'd_model' must be positive, got {d['d_model']}")
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         extra = dict(kw.pop("extra", {}) or {})
         extra.update({k: v for k, v in d.items() if k not in known})
         return cls(**kw, extra=extra)
+
+
+_PROVENANCE_REQUIRED = ("model_id", "fingerprint", "d_model")
+_PROVENANCE_TYPES = {
+    "model_id": "a string", "fingerprint": "a string", "d_model": "an integer", "name": "a string",
+    "method": "a string", "positions": "a string", "n_samples": "an integer", "dataset_hash": "a string",
+    "route": "a string", "expression": "a string", "library_version": "a string", "schema_version": "an integer",
+    "extra": "an object (mapping) or null",
+}
+
+
+def _has_type(value: Any, want: str) -> bool:
+    if want == "a string":
+        return isinstance(value, str)
+    if want == "an integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return value is None or isinstance(value, Mapping)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 class PersonaVector:
@@ -253,8 +289,14 @@ class PersonaVector:
         return (1.0 - t) * a + t * b
 
     # ------------------------------------------------------------------------------------------ io
-    def save(self, directory: str | Path, overwrite: bool = True) -> Path:
-        """Write ``vector.safetensors`` + ``vector.json`` atomically into ``directory``."""
+    def save(self, directory: str | Path, overwrite: bool | None = None) -> Path:
+        """Write ``vector.safetensors`` + ``vector.json`` atomically into ``directory``; returns the directory.
+
+        Never deletes a file it did not write. By default (``overwrite=None``) a new or empty directory is
+        used and a previous vector there is replaced (its two files only); a non-empty directory holding no
+        saved vector is refused unless ``overwrite=True`` (which writes the two files alongside the others);
+        ``overwrite=False`` refuses any non-empty directory. See :func:`persona_vectors.io.save_vector`.
+        """
         from .io import save_vector
 
         return save_vector(self, directory, overwrite=overwrite)
