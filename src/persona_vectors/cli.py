@@ -163,14 +163,16 @@ def identity_command(
     alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector)"),
     layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
     relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
+    allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model (with --vector)"),
     top: int = typer.Option(10, "--top", min=1, help="How many candidates to print"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'."""
     import contextlib
+    import math
 
-    from .readout import DEFAULT_USER_CANDIDATES, candidate_names, identity_readout
+    from .readout import DEFAULT_USER_CANDIDATES, _check_candidates, candidate_names, identity_readout
 
     cands: list[str] = list(candidate or [])
     if category:
@@ -183,15 +185,23 @@ def identity_command(
         fail("--alpha/--layer need --vector")
     if vector is not None and not layer:
         fail("--vector needs --layer (repeat for several layers)")
-    m = load_model_arg(model)
-    ctx: Any = contextlib.nullcontext()
+    if not math.isfinite(alpha):
+        fail(f"--alpha must be a finite number, got {alpha}")
+    if cands is not None:
+        _check_candidates(cands)  # duplicates (also up to surrounding whitespace) fail before the model loads
+    vec = None
     if vector is not None:
-        from .io import check_vector_model, load_vector
-        from .steer import steer
+        from .io import load_vector
 
         vec = load_vector(vector)
-        check_vector_model(vec, m)
-        ctx = steer(m, vec, alpha, layers=layer, relative=relative)
+    m = load_model_arg(model)
+    ctx: Any = contextlib.nullcontext()
+    if vec is not None:
+        from .io import check_vector_model
+        from .steer import steer
+
+        check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
+        ctx = steer(m, vec, alpha, layers=layer, relative=relative, allow_other_model=allow_other_model)
     q = question or ("Who am I?" if user else "Who are you?")
     pre = prefix if prefix is not None else ("You are" if user else "I am")
     with ctx:
@@ -229,12 +239,27 @@ def steer_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Generate with a saved vector added (or ablated / capped) at the given layer(s)."""
-    from .io import check_vector_model, load_vector
-    from .steer import steer
+    import math
 
+    from .io import check_vector_model, load_vector
+    from .steer import OPERATORS, STEER_POSITIONS, steer
+
+    # settings that cannot work fail before the model loads
+    if not math.isfinite(alpha):
+        fail(f"--alpha must be a finite number, got {alpha}")
+    if operator not in OPERATORS:
+        fail(f"--operator must be one of {', '.join(OPERATORS)}, got {operator!r}")
+    if positions not in STEER_POSITIONS:
+        fail(f"--positions must be one of {', '.join(STEER_POSITIONS)}, got {positions!r}")
+    if threshold is not None and not math.isfinite(threshold):
+        fail(f"--threshold must be a finite number, got {threshold} (see projection_threshold())")
+    if operator == "cap" and threshold is None:
+        fail("--operator cap needs --threshold (a projection value; see projection_threshold())")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     vec = load_vector(vector)
     m = load_model_arg(model)
-    check_vector_model(vec, m, allow_other_model=allow_other_model)
+    check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
     temp = temperature if (temperature > 0 or n == 1) else 0.7
     with steer(m, vec, alpha, layers=layer, positions=positions, operator=operator, relative=relative,  # type: ignore[arg-type]
                threshold=threshold, allow_other_model=allow_other_model) as h:

@@ -16,18 +16,22 @@ names fire both in bridge forwards and in plain HF ``generate`` on the wrapped m
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import importlib.util
 import json
 import logging
+import math
+import numbers
 import os
+import re
 import shutil
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Iterator, Literal, Mapping, Sequence, Union
 
 import torch
 
@@ -288,6 +292,62 @@ class _PositionTracker:
         return pos >= self.prompt_len
 
 
+class PromptTooLongError(ValueError):
+    """A prompt (plus the tokens to generate) does not fit the model's context window.
+
+    Raised before any forward; the message names the token count and the model's context length.
+    """
+
+
+#: Set while :meth:`PersonaModel.residual_norm` measures its unit: steering hooks skip themselves then.
+_STEERING_BYPASSED: contextvars.ContextVar[bool] = contextvars.ContextVar("persona_vectors_steering_bypassed",
+                                                                           default=False)
+
+
+@contextlib.contextmanager
+def steering_bypassed() -> Iterator[None]:
+    """Inside this block (in this thread/context) the library's steering hooks leave activations untouched.
+
+    Used to measure reference quantities (the residual norms that are the unit of relative steering) on the
+    unsteered model even when called inside a :func:`~persona_vectors.steer.steer` context.
+    """
+    token = _STEERING_BYPASSED.set(True)
+    try:
+        yield
+    finally:
+        _STEERING_BYPASSED.reset(token)
+
+
+def steering_is_bypassed() -> bool:
+    """Whether :func:`steering_bypassed` is active in the current context (checked by every steering hook)."""
+    return _STEERING_BYPASSED.get()
+
+
+class ChatText(str):
+    """A chat rendered by :meth:`PersonaModel.chat_text`: a ``str`` that remembers which parts are message content.
+
+    ``segments`` is ``None`` when no message content contains a special-token string (then the text tokenizes
+    safely as a whole, exactly as any string); otherwise a tuple of ``(piece, is_content)`` whose concatenation
+    is the text, so :meth:`PersonaModel.text_ids` / :meth:`PersonaModel.encode` can tokenize the contents with
+    special tokens split (as plain text) and the template's own pieces normally. String operations (slicing,
+    concatenation) return a plain ``str`` and lose this information.
+    """
+
+    segments: tuple[tuple[str, bool], ...] | None
+
+    def __new__(cls, text: str, segments: tuple[tuple[str, bool], ...] | None = None) -> "ChatText":
+        obj = super().__new__(cls, text)
+        obj.segments = segments
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChatText, (str(self), self.segments))
+
+
+_PLACEHOLDER = "\x00PV{}\x00"
+_PLACEHOLDER_RE = re.compile("\x00PV(\\d+)\x00")
+
+
 class PersonaModel:
     """A causal LM wrapped in a TransformerLens bridge, with its chat tokenizer and metadata.
 
@@ -319,7 +379,12 @@ class PersonaModel:
         self.positions = _PositionTracker()
         self.hf.register_forward_pre_hook(self.positions.pre_hook, with_kwargs=True)
         self.hf.eval()
-        self._norm_cache: dict[tuple[Site, str], float] = {}
+        #: Residual norms keyed by (site, positions, weight fingerprint at measurement time).
+        self._norm_cache: dict[tuple[Site, str, str], float] = {}
+        #: ``True`` keeps the old behaviour of tokenizing special-token strings inside message contents as
+        #: special tokens (so user text can inject chat structure); the default reads them as plain text.
+        self.raw_special_tokens: bool = False
+        self._specials: tuple[int, tuple[str, ...]] | None = None
 
     # ----------------------------------------------------------------------------------------------- build
     @classmethod
@@ -409,7 +474,19 @@ class PersonaModel:
         return msgs
 
     def chat_text(self, messages: Messages, add_generation_prompt: bool = True) -> str:
-        """Render messages with the tokenizer's chat template."""
+        """Render messages with the tokenizer's chat template.
+
+        Returns a :class:`ChatText` (a ``str``). When a message's content contains a special-token string
+        (e.g. ``"<|im_end|>"`` typed by a user), it also records which pieces are content, so that
+        :meth:`text_ids` / :meth:`encode` / :meth:`chat_ids` tokenize that content as plain text instead of
+        letting it act as chat structure (unless :attr:`raw_special_tokens` is set).
+        """
+        text = self._render(messages, add_generation_prompt)
+        if self.raw_special_tokens or not any(self._has_special(m.get("content")) for m in messages):
+            return ChatText(text)
+        return ChatText(text, self._segments(messages, add_generation_prompt, text))
+
+    def _render(self, messages: Messages, add_generation_prompt: bool) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             parts = [f"{m['role']}: {m['content']}\n" for m in messages]
             return "".join(parts) + ("assistant: " if add_generation_prompt else "")
@@ -417,21 +494,178 @@ class PersonaModel:
             list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
         )
 
+    def special_token_strings(self) -> tuple[str, ...]:
+        """The tokenizer's special-token strings (longest first), the ones that would act as structure in text."""
+        n = len(self.tokenizer)
+        if self._specials is None or self._specials[0] != n:
+            found = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+            for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values():
+                if getattr(t, "special", False):
+                    found.add(str(t.content))
+            self._specials = (n, tuple(sorted((t for t in found if t), key=len, reverse=True)))
+        return self._specials[1]
+
+    def _has_special(self, text: Any) -> bool:
+        return isinstance(text, str) and any(t in text for t in self.special_token_strings())
+
+    def _segments(self, messages: Messages, add_generation_prompt: bool, text: str) -> tuple[tuple[str, bool], ...]:
+        """Split a rendered chat into template pieces and message contents.
+
+        The template is rendered once more with each string content replaced by a unique placeholder; the
+        pieces between placeholders are the template's own text. The result is checked to rebuild ``text``
+        exactly (templates that trim contents are handled; ones that transform them otherwise raise).
+        """
+        msgs = [dict(m) for m in messages]
+        contents: list[str] = []
+        for m in msgs:
+            if isinstance(m.get("content"), str):
+                contents.append(m["content"])
+                m["content"] = _PLACEHOLDER.format(len(contents) - 1)
+        pieces = _PLACEHOLDER_RE.split(self._render(msgs, add_generation_prompt))  # [tmpl, idx, tmpl, ..., tmpl]
+        segments: list[tuple[str, bool]] = []
+        pos = 0
+        for k in range(0, len(pieces), 2):
+            piece = pieces[k]
+            if not text.startswith(piece, pos):
+                pos = -1
+                break
+            if piece:
+                segments.append((piece, False))
+            pos += len(piece)
+            if k + 1 == len(pieces):
+                break
+            content, nxt = contents[int(pieces[k + 1])], pieces[k + 2]
+            for cand in dict.fromkeys((content, content.strip(), content.lstrip(), content.rstrip())):
+                if text.startswith(cand, pos) and text.startswith(nxt, pos + len(cand)):
+                    break
+            else:
+                pos = -1
+                break
+            if cand:
+                segments.append((cand, True))
+            pos += len(cand)
+        if pos != len(text) or "".join(p for p, _ in segments) != text:
+            raise ValueError(
+                "The chat template transforms message contents, so special-token strings inside them cannot be "
+                "kept as plain text; remove them from the messages or set model.raw_special_tokens = True"
+            )
+        return tuple(segments)
+
+    def content_ids(self, text: str) -> list[int]:
+        """Token ids of a message content: special-token strings in it are plain text (see
+        :attr:`raw_special_tokens`). Use it for text that the chat template wraps, e.g. a response."""
+        if not text:
+            return []
+        split = not self.raw_special_tokens and self._has_special(text)
+        kw: dict[str, Any] = {"split_special_tokens": True} if split else {}
+        return list(self.tokenizer(text, add_special_tokens=False, **kw)["input_ids"])
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of a rendered text (no extra special tokens: the template has them).
+
+        A :class:`ChatText` whose contents hold special-token strings is tokenized piecewise: the template's
+        pieces normally, the contents with special tokens split. Any other string tokenizes as a whole.
+        """
+        segments = getattr(text, "segments", None)
+        if segments is None or self.raw_special_tokens:
+            return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"]) if text else []
+        ids: list[int] = []
+        for piece, is_content in segments:
+            if is_content:
+                ids += list(self.tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+            else:
+                ids += list(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+        return ids
+
+    def chat_ids(self, messages: Messages, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of rendered messages: ``text_ids(chat_text(messages))``."""
+        return self.text_ids(self.chat_text(messages, add_generation_prompt=add_generation_prompt))
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context window in tokens, or ``None`` when neither config nor tokenizer states one.
+
+        Read from the HF config (``max_position_embeddings``, ``n_positions``, ...) and the tokenizer's
+        ``model_max_length`` (ignored when it is transformers' "unset" sentinel); the smaller real value wins.
+        """
+        cfg = self.hf.config
+        values = []
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+            v = getattr(cfg, name, None)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                values.append(v)
+                break
+        tm = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tm, int) and 0 < tm < 10**8:
+            values.append(tm)
+        return min(values) if values else None
+
+    def check_length(self, n_tokens: int, *, new_tokens: int = 0, what: str = "prompt", fix: str | None = None) -> None:
+        """Raise :class:`PromptTooLongError` when ``n_tokens + new_tokens`` exceeds :attr:`context_length`.
+
+        The message names the token count, the context length and ``fix`` (default: shorten the input).
+        """
+        ctx = self.context_length
+        if ctx is None or n_tokens + new_tokens <= ctx:
+            return
+        plus = f" + {new_tokens} new tokens = {n_tokens + new_tokens}" if new_tokens else ""
+        if fix is None:
+            fix = "shorten it" + (", lower max_new_tokens" if new_tokens else "")
+            if what == "prompt" and new_tokens:
+                fix += " or pass truncate='left' to drop its oldest tokens"
+        raise PromptTooLongError(
+            f"The {what} is {n_tokens} tokens{plus}, more than {self.info.model_id}'s context of {ctx} tokens: {fix}"
+        )
+
+    def _rows_to_batch(self, rows: Sequence[Sequence[int]], padding_side: str) -> dict[str, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max((len(r) for r in rows), default=0)
+        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+        att = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if not r:
+                continue
+            sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
+            ids[i, sl] = torch.tensor(list(r), dtype=torch.long)
+            att[i, sl] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": att.to(self.device)}
+
+    def _texts_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        plain = [i for i, t in enumerate(texts) if getattr(t, "segments", None) is None or self.raw_special_tokens]
+        rows: list[list[int]] = [[] for _ in texts]
+        if plain:
+            enc = self.tokenizer([str(texts[i]) for i in plain], add_special_tokens=False)["input_ids"]
+            for i, r in zip(plain, enc):
+                rows[i] = list(r)
+        done = set(plain)
+        for i, t in enumerate(texts):
+            if i not in done:
+                rows[i] = self.text_ids(t)
+        return rows
+
     def encode(self, texts: Sequence[str], padding_side: str = "left") -> dict[str, torch.Tensor]:
-        """Tokenize rendered texts (no extra special tokens: the template has them) into a padded batch."""
-        old = self.tokenizer.padding_side
-        self.tokenizer.padding_side = padding_side
-        try:
-            enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            self.tokenizer.padding_side = old
-        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        """Tokenize rendered texts (no extra special tokens: the template has them) into a padded batch.
+
+        :class:`ChatText` from :meth:`chat_text` keeps special-token strings inside message contents as plain
+        text (see :meth:`text_ids`). Raises :class:`PromptTooLongError` when a text is longer than the context.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts: wrap a single text as [text]")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        rows = self._texts_ids(texts)
+        for r in rows:
+            self.check_length(len(r), what="text")
+        return self._rows_to_batch(rows, padding_side)
 
     # ----------------------------------------------------------------------------------------------- run
     def forward_logits(self, prompts: Sequence[PromptLike], system: str | None = None) -> torch.Tensor:
         """Logits [batch, pos, vocab] of the rendered prompts (generation prompt appended), left padded."""
         texts = [self.chat_text(self.to_messages(p, system)) for p in prompts]
-        enc = self.encode(texts)
+        rows = self._texts_ids(texts)
+        for r in rows:
+            self.check_length(len(r))
+        enc = self._rows_to_batch(rows, "left")
         with torch.inference_mode():
             return self.hf(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), use_cache=False).logits
 
@@ -457,14 +691,19 @@ class PersonaModel:
         use_cache: bool = True,
         batch_size: int | None = None,
         progress: bool = False,
+        truncate: Literal["left"] | None = None,
     ) -> list[str]:
         """Generate one reply per prompt (batched, left padded, stops at end of turn).
 
-        ``temperature=0`` is greedy; otherwise samples with ``top_p``. ``seed`` makes sampling reproducible
-        (the same seed and batch give the same texts). Steering hooks active around this call apply.
+        ``temperature=0`` is greedy; otherwise samples with ``top_p`` in (0, 1]. ``seed`` makes sampling
+        reproducible (the same seed and batch give the same texts). Steering hooks active around this call apply.
+        A prompt whose tokens plus ``max_new_tokens`` exceed :attr:`context_length` raises
+        :class:`PromptTooLongError` before any forward, unless ``truncate="left"`` (drop the prompt's oldest
+        tokens so it fits, with a warning).
         """
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts: wrap a single prompt as [prompt]")
+        _check_sampling(max_new_tokens, temperature, top_p, truncate)
         if not prompts:
             return []
         bs = batch_size or len(prompts)
@@ -479,7 +718,7 @@ class PersonaModel:
             chunk = prompts[i : i + bs]
             toks = self.generate_tokens(
                 chunk, system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                seed=None if seed is None else seed + i, use_cache=use_cache,
+                seed=None if seed is None else seed + i, use_cache=use_cache, truncate=truncate,
             )
             out.extend(self.decode_response(t) for t in toks)
         return out
@@ -495,10 +734,28 @@ class PersonaModel:
         seed: int | None = None,
         use_cache: bool = True,
         min_new_tokens: int = 0,
+        truncate: Literal["left"] | None = None,
     ) -> list[torch.Tensor]:
         """Like :meth:`generate` but returns the new token ids of each row (end-of-turn stripped)."""
+        if isinstance(prompts, str):
+            raise TypeError("generate_tokens() takes a list of prompts: wrap a single prompt as [prompt]")
+        _check_sampling(max_new_tokens, temperature, top_p, truncate)
         texts = [self.chat_text(self.to_messages(p, system)) for p in prompts]
-        enc = self.encode(texts, padding_side="left")
+        rows = self._texts_ids(texts)
+        ctx = self.context_length
+        for i, r in enumerate(rows):
+            if truncate == "left" and ctx is not None and len(r) + max_new_tokens > ctx:
+                keep = ctx - max_new_tokens
+                if keep < 1:
+                    raise PromptTooLongError(
+                        f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {self.info.model_id}'s "
+                        f"context of {ctx} tokens: lower max_new_tokens"
+                    )
+                warnings.warn(f"Prompt {i} is {len(r)} tokens: truncated to its last {keep} tokens "
+                              f"(context {ctx} - max_new_tokens {max_new_tokens})", stacklevel=2)
+                rows[i] = r[len(r) - keep :]
+            self.check_length(len(rows[i]), new_tokens=max_new_tokens)
+        enc = self._rows_to_batch(rows, "left")
         prompt_len = enc["input_ids"].shape[1]
         do_sample = temperature > 0
         kw: dict[str, Any] = dict(
@@ -530,19 +787,46 @@ class PersonaModel:
         """Decode generated token ids to text."""
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
+    def weights_fingerprint(self) -> str:
+        """:func:`weight_fingerprint` of the current weights (recomputed: it changes after finetuning or
+        in-place edits, unlike ``info.fingerprint`` which is taken at load time). Costs milliseconds."""
+        return weight_fingerprint(self.hf)
+
+    def cached_residual_norm(self, site: Site, positions: str = "response") -> float | None:
+        """The residual norm :meth:`residual_norm` would return, if already measured on the current weights."""
+        return self._norm_cache.get((site, positions, self.weights_fingerprint()))
+
     def residual_norm(self, site: Site, positions: str = "response") -> float:
-        """Mean L2 norm of the residual stream at ``site`` over neutral chat turns (cached per model).
+        """Mean L2 norm of the residual stream at ``site`` over neutral chat turns (cached per model weights).
 
         This is the unit of *relative* steering coefficients: ``alpha_rel = 1`` adds a vector as long as an
-        average residual-stream vector at that site.
+        average residual-stream vector at that site. It is always measured on the unsteered model (steering
+        hooks active around the call skip themselves during the measurement, see :func:`steering_bypassed`),
+        and the cache is keyed by the current weight fingerprint, so changed weights are measured afresh.
         """
-        key = (site, positions)
+        key = (site, positions, self.weights_fingerprint())
         if key not in self._norm_cache:
             from .record import neutral_norm_conversations, record
 
-            rec = record(self, neutral_norm_conversations(), [site], positions=positions, progress=False)
+            with steering_bypassed():
+                rec = record(self, neutral_norm_conversations(), [site], positions=positions, progress=False)
             self._norm_cache[key] = float(rec.mean_norm(site))
         return self._norm_cache[key]
+
+
+def _check_sampling(max_new_tokens: Any, temperature: Any, top_p: Any, truncate: Any) -> None:
+    """Validate generation settings with errors that name the valid range."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (1 = no nucleus cut), got {top_p!r}")
+    if truncate not in (None, "left"):
+        raise ValueError(f"truncate must be None (raise on over-length prompts) or 'left', got {truncate!r}")
 
 
 def _unwrap_block_internals(bridge: Any, hf: Any) -> None:

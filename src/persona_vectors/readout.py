@@ -98,8 +98,14 @@ class SteeringActiveError(RuntimeError):
 
 
 # =============================================================================================== tokens
-def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+def _ids(tokenizer: Any, text: str, raw_special_tokens: bool = False) -> list[int]:
+    """Token ids of message text: special-token strings in it are plain text unless ``raw_special_tokens``."""
+    if not text:
+        return []
+    kw: dict[str, Any] = {}
+    if not raw_special_tokens and any(t and t in text for t in getattr(tokenizer, "all_special_tokens", ())):
+        kw["split_special_tokens"] = True
+    return list(tokenizer(text, add_special_tokens=False, **kw)["input_ids"])
 
 
 def _answer_text(prefix: str, continuation: str) -> str:
@@ -110,7 +116,9 @@ def _answer_text(prefix: str, continuation: str) -> str:
     return f"{p} {c}" if p else c
 
 
-def continuation_tokens(tokenizer: Any, prefix: str, continuation: str) -> tuple[list[int], list[int]]:
+def continuation_tokens(
+    tokenizer: Any, prefix: str, continuation: str, *, raw_special_tokens: bool = False
+) -> tuple[list[int], list[int]]:
     """Split ``tokens(prefix + " " + continuation)`` into (context ids, scored ids).
 
     Why not tokenize the continuation alone: BPE/SentencePiece tokenizers encode a word differently at the
@@ -119,9 +127,12 @@ def continuation_tokens(tokenizer: Any, prefix: str, continuation: str) -> tuple
     the full answer and compare it with ``tokens(prefix)``: the scored span starts at their longest common
     prefix. Usually that is exactly ``tokens(prefix)``; when the tokenizer merged across the boundary, the
     re-merged boundary token is scored as part of the continuation (it is what the model would emit).
+
+    Special-token strings inside the prefix or continuation (``"<|im_end|>"``) are tokenized as plain text,
+    like any message content, unless ``raw_special_tokens=True``.
     """
-    full = _ids(tokenizer, _answer_text(prefix, continuation))
-    pre = _ids(tokenizer, prefix.rstrip())
+    full = _ids(tokenizer, _answer_text(prefix, continuation), raw_special_tokens)
+    pre = _ids(tokenizer, prefix.rstrip(), raw_special_tokens)
     k = 0
     while k < min(len(pre), len(full)) and pre[k] == full[k]:
         k += 1
@@ -131,8 +142,9 @@ def continuation_tokens(tokenizer: Any, prefix: str, continuation: str) -> tuple
 
 
 def _prompt_ids(model: PersonaModel, prompt: PromptLike, system: str | None) -> list[int]:
-    """Tokens of the rendered chat prompt (with generation prompt), as :mod:`record` and generation see them."""
-    return _ids(model.tokenizer, model.chat_text(model.to_messages(prompt, system), add_generation_prompt=True))
+    """Tokens of the rendered chat prompt (with generation prompt), as generation sees them (special-token
+    strings inside message contents stay plain text, see :meth:`PersonaModel.chat_ids`)."""
+    return model.chat_ids(model.to_messages(prompt, system), add_generation_prompt=True)
 
 
 # =============================================================================================== scoring
@@ -313,12 +325,18 @@ def _continuation_rows(
         raise TypeError("prompts must be a list of prompts: wrap a single prompt as [prompt]")
     if not continuations:
         raise ValueError("No continuations to score: pass at least one candidate")
-    spans = [continuation_tokens(model.tokenizer, prefix, c) for c in continuations]
+    raw = bool(getattr(model, "raw_special_tokens", False))
+    spans = [continuation_tokens(model.tokenizer, prefix, c, raw_special_tokens=raw) for c in continuations]
+    longest = max(range(len(spans)), key=lambda j: len(spans[j][0]) + len(spans[j][1]))
     rows: list[list[int]] = []
     starts: list[int] = []
     plens: list[int] = []
     for p in prompts:
         pids = _prompt_ids(model, p, system)
+        answer = len(spans[longest][0]) + len(spans[longest][1])
+        model.check_length(len(pids) + answer,
+                           what=f"prompt ({len(pids)} tokens) + answer {prefix!r} {continuations[longest]!r}",
+                           fix="shorten the prompt or the candidates")
         for ctx, cont in spans:
             rows.append(pids + ctx + cont)
             starts.append(len(pids) + len(ctx))
@@ -448,14 +466,30 @@ class IdentityReadout:
 
 
 def _check_candidates(candidates: Sequence[str]) -> list[str]:
+    """Candidates as a list: at least two, all strings, none empty, no two the same after stripping whitespace.
+
+    The answer is ``prefix + " " + candidate.strip()``, so candidates differing only by surrounding whitespace
+    would be scored as the same text and split its probability: that is an error, not a silent merge.
+    """
     if isinstance(candidates, str):
         raise TypeError("candidates must be a list of names, not one string")
     c = list(candidates)
+    bad = [x for x in c if not isinstance(x, str)]
+    if bad:
+        raise TypeError(f"candidates must be strings, got {bad[0]!r}")
     if len(c) < 2:
         raise ValueError("An identity read-out needs at least two candidates")
     dup = sorted({x for x in c if c.count(x) > 1})
     if dup:
-        raise ValueError(f"Duplicate candidates: {dup}")
+        raise ValueError(f"Duplicate candidates: {dup}: pass each candidate once")
+    groups: dict[str, list[str]] = {}
+    for x in c:
+        groups.setdefault(x.strip(), []).append(x)
+    same = [g for g in groups.values() if len(g) > 1]
+    if same:
+        shown = "; ".join(" and ".join(repr(x) for x in g) for g in same)
+        raise ValueError(f"Candidates differ only by surrounding whitespace ({shown}): they are scored as the same "
+                         "answer; keep one of each")
     return c
 
 
@@ -686,11 +720,14 @@ def coherence(
     starts: list[int] = []
     idx: list[int] = []
     ctx_tok = None if prompts is not None else _context_token(tok)
+    raw = bool(getattr(model, "raw_special_tokens", False))
     for i, t in enumerate(texts):
-        ids = _ids(tok, t.strip())
+        ids = _ids(tok, t.strip(), raw)
         if not ids:
             continue
         ctx = _prompt_ids(model, prompts[i], system) if prompts is not None else [ctx_tok]  # type: ignore[index,list-item]
+        model.check_length(len(ctx) + len(ids), what=f"text {i} to score ({len(ids)} tokens) with its context",
+                           fix="shorten the text or its prompt")
         rows.append(ctx + ids)
         starts.append(len(ctx))
         idx.append(i)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from .io import check_vector_model
+from .models import steering_is_bypassed
 from .sites import Site, as_sites, check_sites
 from .vector import PersonaVector
 
@@ -147,7 +148,7 @@ def _resolve_alpha(alpha: AlphaLike) -> tuple[torch.Tensor, bool]:
         else:
             raise ValueError(f"per-row alpha must be 1-D [batch], got shape {tuple(a.shape)}")
     if not torch.isfinite(a).all():
-        raise ValueError("alpha contains NaN or inf")
+        raise ValueError(f"alpha must be finite, got {_as_float_list(a)!r}: pass a finite coefficient")
     return a, per_row
 
 
@@ -210,25 +211,55 @@ def _resolve_directions(
     )
 
 
-def _threshold_for(threshold: ThresholdLike, site: Site) -> float:
+def _finite_threshold(value: Any, site: Site, dtype: torch.dtype) -> float:
+    """A cap threshold as a float that is finite and representable in the model's dtype."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) and not (
+        isinstance(value, torch.Tensor) and value.numel() == 1
+    ):
+        raise TypeError(f"threshold for {site} must be a number, got {value!r}")
+    t = float(value)
+    if not math.isfinite(t):
+        raise ValueError(f"threshold for {site} must be finite, got {t!r}: pass a finite number (see projection_threshold())")
+    big = float(torch.finfo(dtype).max) if dtype.is_floating_point else math.inf
+    if abs(t) >= big:
+        raise ValueError(f"threshold for {site} is {t:g}, beyond the range of the model's {dtype} "
+                         f"(|t| < {big:.3g}): pass a projection threshold on the residual's scale "
+                         "(see projection_threshold())")
+    return t
+
+
+def _threshold_for(threshold: ThresholdLike, site: Site, dtype: torch.dtype = torch.float32) -> float:
     if threshold is None:
         raise ValueError("operator='cap' needs threshold= (a float or {layer: float}); see projection_threshold()")
     if isinstance(threshold, Mapping):
         for k, v in threshold.items():
             if Site.parse(k) == site:
-                return float(v)
+                return _finite_threshold(v, site, dtype)
         raise ValueError(f"threshold has no entry for {site} (keys: {', '.join(str(Site.parse(k)) for k in threshold)})")
-    return float(threshold)
+    return _finite_threshold(threshold, site, dtype)
+
+
+def _cached_norm(model: Any, site: Site) -> float | None:
+    """The residual norm at ``site`` if already measured on the model's current weights (never measures)."""
+    getter = getattr(model, "cached_residual_norm", None)
+    return getter(site) if getter is not None else None
 
 
 def _norm_warning(model: Any, site: Site) -> None:
-    cache = getattr(model, "_norm_cache", {})
-    if (site, "response") in cache:
+    """Warn when a residual norm is about to be measured under hooks that are not steering hooks.
+
+    Steering hooks skip themselves during the measurement (:func:`persona_vectors.models.steering_bypassed`);
+    other hooks (the caller's own) still apply and would change the unit.
+    """
+    if _cached_norm(model, site) is not None:
         return
-    if any(hp.fwd_hooks for hp in model.bridge.hook_dict.values()):
+    unique = {id(hp): hp for hp in model.bridge.hook_dict.values()}
+    foreign = [h for hp in unique.values() for h in hp.fwd_hooks
+               if not getattr(getattr(h, "user_hook", None), "_pv_steering", False)]
+    if foreign:
         warnings.warn(
-            f"Measuring the residual norm at {site} while other hooks are active: the unit of relative=True "
-            "includes their effect. Call model.residual_norm(site) before entering other steering contexts.",
+            f"Measuring the residual norm at {site} while {len(foreign)} non-steering hook(s) are active: the unit "
+            "of relative=True includes their effect. Call model.residual_norm(site) before adding such hooks.",
             stacklevel=4,
         )
 
@@ -276,18 +307,28 @@ def _resolve_spec(model: Any, spec: SteerSpec) -> list[_Plan]:
             else:
                 vec = a * v
                 raw = alpha
-                with contextlib.suppress(Exception):
-                    info["residual_norm"] = float(model._norm_cache[(site, "response")])  # only if already measured
+                cached = _cached_norm(model, site)  # only if already measured on these weights
+                if cached is not None:
+                    info["residual_norm"] = cached
             info["alpha_raw"] = _as_float_list(torch.as_tensor(raw))
             info["delta_norm"] = _as_float_list(vec.norm(dim=-1))
             delta = vec.reshape(-1, 1, vec.shape[-1]) if vec.ndim == 2 else vec
             delta = delta.to(device=dev, dtype=dt)
+            if not bool(torch.isfinite(delta).all()):
+                raise SteeringError(
+                    f"{_describe(info)}: the added vector (|alpha*v| = {_fmt(info['delta_norm'])}) overflows the "
+                    f"model's {dt}: use a smaller alpha (or relative=True) or check the vector"
+                )
         else:
             u = v / norms.unsqueeze(-1) if v.ndim == 2 else v / norms
             unit = (u.reshape(-1, 1, u.shape[-1]) if u.ndim == 2 else u).to(device=dev, dtype=dt)
             coef = alpha.reshape(-1, 1, 1).to(device=dev, dtype=dt) if alpha_per_row else float(alpha)
+            if isinstance(coef, torch.Tensor) and not bool(torch.isfinite(coef).all()) or (
+                isinstance(coef, float) and dt.is_floating_point and abs(coef) >= float(torch.finfo(dt).max)
+            ):
+                raise SteeringError(f"{_describe(info)}: alpha overflows the model's {dt}: use a smaller alpha")
             if spec.operator == "cap":
-                thr = _threshold_for(spec.threshold, site)
+                thr = _threshold_for(spec.threshold, site, dt)
                 info.update(threshold=thr, cap=spec.cap)
         plans.append(_Plan(site, spec.operator, spec.positions, rows, delta, unit, coef, thr, spec.cap, info))
     return plans
@@ -322,31 +363,63 @@ def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
             return x + c * (target - p) * u
 
     site = plan.site
+    info = plan.info
+
+    def checked(y: torch.Tensor) -> torch.Tensor:
+        # One fused reduction: NaN/inf anywhere, or values whose squares overflow float32 (the next RMSNorm /
+        # LayerNorm squares them in float32 and would silently zero the stream), make the norm non-finite.
+        if not bool(torch.isfinite(torch.linalg.vector_norm(y, dtype=torch.float32))):
+            raise SteeringError(
+                f"Steering made the residual stream non-finite at {site} ({_describe(info)}): the steered "
+                "activations overflow; use a smaller alpha (or relative=True) or check the vector for huge or "
+                "NaN values"
+            )
+        return y
 
     def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor | None:
+        if steering_is_bypassed():
+            return None
         if rows is not None and x.shape[0] != rows:
             raise SteeringBatchError(
                 f"Per-row steering at {site} was set up for {rows} rows but the forward has batch {x.shape[0]}: "
                 "pass exactly one prompt per row in a single generate call (no batch_size splitting)"
             )
         if positions == "all":
-            return apply(x)
+            return checked(apply(x))
         n = x.shape[1]
         pl = tracker.prompt_len
         k = n if pl is None else min(max(pl - tracker.offset, 0), n)  # window positions [0, k) are prompt
         if positions == "prompt":
             if k == n:
-                return apply(x)
+                return checked(apply(x))
             if k == 0:
                 return None
-            return torch.cat([apply(x[:, :k]), x[:, k:]], dim=1)
+            return torch.cat([checked(apply(x[:, :k])), x[:, k:]], dim=1)
         if k == 0:
-            return apply(x)
+            return checked(apply(x))
         if k == n:
             return None
-        return torch.cat([x[:, :k], apply(x[:, k:])], dim=1)
+        return torch.cat([x[:, :k], checked(apply(x[:, k:]))], dim=1)
 
+    hook._pv_steering = True  # type: ignore[attr-defined]  # lets _norm_warning tell steering hooks apart
     return hook
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def _describe(info: Mapping[str, Any]) -> str:
+    """The spec of one steered site in words, for error messages."""
+    parts = [f"operator={info['operator']}", f"alpha={_fmt(info['alpha'])}"]
+    if info.get("relative"):
+        parts.append("relative=True")
+    if info["operator"] == "cap":
+        parts.append(f"threshold={_fmt(info.get('threshold'))}")
+    parts += [f"layer {info['layer']} ({info['site']})", f"vector {info['source']!r}"]
+    return ", ".join(parts)
 
 
 class SteeringHandle:
@@ -649,6 +722,7 @@ def projection_threshold(
 
 __all__ = [
     "SteerSpec",
+    "SteeringError",
     "SteeringBatchError",
     "SteeringHandle",
     "default_threshold_conversations",
