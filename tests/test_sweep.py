@@ -97,7 +97,7 @@ def test_from_toml(tmp_path):
     assert cfg.vectors["v"] == str(tmp_path / "vecs/v")
     cases = {
         'alpha = [1]\nalphas = [0]\nlayers = [1]\nprompts = ["x"]\n[vectors]\nv = "a"\n': "unknown key 'alpha'.*'alphas'",
-        'alphas = ["big"]\nlayers = [1]\nprompts = ["x"]\n[vectors]\nv = "a"\n': "'alphas' must hold numbers",
+        'alphas = ["big"]\nlayers = [1]\nprompts = ["x"]\n[vectors]\nv = "a"\n': "'alphas' must hold finite numbers",
         'alphas = [0]\nlayers = [1.5]\nprompts = ["x"]\n[vectors]\nv = "a"\n': "'layers' must hold integers",
         'alphas = [0]\nlayers = [1]\n[vectors]\nv = "a"\n': "'prompts'",
         'alphas = [0]\nlayers = [1]\nprompts = ["x"]\n': "missing key 'vectors'",

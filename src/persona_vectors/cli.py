@@ -283,21 +283,36 @@ def sweep_command(
     judge: bool = typer.Option(False, "--judge/--no-judge", help="Label generations with the offline archetype judge"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
 ) -> None:
-    """Run (or resume) a steering sweep from a TOML config; rows stream to a crash-safe JSONL file."""
-    from .sweep import SweepConfig, run_sweep, summarize, summary_markdown
+    """Run (or resume) a steering sweep from a TOML config; rows stream to a crash-safe JSONL file.
+
+    The store is locked while the sweep runs (a second sweep on it fails with "in use by PID N"); --no-resume only
+    deletes a results file this library wrote, and --out may not be the config. Rows whose steering went
+    non-finite are not stored: one error line per failed (vector, layer, alpha), exit code 2 after the rest.
+    """
+    import warnings
+
+    from .sweep import SweepConfig, SweepRowsNotStoredWarning, check_sweep_output, run_sweep, summarize, summary_markdown
 
     cfg = SweepConfig.from_toml(config)
     path = out or config.with_suffix(".jsonl")
+    check_sweep_output(path, resume=resume, config_path=config)  # before the (slow) model load
     m = load_model_arg(model)
     j = None
     if judge:
         from .judge import EmbeddingJudge
 
         j = EmbeddingJudge.default()
-    rep = run_sweep(m, cfg, path, judge=j, resume=resume, progress=True)
-    typer.echo(f"{rep.rows_written} rows written, {rep.rows_skipped} already stored, {rep.rows_total} total "
-               f"({rep.seconds:.1f}s) -> {path}")
-    typer.echo(summary_markdown(summarize(path)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SweepRowsNotStoredWarning)  # printed below as error lines
+        rep = run_sweep(m, cfg, path, judge=j, resume=resume, progress=True)
+    typer.echo(f"{rep.rows_written} rows written, {rep.rows_skipped} already stored, {rep.rows_total} total"
+               f"{f', {rep.rows_failed} failed' if rep.rows_failed else ''} ({rep.seconds:.1f}s) -> {path}")
+    if path.is_file() and path.stat().st_size:
+        typer.echo(summary_markdown(summarize(path)))
+    if rep.failures:
+        for line in rep.failure_lines():
+            typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
 
 
 @app.command("summarize")

@@ -16,10 +16,31 @@ already stored are skipped, a partially stored batch is regenerated and only its
 interrupted sweep resumes with no lost and no duplicated rows. The sidecar ``<out>.config.json`` records the
 config (with a hash of every vector's tensor), the library version and the model fingerprint; resuming with a
 different config or model raises :class:`SweepConfigMismatchError`.
+
+Safety of the output path (checked by :func:`check_sweep_output` before any model work, and again under the lock):
+``out`` must not be the sweep config itself, a directory, or an existing file that is not a results file of this
+library (its first line must be a stored row, or, after a crash in the very first write, the start of one next to a
+valid sidecar); an existing ``<stem>.config.json`` must be a sweep sidecar. ``resume=False`` (``--no-resume``)
+therefore only ever deletes a results file this library wrote. Refusals raise :class:`SweepStoreError`.
+
+Lock: while :func:`run_sweep` works on a store it holds an exclusive ``flock`` (via :mod:`filelock`) on the sibling
+file ``<out>.lock`` (e.g. ``results.jsonl.lock``), which names the PID, host and start time of the holder; a second
+sweep on the same store fails at once with :class:`SweepStoreLockedError` ("results store X is in use by PID N").
+The lock file is removed when the sweep ends. A process killed with SIGKILL leaves it behind, but the kernel has
+released the ``flock``: a stale lock file never blocks a resume, and it is safe to delete when no sweep is running.
+
+Non-finite steering: a generation whose residual stream became non-finite (at the steered site or at the last
+layer; NaN, inf, or a mean square that overflows like an RMSNorm would), or that raised
+:class:`persona_vectors.steer.SteeringError`, or whose judge / read-out values are non-finite, is never stored. The
+other rows of its batch are regenerated without it (a batch that raises ``SteeringError`` is bisected down to the
+failing rows), the sweep goes on, and :attr:`SweepReport.failures` lists the rows that were not stored (a warning per
+(vector, layer, alpha) cell; the CLI prints one ``error:`` line per cell and exits 2 after storing the good rows).
+Resuming retries only those rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -27,6 +48,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,14 +57,17 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from .steer import CAP_MODES, OPERATORS, STEER_POSITIONS, steer
+from .steer import CAP_MODES, OPERATORS, STEER_POSITIONS, SteeringError, steer
 from .vector import PersonaVector, library_version
 
 log = logging.getLogger(__name__)
 
 Readout = Callable[[list[str], list[dict]], list[dict]]
 CONFIG_SUFFIX = ".config.json"
+LOCK_SUFFIX = ".lock"
 STORE_FORMAT = 1
+_ROW_SIGNATURE = b'{"row_id": "'  # every row run_sweep writes starts with these bytes
+_LOCK_HEADER = "persona-vectors sweep lock"
 
 
 class SweepConfigError(ValueError):
@@ -53,11 +78,34 @@ class SweepConfigMismatchError(ValueError):
     """An existing results file was written by a different config or model."""
 
 
-class StoreCorruptError(ValueError):
-    """A results file has a corrupt line that is not the last one (not a crash artefact)."""
+class SweepStoreError(ValueError):
+    """A results path cannot be used as a store (it is the config, a directory, or a file this library did not
+    write); the message names the path and the fix. Nothing was written or deleted."""
+
+
+class StoreCorruptError(SweepStoreError):
+    """A results file has a corrupt line that is not the last one (not a crash artefact), or a row that lacks a
+    coordinate or holds one of the wrong type; the message names ``file:line``."""
+
+
+class SweepStoreLockedError(SweepStoreError):
+    """Another process holds the lock of this results store (another sweep is running)."""
+
+
+class SweepRowsNotStoredWarning(UserWarning):
+    """Some rows of a sweep were not stored because their steered generation went non-finite (one per cell)."""
 
 
 # ------------------------------------------------------------------------------------------------ config
+
+
+def _is_number(v: Any) -> bool:
+    """A real number that is not a bool (``True`` is an ``int`` in Python, never a valid count or coefficient)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _vector_digest(vec: PersonaVector) -> str:
@@ -113,76 +161,94 @@ class SweepConfig:
         def bad(key: str, why: str) -> SweepConfigError:
             return SweepConfigError(f"sweep config: {key!r} {why}")
 
+        self._source: Path | None = None
         if not isinstance(self.vectors, Mapping) or not self.vectors:
-            raise bad("vectors", "must be a non-empty table of name = vector directory")
+            raise bad("vectors", "must be a non-empty table of name = vector directory, e.g. [vectors] a = \"vecs/a\"")
         for k, v in self.vectors.items():
             if not isinstance(k, str) or not k:
-                raise bad("vectors", f"has a bad name {k!r}")
-            if not isinstance(v, (str, os.PathLike, PersonaVector)):
-                raise bad("vectors", f"entry {k!r} must be a directory path, got {type(v).__name__}")
+                raise bad("vectors", f"has a bad name {k!r} (names are non-empty strings)")
+            if not isinstance(v, (str, os.PathLike, PersonaVector)) or (isinstance(v, str) and not v.strip()):
+                raise bad("vectors", f"entry {k!r} must be a vector directory path, got {v!r}")
         self.vectors = dict(self.vectors)
         self.alphas = self._numbers("alphas", self.alphas, float)
         self.layers = self._numbers("layers", self.layers, int)
         if any(x < 0 for x in self.layers):
-            raise bad("layers", "must be non-negative layer indices")
+            raise bad("layers", f"must be non-negative layer indices, got {self.layers}")
         self.seeds = self._numbers("seeds", self.seeds, int)
         if not isinstance(self.prompts, (list, tuple)) or not all(isinstance(p, str) for p in self.prompts):
-            raise bad("prompts", "must be a list of strings")
+            raise bad("prompts", "must be a list of strings, e.g. prompts = [\"Who are you?\"]")
         self.prompts = list(self.prompts)
-        if self.questions is not None and self.questions not in ("evaluation", "extraction"):
-            raise bad("questions", "must be 'evaluation' or 'extraction'")
+        if self.questions is not None and (not isinstance(self.questions, str)
+                                           or self.questions not in ("evaluation", "extraction")):
+            raise bad("questions", f"must be 'evaluation' or 'extraction', got {self.questions!r}")
         if bool(self.prompts) == (self.questions is not None):
             raise bad("prompts", "or 'questions' must be given (exactly one of them)")
         for key in ("samples", "max_new_tokens", "batch_size"):
             val = getattr(self, key)
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise bad(key, f"must be a positive integer, got {val!r}")
-        if self.n_questions is not None and (not isinstance(self.n_questions, int) or self.n_questions < 1):
-            raise bad("n_questions", f"must be a positive integer, got {self.n_questions!r}")
-        for key in ("temperature", "top_p"):
-            val = getattr(self, key)
-            if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0 or not math.isfinite(val):
-                raise bad(key, f"must be a non-negative number, got {val!r}")
-            setattr(self, key, float(val))
-        if self.positions not in STEER_POSITIONS:
-            raise bad("positions", f"must be one of {STEER_POSITIONS}, got {self.positions!r}")
-        if self.operator not in OPERATORS:
-            raise bad("operator", f"must be one of {OPERATORS}, got {self.operator!r}")
-        if self.cap not in CAP_MODES:
-            raise bad("cap", f"must be 'min' or 'max', got {self.cap!r}")
-        if self.operator == "cap" and self.threshold is None:
-            raise bad("threshold", "is required with operator = 'cap'")
-        if self.threshold is not None:
-            if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool):
-                raise bad("threshold", f"must be a number, got {self.threshold!r}")
-            self.threshold = float(self.threshold)
-        if self.relative and self.operator != "add":
-            raise bad("relative", "only applies to operator = 'add'")
+            if not _is_int(val) or val < 1:
+                raise bad(key, f"must be a positive integer (>= 1), got {val!r}")
+        if self.n_questions is not None:
+            if not _is_int(self.n_questions) or self.n_questions < 1:
+                raise bad("n_questions", f"must be a positive integer (>= 1), got {self.n_questions!r}")
+            if self.questions is None:
+                raise bad("n_questions", "only applies with 'questions' (it takes the first n of that split)")
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise bad("temperature", f"must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        self.temperature = float(self.temperature)
+        if not _is_number(self.top_p) or not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
+            raise bad("top_p", f"must be a number in (0, 1] (1 = no nucleus cut), got {self.top_p!r}")
+        self.top_p = float(self.top_p)
         for key in ("relative", "allow_other_model"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
+        if not isinstance(self.positions, str) or self.positions not in STEER_POSITIONS:
+            raise bad("positions", f"must be one of {STEER_POSITIONS}, got {self.positions!r}")
+        if not isinstance(self.operator, str) or self.operator not in OPERATORS:
+            raise bad("operator", f"must be one of {OPERATORS}, got {self.operator!r}")
+        if not isinstance(self.cap, str) or self.cap not in CAP_MODES:
+            raise bad("cap", f"must be 'min' or 'max', got {self.cap!r}")
+        if self.operator == "cap" and self.threshold is None:
+            raise bad("threshold", "is required with operator = 'cap' (a finite projection value)")
+        if self.threshold is not None:
+            if not _is_number(self.threshold) or not math.isfinite(self.threshold):
+                raise bad("threshold", f"must be a finite number, got {self.threshold!r}")
+            self.threshold = float(self.threshold)
+        if self.relative and self.operator != "add":
+            raise bad("relative", "only applies to operator = 'add'")
         if self.system is not None and not isinstance(self.system, str):
-            raise bad("system", "must be a string")
+            raise bad("system", f"must be a string, got {self.system!r}")
         if not isinstance(self.name, str):
-            raise bad("name", "must be a string")
+            raise bad("name", f"must be a string, got {self.name!r}")
         if self.samples > 1 and self.temperature == 0:
             warnings.warn("samples > 1 with temperature = 0 gives identical greedy generations", stacklevel=3)
 
+    @property
+    def source(self) -> Path | None:
+        """The TOML file this config was loaded from (``None`` when built in Python)."""
+        return getattr(self, "_source", None)
+
     @staticmethod
     def _numbers(key: str, values: Any, kind: type) -> list:
-        if isinstance(values, (int, float)) and not isinstance(values, bool):
+        what = "integers" if kind is int else "finite numbers"
+        if _is_number(values):
             values = [values]
         if not isinstance(values, (list, tuple)) or not values:
-            raise SweepConfigError(f"sweep config: {key!r} must be a non-empty list of numbers")
+            raise SweepConfigError(f"sweep config: {key!r} must be a non-empty list of {what}, got {values!r}")
         out = []
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
-                raise SweepConfigError(f"sweep config: {key!r} must hold {'integers' if kind is int else 'numbers'}, got {v!r}")
-            if not math.isfinite(float(v)):
-                raise SweepConfigError(f"sweep config: {key!r} holds a non-finite value")
+            if not _is_number(v):
+                raise SweepConfigError(f"sweep config: {key!r} must hold {what}, got {v!r}")
+            if isinstance(v, int):
+                finite, integral = kind is int or _finite(v), True  # an int too big for a float is not finite
+            else:
+                finite, integral = math.isfinite(v), math.isfinite(v) and v.is_integer()
+            if not finite:
+                raise SweepConfigError(f"sweep config: {key!r} must hold {what}, got a non-finite value {v!r}")
+            if kind is int and not integral:
+                raise SweepConfigError(f"sweep config: {key!r} must hold integers, got {v!r}")
             out.append(kind(v))
         if len(set(out)) != len(out):
-            raise SweepConfigError(f"sweep config: {key!r} has duplicates: {values}")
+            raise SweepConfigError(f"sweep config: {key!r} has duplicates: {list(values)} (list each value once)")
         return out
 
     # ------------------------------------------------------------------------------------------ io
@@ -208,11 +274,20 @@ class SweepConfig:
 
         p = Path(path)
         try:
-            data = tomllib.loads(p.read_text())
+            text = p.read_bytes().decode("utf-8")
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise SweepConfigError(f"{p}: no such config file") from None
+        except IsADirectoryError:
+            raise SweepConfigError(f"{p}: is a directory, not a sweep config: pass the TOML file") from None
+        except OSError as err:
+            raise SweepConfigError(f"{p}: cannot read the config ({err.strerror or err})") from None
+        except UnicodeDecodeError as err:
+            raise SweepConfigError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start}): pass a TOML file") from None
         except tomllib.TOMLDecodeError as err:
             raise SweepConfigError(f"{p}: not valid TOML ({err})") from None
+        except RecursionError:
+            raise SweepConfigError(f"{p}: not valid TOML (nested too deeply)") from None
         known = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in known:
@@ -226,17 +301,20 @@ class SweepConfig:
         if isinstance(vectors, Mapping):
             resolved: dict[str, Any] = {}
             for k, v in vectors.items():
-                if not isinstance(v, str):
-                    raise SweepConfigError(f"{p}: 'vectors' entry {k!r} must be a directory path string")
+                if not isinstance(v, str) or not v.strip() or "\x00" in v:
+                    raise SweepConfigError(f"{p}: 'vectors' entry {k!r} must be a vector directory path string, "
+                                           f"got {v!r}")
                 vp = Path(v).expanduser()
                 resolved[k] = str(vp if vp.is_absolute() else (p.parent / vp))
             data["vectors"] = resolved
         try:
-            return cls(**data)
+            cfg = cls(**data)
         except SweepConfigError as err:
             raise SweepConfigError(f"{p}: {str(err).removeprefix('sweep config: ')}") from None
         except TypeError as err:
             raise SweepConfigError(f"{p}: {err}") from None
+        cfg._source = p
+        return cfg
 
     def to_json(self, vectors: Mapping[str, PersonaVector] | None = None) -> dict[str, Any]:
         """JSON-serializable dict. With loaded ``vectors``, each entry also records its tensor's hash."""
@@ -330,6 +408,9 @@ class JsonlStore:
     def _scan(self, repair: bool) -> None:
         if not self.path.exists():
             return
+        if not self.path.is_file():
+            raise SweepStoreError(f"{self.path} is not a file (a directory?): pass a results file path such as "
+                                  f"{self.path / 'results.jsonl'}")
         data = self.path.read_bytes()
         good_end = 0
         pos = 0
@@ -341,9 +422,7 @@ class JsonlStore:
             try:
                 if nl < 0:
                     raise ValueError("no newline")
-                obj = json.loads(line)
-                if not isinstance(obj, dict) or "row_id" not in obj:
-                    raise ValueError("not a row")
+                obj = _parse_row(line)
             except ValueError:
                 if line.strip() == b"" and nl >= 0:
                     pos = end
@@ -363,6 +442,12 @@ class JsonlStore:
             raise StoreCorruptError(
                 f"{self.path}: line {line_no} is corrupt and is not the last line; this is not a crash artefact: "
                 "inspect the file (or start over with resume=False)"
+            )
+        first_line = data.split(b"\n", 1)[0]
+        if bad_at == 0 and not (first_line.startswith(_ROW_SIGNATURE) or _ROW_SIGNATURE.startswith(first_line)):
+            raise StoreCorruptError(
+                f"{self.path}: line 1 is not a results row: this is not a results file of persona-vectors (nothing "
+                "was changed); pass another results path"
             )
         self.dropped_bytes = len(data) - good_end
         msg = (f"{self.path}: dropped a partial trailing line ({self.dropped_bytes} bytes) left by an "
@@ -413,18 +498,21 @@ class JsonlStore:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stored rows, in file order (a partial trailing line is skipped)."""
-        if not self.path.exists():
+        for _, obj in self.numbered_rows():
+            yield obj
+
+    def numbered_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line number, row)`` of the stored rows, in file order (1-based; for error messages)."""
+        if not self.path.is_file():
             return
         with open(self.path, "rb") as f:
-            for raw in f:
+            for line_no, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n") or not raw.strip():
                     continue
                 try:
-                    obj = json.loads(raw)
+                    yield line_no, _parse_row(raw)
                 except ValueError:
                     continue
-                if isinstance(obj, dict) and "row_id" in obj:
-                    yield obj
 
     def rows(self) -> list[dict[str, Any]]:
         """All stored rows (first occurrence of each ``row_id``)."""
@@ -442,6 +530,17 @@ class JsonlStore:
             self.path.unlink()
         self._ids.clear()
         self._n = 0
+
+
+def _parse_row(line: bytes) -> dict[str, Any]:
+    """One stored line as a row dict with a string ``row_id``; ``ValueError`` for anything else."""
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("row_id"), str):
+        raise ValueError("not a row")
+    return obj
 
 
 def _json_default(o: Any) -> Any:
@@ -482,17 +581,191 @@ def _diff_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def _write_sidecar(path: Path, meta: Mapping[str, Any]) -> None:
-    from .models import _atomic_write_text
+    from .io import atomic_file
 
-    _atomic_write_text(path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar's content when ``path`` is a sweep sidecar written by this library, else ``None``."""
+    try:
+        d = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(d, dict) or d.get("format") != STORE_FORMAT or not isinstance(d.get("config_hash"), str):
+        return None
+    if not isinstance(d.get("config"), dict) or not isinstance(d.get("model", {}), dict):
+        return None
+    return d
+
+
+def _is_store_file(path: Path, side: Path) -> bool:
+    """Whether ``path`` (an existing file) is a results file this library wrote (so it may be resumed or removed).
+
+    Empty files qualify; otherwise the first line must be a stored row, or (a crash during the very first write)
+    the start of one, next to a valid sidecar.
+    """
+    with open(path, "rb") as f:
+        first = f.readline(1 << 24)
+    if not first:
+        return True
+    if first.endswith(b"\n"):
+        try:
+            _parse_row(first)
+        except ValueError:
+            return False
+        return True
+    partial = first.startswith(_ROW_SIGNATURE) or _ROW_SIGNATURE.startswith(first)
+    return partial and _read_sidecar(side) is not None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def lock_path(out_path: str | os.PathLike) -> Path:
+    """``results.jsonl`` → ``results.jsonl.lock``: the file :func:`run_sweep` locks while it writes the store."""
+    p = Path(out_path)
+    return p.with_name(p.name + LOCK_SUFFIX)
+
+
+def check_sweep_output(
+    out_path: str | os.PathLike, *, resume: bool = True, config_path: str | os.PathLike | None = None,
+) -> None:
+    """Refuse an output path that a sweep would damage; raises :class:`SweepStoreError` naming the fix.
+
+    Refused: ``out`` equal to (or the same file as) ``config_path``; ``out`` a directory or another non-file;
+    an existing non-empty ``out`` that is not a results file of this library (resuming would truncate or append
+    to it, ``resume=False`` would delete it); an existing ``<stem>.config.json`` that is not a sweep sidecar (it
+    would be overwritten); an existing ``<out>.lock`` that is not a sweep lock file. Nothing is written.
+    """
+    out = Path(out_path)
+    action = "--resume would append to it" if resume else "--no-resume would delete it"
+    if config_path is not None and _same_file(out, Path(config_path)):
+        cfgp = Path(config_path)
+        raise SweepStoreError(
+            f"--out {out} is the sweep config itself: the results would overwrite it; pass another --out, e.g. "
+            f"{cfgp.with_name(cfgp.stem + '.results.jsonl')}"
+        )
+    if out.is_dir():
+        raise SweepStoreError(f"--out {out} is a directory: pass a results file path, e.g. {out / 'results.jsonl'}")
+    if out.exists() and not out.is_file():
+        raise SweepStoreError(f"--out {out} is not a regular file: pass a results file path (e.g. results.jsonl)")
+    side = sidecar_path(out)
+    if side.exists() and (not side.is_file() or _read_sidecar(side) is None):
+        raise SweepStoreError(
+            f"{side} exists and is not a sweep sidecar (a sweep writing {out.name} would overwrite it): "
+            "move it away or pass another --out"
+        )
+    if out.is_file() and not _is_store_file(out, side):
+        raise SweepStoreError(
+            f"{out} exists and is not a results file of persona-vectors (its first line is not a sweep row); "
+            f"{action}: pass another --out, or move {out.name} away"
+        )
+    lk = lock_path(out)
+    if lk.exists() or lk.is_symlink():
+        foreign = not lk.is_file() or lk.is_symlink()
+        if not foreign:
+            with open(lk, "rb") as f:
+                head = f.read(len(_LOCK_HEADER))
+            foreign = bool(head) and head != _LOCK_HEADER.encode()
+        if foreign:
+            raise SweepStoreError(
+                f"{lk} exists and is not a sweep lock file (a sweep on {out.name} locks that path): "
+                "move it away or pass another --out"
+            )
+
+
+def _lock_holder(lk: Path) -> str:
+    """``"PID 123"`` (``"PID 123 on host"`` for another host) from a lock file, or ``"another process"``."""
+    try:
+        text = lk.read_text(errors="replace")
+    except OSError:
+        return "another process"
+    info = dict(line.split(": ", 1) for line in text.splitlines()[1:4] if ": " in line)
+    pid = info.get("pid", "").strip()
+    if not pid.isdigit():
+        return "another process"
+    host = info.get("host", "").strip()
+    return f"PID {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+
+
+@contextlib.contextmanager
+def lock_store(out_path: str | os.PathLike, *, timeout: float = 1.0) -> Iterator[Path]:
+    """Hold the exclusive lock of a results store for the ``with`` block; yields the lock file's path.
+
+    Uses :class:`filelock.FileLock` (``flock``) on :func:`lock_path`; the file names the holder's PID, host and
+    start time, and is removed on exit. After a SIGKILL the kernel drops the ``flock``, so a leftover lock file
+    never blocks the next run. Raises :class:`SweepStoreLockedError` when another process holds the lock
+    (after waiting ``timeout`` seconds), :class:`SweepStoreError` when the lock file cannot be created.
+    """
+    from filelock import FileLock, Timeout
+
+    out = Path(out_path)
+    lk = lock_path(out)
+    held: dict[str, tuple[int, int]] = {}
+
+    def announce(fd: int) -> None:
+        st = os.fstat(fd)
+        held["inode"] = (st.st_dev, st.st_ino)
+        text = (f"{_LOCK_HEADER}\npid: {os.getpid()}\nhost: {socket.gethostname()}\n"
+                f"started: {time.strftime('%Y-%m-%dT%H:%M:%S')}\nstore: {out.resolve()}\n"
+                "This file marks a running sweep on the store and is removed when it ends. After a crash it is left "
+                "behind but blocks nothing (the OS released the lock); it is safe to delete when no sweep runs.\n")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+
+    lock = FileLock(str(lk), timeout=timeout, on_acquired=announce)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SweepStoreLockedError(
+            f"results store {out} is in use by {_lock_holder(lk)} (another sweep is running); "
+            "wait for it or pass another --out"
+        ) from None
+    except OSError as err:
+        raise SweepStoreError(
+            f"cannot create the lock file {lk} ({err.strerror or err}): pass an --out in a writable directory"
+        ) from None
+    try:
+        yield lk
+    finally:
+        try:
+            st = os.stat(lk)
+            if (st.st_dev, st.st_ino) == held.get("inode"):
+                lk.unlink()  # while still holding it: filelock's waiters notice the unlinked inode and retry
+        except OSError:
+            pass
+        finally:
+            lock.release()
 
 
 # ------------------------------------------------------------------------------------------------ run
 
 
+@dataclass(frozen=True)
+class SweepFailure:
+    """One grid row that was not stored (its generation or read-outs were non-finite), and why."""
+
+    row_id: str
+    vector: str
+    layer: int
+    alpha: float
+    prompt_id: str
+    sample: int
+    seed: int
+    reason: str
+
+
 @dataclass
 class SweepReport:
-    """What :func:`run_sweep` did."""
+    """What :func:`run_sweep` did. ``failures`` lists the rows that were not stored (see the module docstring)."""
 
     path: Path
     rows_total: int
@@ -500,6 +773,30 @@ class SweepReport:
     rows_skipped: int
     batches_run: int
     seconds: float
+    failures: list[SweepFailure] = field(default_factory=list)
+
+    @property
+    def rows_failed(self) -> int:
+        """Number of rows not stored in this run."""
+        return len(self.failures)
+
+    @property
+    def ok(self) -> bool:
+        """True when every row of the grid is stored."""
+        return not self.failures
+
+    def failure_lines(self) -> list[str]:
+        """One line per failed (vector, layer, alpha) cell: how many rows were not stored, why, and the fix."""
+        groups: dict[tuple[str, int, float], list[SweepFailure]] = {}
+        for f in self.failures:
+            groups.setdefault((f.vector, f.layer, f.alpha), []).append(f)
+        lines = []
+        for (vname, layer, alpha), fs in groups.items():
+            lines.append(
+                f"{len(fs)} row(s) of vector {vname!r}, layer {layer}, alpha {alpha:g} not stored: {fs[0].reason} "
+                "(the other rows are stored; a resume retries only the missing ones)"
+            )
+        return lines
 
 
 def load_sweep_vectors(model: Any, cfg: SweepConfig) -> dict[str, PersonaVector]:
@@ -535,7 +832,8 @@ def run_sweep(
     Args:
         model: a :class:`PersonaModel`.
         cfg: the grid.
-        out_path: results file (JSONL); its sidecar ``<stem>.config.json`` records config, version, model.
+        out_path: results file (JSONL); its sidecar ``<stem>.config.json`` records config, version, model. It is
+            checked by :func:`check_sweep_output` first, and locked (``<out>.lock``) while the sweep runs.
         judge: optional object with ``classify(texts)`` returning results with ``.label`` and ``.scores``
             (e.g. :class:`persona_vectors.judge.EmbeddingJudge`): adds ``label`` and ``label_scores``.
         readouts: callables ``(texts, rows) -> list[dict]`` (one dict per row) whose fields are added to the
@@ -544,15 +842,24 @@ def run_sweep(
             ``lambda texts, rows: [{"coherence": c.score} for c in readout.coherence(model, texts,
             [r["prompt"] for r in rows], system=cfg.system)]``.
         resume: keep stored rows and skip them (the config and model must match the sidecar);
-            ``False`` deletes existing results and starts over.
+            ``False`` deletes the existing results (only a results file this library wrote) and starts over.
         progress: show a tqdm bar with ETA.
 
     Each row holds: ``row_id, vector, layer, alpha, prompt_id, prompt, sample, seed`` (the coordinates),
     ``operator, positions, relative, alpha_raw`` (the raw-equivalent coefficient on the stored vector),
     ``system, temperature, text, n_tokens``, plus judge/read-out fields.
+
+    Rows whose steered generation became non-finite are not stored; they are listed in
+    :attr:`SweepReport.failures` and reported with a warning per (vector, layer, alpha) cell.
+
+    Raises:
+        SweepStoreError: ``out_path`` is unusable (see :func:`check_sweep_output`).
+        SweepStoreLockedError: another process is running a sweep on the same store.
+        SweepConfigMismatchError: resuming a store written by another config or model.
     """
     out = Path(out_path)
     t0 = time.perf_counter()
+    check_sweep_output(out, resume=resume, config_path=cfg.source)
     vectors = load_sweep_vectors(model, cfg)
     batches = expand_grid(cfg)
     cfg_json = cfg.to_json(vectors)
@@ -565,93 +872,235 @@ def run_sweep(
                   "n_layers": model.n_layers, "d_model": model.d_model},
     }
     side = sidecar_path(out)
-    if not resume:
-        out.unlink(missing_ok=True)
-    store = JsonlStore(out)
-    if len(store) and resume:
-        if not side.is_file():
-            raise SweepConfigMismatchError(
-                f"{out} holds results but no {side.name}: cannot check they come from this config; "
-                "use another output path or resume=False to start over"
-            )
-        old = json.loads(side.read_text())
-        if old.get("model", {}).get("fingerprint") != model.info.fingerprint:
-            raise SweepConfigMismatchError(
-                f"{out} was written with model {old.get('model', {}).get('model_id')} "
-                f"({old.get('model', {}).get('fingerprint')}), not {model.info.model_id} ({model.info.fingerprint}); "
-                "use another output path or resume=False"
-            )
-        if old.get("config_hash") != meta["config_hash"]:
-            diff = _diff_keys(old.get("config", {}), cfg_json)
-            raise SweepConfigMismatchError(
-                f"{out} was written with a different config ({'; '.join(diff) or 'details differ'}); "
-                "use another output path or resume=False to start over"
-            )
-        meta["created"] = old.get("created")
-        meta["resumed"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    else:
-        meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_sidecar(side, meta)
-
-    total = sum(len(b.rows) for b in batches)
-    done_ids = store.row_ids
-    wanted = {r["row_id"] for b in batches for r in b.rows}
-    skipped = len(done_ids & wanted)
-    written = 0
-    ran = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=skipped, unit="row", desc=cfg.name or "sweep", dynamic_ncols=True)
     try:
-        for batch in batches:
-            todo = [r for r in batch.rows if r["row_id"] not in done_ids]
-            if not todo:
-                continue
-            rows = _run_batch(model, cfg, vectors[batch.vector], batch, judge, readouts)
-            n = store.append([r for r in rows if r["row_id"] not in done_ids])
-            written += n
-            ran += 1
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SweepStoreError(f"cannot create the directory of {out} ({err.strerror or err}): "
+                              "pass an --out in a writable directory") from None
+    with lock_store(out):
+        check_sweep_output(out, resume=resume, config_path=cfg.source)  # again, now that nobody else can write
+        if not resume:
+            out.unlink(missing_ok=True)  # a results file of this library (checked above)
+        store = JsonlStore(out)
+        if len(store) and resume:
+            old = _read_sidecar(side)
+            if old is None:
+                raise SweepConfigMismatchError(
+                    f"{out} holds results but no {side.name}: cannot check they come from this config; "
+                    "use another output path or resume=False to start over"
+                )
+            if old.get("model", {}).get("fingerprint") != model.info.fingerprint:
+                raise SweepConfigMismatchError(
+                    f"{out} was written with model {old.get('model', {}).get('model_id')} "
+                    f"({old.get('model', {}).get('fingerprint')}), not {model.info.model_id} "
+                    f"({model.info.fingerprint}); use another output path or resume=False"
+                )
+            if old.get("config_hash") != meta["config_hash"]:
+                diff = _diff_keys(old.get("config", {}), cfg_json)
+                raise SweepConfigMismatchError(
+                    f"{out} was written with a different config ({'; '.join(diff) or 'details differ'}); "
+                    "use another output path or resume=False to start over"
+                )
+            meta["created"] = old.get("created")
+            meta["resumed"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        else:
+            meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _write_sidecar(side, meta)
+
+        total = sum(len(b.rows) for b in batches)
+        done_ids = store.row_ids
+        wanted = {r["row_id"] for b in batches for r in b.rows}
+        skipped = len(done_ids & wanted)
+        written = 0
+        ran = 0
+        failures: list[SweepFailure] = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=skipped, unit="row", desc=cfg.name or "sweep", dynamic_ncols=True)
+        try:
+            for batch in batches:
+                todo = [r for r in batch.rows if r["row_id"] not in done_ids]
+                if not todo:
+                    continue
+                rows, failed = _run_batch(model, cfg, vectors[batch.vector], batch, judge, readouts)
+                n = store.append([r for r in rows if r["row_id"] not in done_ids])
+                failed = [f for f in failed if f.row_id not in done_ids]
+                failures.extend(failed)
+                written += n
+                ran += 1
+                if bar is not None:
+                    bar.update(n + len(failed))
+        finally:
             if bar is not None:
-                bar.update(n)
-    finally:
-        if bar is not None:
-            bar.close()
-    return SweepReport(out, total, written, skipped, ran, time.perf_counter() - t0)
+                bar.close()
+    report = SweepReport(out, total, written, skipped, ran, time.perf_counter() - t0, failures)
+    for line in report.failure_lines():
+        msg = f"sweep {out}: {line}"
+        warnings.warn(msg, SweepRowsNotStoredWarning, stacklevel=2)
+        log.warning(msg)
+    return report
+
+
+class _NonFiniteRows(Exception):
+    """Raised inside a forward by the sweep's guard hook: these batch rows have a non-finite residual."""
+
+    def __init__(self, rows: list[int], site: str) -> None:
+        super().__init__(f"non-finite residual at {site} in rows {rows}")
+        self.rows = rows
+        self.site = site
+
+
+def _guard_hook(site_name: str) -> Callable[..., None]:
+    """A read-only hook: raise :class:`_NonFiniteRows` when a row's residual (or its mean square, as an RMSNorm
+    computes it) is non-finite."""
+
+    def hook(x: Any, hook: Any = None) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+            return None
+        ok = torch.isfinite(x.float().pow(2).mean(-1)).reshape(x.shape[0], -1).all(-1)
+        if not bool(ok.all()):
+            raise _NonFiniteRows(torch.nonzero(~ok).flatten().tolist(), site_name)
+        return None
+
+    return hook
+
+
+def _generate_guarded(
+    model: Any, cfg: SweepConfig, vec: PersonaVector, layer: int, rows: Sequence[dict[str, Any]], seed: int,
+) -> tuple[list[torch.Tensor], list[Any]]:
+    """One steered generate call for ``rows`` (per-row alphas) with non-finite guards; (tokens, alpha_raw)."""
+    from .record import remove_lens_handle
+    from .sites import Site
+
+    alphas = torch.tensor([float(r["alpha"]) for r in rows], dtype=torch.float64)  # exact, even beyond float32
+    with steer(model, vec, alphas, layers=[layer], positions=cfg.positions, operator=cfg.operator,  # type: ignore[arg-type]
+               relative=cfg.relative, threshold=cfg.threshold, cap=cfg.cap,  # type: ignore[arg-type]
+               allow_other_model=cfg.allow_other_model) as handle:
+        info = handle.report()[0]
+        sites = [Site.parse(info["site"]), Site(model.n_layers - 1)]
+        guards: list[tuple[Any, Any]] = []
+        try:
+            for site in dict.fromkeys(sites):
+                hp = model.hook_point(site)
+                guards.append((hp, hp.add_hook(_guard_hook(str(site)))))
+            toks = model.generate_tokens(
+                [r["prompt"] for r in rows], system=cfg.system, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+            )
+        finally:
+            for hp, h in reversed(guards):
+                remove_lens_handle(hp, h)
+    raw = info.get("alpha_raw", info["alpha"])
+    raw_list = raw if isinstance(raw, list) else [raw] * len(rows)
+    return toks, raw_list
+
+
+def _spec_text(cfg: SweepConfig, alpha: float) -> str:
+    s = f"operator {cfg.operator}, alpha {alpha:g}{' (relative)' if cfg.relative else ''}"
+    if cfg.threshold is not None:
+        s += f", threshold {cfg.threshold:g}"
+    return s
+
+
+def _generate_rows(
+    model: Any, cfg: SweepConfig, vec: PersonaVector, batch: SweepBatch,
+) -> tuple[list[tuple[dict[str, Any], torch.Tensor, Any]], list[tuple[dict[str, Any], str]]]:
+    """Generate the batch; rows that go non-finite are dropped (and the rest regenerated without them)."""
+    done: list[tuple[dict[str, Any], torch.Tensor, Any]] = []
+    failed: list[tuple[dict[str, Any], str]] = []
+    pending: list[list[dict[str, Any]]] = [list(batch.rows)]
+    while pending:
+        part = pending.pop(0)
+        try:
+            toks, raws = _generate_guarded(model, cfg, vec, batch.layer, part, batch.gen_seed)
+        except _NonFiniteRows as err:
+            bad = {i for i in err.rows if 0 <= i < len(part)} or set(range(len(part)))
+            for i in sorted(bad):
+                failed.append((part[i], f"non-finite residual stream at {err.site} ({_spec_text(cfg, part[i]['alpha'])}); "
+                                        "use a smaller |alpha| (or check the vector / threshold)"))
+            rest = [r for i, r in enumerate(part) if i not in bad]
+            if rest:
+                pending.insert(0, rest)
+            continue
+        except SteeringError as err:
+            # SteeringError names no rows: split the part by alpha (the usual cause), then bisect
+            by_alpha: dict[float, list[dict[str, Any]]] = {}
+            for r in part:
+                by_alpha.setdefault(r["alpha"], []).append(r)
+            if len(part) == 1:
+                msg = str(err).strip().splitlines()[0] if str(err).strip() else "SteeringError"
+                failed.append((part[0], msg if f"{part[0]['alpha']:g}" in msg
+                               else f"{msg} ({_spec_text(cfg, part[0]['alpha'])})"))
+            elif len(by_alpha) > 1:
+                pending[0:0] = list(by_alpha.values())
+            else:
+                half = len(part) // 2
+                pending[0:0] = [part[:half], part[half:]]
+            continue
+        done.extend(zip(part, toks, raws))
+    order = {r["row_id"]: i for i, r in enumerate(batch.rows)}
+    done.sort(key=lambda t: order[t[0]["row_id"]])
+    failed.sort(key=lambda t: order[t[0]["row_id"]])
+    return done, failed
+
+
+def _nonfinite_field(value: Any, path: str) -> str | None:
+    """The path of the first non-finite number inside a row value, or ``None``."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, torch.Tensor):
+        return None if not value.is_floating_point() or bool(torch.isfinite(value).all()) else path
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            hit = _nonfinite_field(v, f"{path}.{k}")
+            if hit:
+                return hit
+        return None
+    if isinstance(value, (list, tuple, set)):
+        for i, v in enumerate(value):
+            hit = _nonfinite_field(v, f"{path}[{i}]")
+            if hit:
+                return hit
+        return None
+    if hasattr(value, "item") and getattr(value, "shape", ()) == ():
+        try:
+            return _nonfinite_field(value.item(), path)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _failure(row: Mapping[str, Any], reason: str) -> SweepFailure:
+    return SweepFailure(row["row_id"], row["vector"], row["layer"], row["alpha"], row["prompt_id"], row["sample"],
+                        row["seed"], reason)
 
 
 def _run_batch(
     model: Any, cfg: SweepConfig, vec: PersonaVector, batch: SweepBatch, judge: Any, readouts: Sequence[Readout],
-) -> list[dict[str, Any]]:
-    """Generate one batch (one call, per-row alphas) and attach read-outs."""
-    alphas = [r["alpha"] for r in batch.rows]
-    with steer(model, vec, alphas, layers=[batch.layer], positions=cfg.positions, operator=cfg.operator,  # type: ignore[arg-type]
-               relative=cfg.relative, threshold=cfg.threshold, cap=cfg.cap,  # type: ignore[arg-type]
-               allow_other_model=cfg.allow_other_model) as handle:
-        toks = model.generate_tokens(
-            [r["prompt"] for r in batch.rows], system=cfg.system, max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, top_p=cfg.top_p, seed=batch.gen_seed,
-        )
-        info = handle.report()[0]
-    raw = info.get("alpha_raw", info["alpha"])
-    raw_list = raw if isinstance(raw, list) else [raw] * len(batch.rows)
-    texts = [model.decode_response(t) for t in toks]
+) -> tuple[list[dict[str, Any]], list[SweepFailure]]:
+    """Generate one batch (one call, per-row alphas) and attach read-outs; (rows to store, rows not stored)."""
+    done, failed = _generate_rows(model, cfg, vec, batch)
+    failures = [_failure(r, why) for r, why in failed]
+    texts = [model.decode_response(t) for _, t, _ in done]
     rows = []
-    for r, text, t, a_raw in zip(batch.rows, texts, toks, raw_list):
+    for (r, t, a_raw), text in zip(done, texts):
         rows.append({
             **r, "operator": cfg.operator, "positions": cfg.positions, "relative": cfg.relative,
             "alpha_raw": a_raw, "system": cfg.system, "temperature": cfg.temperature,
             "text": text, "n_tokens": int(t.numel()),
         })
-    if judge is not None:
+    if rows and judge is not None:
         results = judge.classify(texts)
         if len(results) != len(rows):
             raise ValueError(f"judge returned {len(results)} results for {len(rows)} texts")
         for row, res in zip(rows, results):
             row["label"] = res.label
             row["label_scores"] = {k: float(v) for k, v in dict(res.scores).items()}
-    for fn in readouts:
+    for fn in readouts if rows else ():
         extra = fn(list(texts), [dict(r) for r in rows])
         if len(extra) != len(rows):
             raise ValueError(f"read-out {getattr(fn, '__name__', fn)!r} returned {len(extra)} dicts for {len(rows)} rows")
@@ -660,13 +1109,45 @@ def _run_batch(
             if clash:
                 raise ValueError(f"read-out {getattr(fn, '__name__', fn)!r} may not overwrite coordinates {sorted(clash)}")
             row.update(add)
-    return rows
+    good = []
+    for row in rows:
+        hit = next((h for k, v in row.items() if (h := _nonfinite_field(v, k))), None)
+        if hit:
+            failures.append(_failure(row, f"field {hit!r} is non-finite (from the judge or a read-out, or an "
+                                          "overflowing alpha_raw); fix the read-out or use a smaller |alpha|"))
+        else:
+            good.append(row)
+    return good, failures
 
 
 # ------------------------------------------------------------------------------------------------ summary
 
 _COORDS = {"row_id", "vector", "layer", "alpha", "prompt_id", "prompt", "sample", "seed", "alpha_raw", "relative",
            "temperature", "text", "label", "label_scores", "operator", "positions", "system"}
+
+
+def _check_row(path: Path, line_no: int, r: Mapping[str, Any]) -> None:
+    """Raise :class:`StoreCorruptError` naming ``file:line`` when a row lacks a coordinate or has a wrong type."""
+    fix = "fix or delete that line (or rerun the sweep into a new --out)"
+    missing = [k for k in ("vector", "layer", "alpha") if k not in r]
+    if missing:
+        raise StoreCorruptError(f"{path}:{line_no}: row lacks {', '.join(map(repr, missing))}; {fix}")
+    checks = (
+        ("vector", isinstance(r["vector"], str), "a string"),
+        ("layer", _is_int(r["layer"]), "an integer"),
+        ("alpha", _is_number(r["alpha"]) and _finite(r["alpha"]), "a finite number"),
+        ("label", r.get("label") is None or isinstance(r.get("label"), str), "a string"),
+    )
+    for key, good, what in checks:
+        if not good:
+            raise StoreCorruptError(f"{path}:{line_no}: {key!r} must be {what}, got {r.get(key)!r}; {fix}")
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def summarize(path: str | os.PathLike) -> dict[str, Any]:
@@ -680,20 +1161,30 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
     from .judge import LABELS, label_shares, wilson_interval
 
     p = Path(path)
+    if p.is_dir():
+        raise SweepStoreError(f"{p} is a directory: pass the results .jsonl file written by `persona-vectors sweep`")
     if not p.is_file():
         raise FileNotFoundError(f"No results file at {p}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = JsonlStore(p, repair=False).rows()
+        store = JsonlStore(p, repair=False)
+        rows = []
+        seen: set[str] = set()
+        for line_no, r in store.numbered_rows():
+            if r["row_id"] in seen:
+                continue
+            seen.add(r["row_id"])
+            _check_row(p, line_no, r)
+            rows.append(r)
     cells: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
     for r in rows:
         cells.setdefault((r["vector"], r["layer"], r["alpha"]), []).append(r)
-    observed = sorted({r["label"] for r in rows if "label" in r})
+    observed = sorted({r["label"] for r in rows if r.get("label") is not None})
     use_archetypes = bool(observed) and set(observed) <= set(LABELS)
     label_names = list(LABELS) if use_archetypes else observed
     out_cells = []
     for (vname, layer, alpha), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        labels = [r["label"] for r in rs if "label" in r]
+        labels = [r["label"] for r in rs if r.get("label") is not None]
         lab: dict[str, dict[str, float]] = {}
         if labels:
             if use_archetypes:
@@ -756,9 +1247,16 @@ __all__ = [
     "SweepConfig",
     "SweepConfigError",
     "SweepConfigMismatchError",
+    "SweepFailure",
     "SweepReport",
+    "SweepRowsNotStoredWarning",
+    "SweepStoreError",
+    "SweepStoreLockedError",
+    "check_sweep_output",
     "expand_grid",
     "load_sweep_vectors",
+    "lock_path",
+    "lock_store",
     "row_id",
     "run_sweep",
     "sidecar_path",
