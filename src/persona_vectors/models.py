@@ -26,6 +26,7 @@ import numbers
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -214,7 +215,7 @@ def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress:
         warnings.warn(f"Model cache at {target} failed its integrity check ({'; '.join(problems)}); rebuilding it",
                       stacklevel=2)
     if progress:
-        print(f"[persona_vectors] first load: dequantizing {gguf.name} (~20 s, cached afterwards)", flush=True)
+        print(f"[persona_vectors] first load: dequantizing {gguf.name} (~20 s, cached afterwards)", file=sys.stderr, flush=True)
     model, tok = _load_hf(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_only=True)
     try:
         _write_model_cache(model, tok, target, source=gguf, key=key)

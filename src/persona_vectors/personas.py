@@ -328,7 +328,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                     continue  # a torn line from an interrupted write: ignore it
                 if isinstance(obj, dict):
                     out.append(obj)
-    except FileNotFoundError:
+    except OSError:  # missing or unreadable: a cache miss, never a failed run
         pass
     return out
 
@@ -522,7 +522,7 @@ class VectorCache:
     def save(self, key: str, vec: PersonaVector) -> None:
         """Store a vector."""
         if self.dir is not None:
-            _write_or_warn("vector", self.dir, lambda: vec.save(self.dir / key))  # type: ignore[operator]
+            _write_or_warn("vector", self.dir, lambda: vec.save(self.dir / key, overwrite=True))  # type: ignore[operator]
 
     def load_json(self, key: str, suffix: str) -> Optional[dict[str, Any]]:
         """A JSON side file (e.g. ``quality``) of an entry, or None."""
