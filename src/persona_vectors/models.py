@@ -793,19 +793,25 @@ class PersonaModel:
         in-place edits, unlike ``info.fingerprint`` which is taken at load time). Costs milliseconds."""
         return weight_fingerprint(self.hf)
 
-    def cached_residual_norm(self, site: Site, positions: str = "response") -> float | None:
-        """The residual norm :meth:`residual_norm` would return, if already measured on the current weights."""
-        return self._norm_cache.get((site, positions, self.weights_fingerprint()))
+    def cached_residual_norm(self, site: Site, positions: str = "response", *, fingerprint: str | None = None
+                             ) -> float | None:
+        """The residual norm :meth:`residual_norm` would return, if already measured on the current weights.
 
-    def residual_norm(self, site: Site, positions: str = "response") -> float:
+        ``fingerprint``: :meth:`weights_fingerprint` when the caller has just computed it (saves recomputing
+        it per site); it must describe the current weights.
+        """
+        return self._norm_cache.get((site, positions, fingerprint or self.weights_fingerprint()))
+
+    def residual_norm(self, site: Site, positions: str = "response", *, fingerprint: str | None = None) -> float:
         """Mean L2 norm of the residual stream at ``site`` over neutral chat turns (cached per model weights).
 
         This is the unit of *relative* steering coefficients: ``alpha_rel = 1`` adds a vector as long as an
         average residual-stream vector at that site. It is always measured on the unsteered model (steering
         hooks active around the call skip themselves during the measurement, see :func:`steering_bypassed`),
-        and the cache is keyed by the current weight fingerprint, so changed weights are measured afresh.
+        and the cache is keyed by the current weight fingerprint, so changed weights are measured afresh
+        (``fingerprint``: as in :meth:`cached_residual_norm`).
         """
-        key = (site, positions, self.weights_fingerprint())
+        key = (site, positions, fingerprint or self.weights_fingerprint())
         if key not in self._norm_cache:
             from .record import neutral_norm_conversations, record
 
