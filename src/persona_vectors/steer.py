@@ -37,6 +37,17 @@ Hygiene: everything (vectors, fingerprints, layers, residual norms) is resolved 
 registered; hooks are registered into the handle's list, and any failure while registering removes the ones
 already added and re-raises the original error. Each handle removes only its own hooks, so nested contexts
 compose (same-site contributions of ``add`` sum up).
+
+Non-finite steering fails loudly: ``alpha`` and cap thresholds must be finite (``ValueError``), an added vector
+or coefficient that overflows the model's dtype raises :class:`SteeringError` at setup, and every steered hook
+checks its output with one float32 norm (NaN/inf, or values whose squares overflow float32 and would make the
+next normalization silently zero the stream) and raises :class:`SteeringError` naming the spec and the fix.
+Measured cost: ~15 µs per check for a decode step of batch 8 at d_model 576 on one CPU thread (~50 µs for a
+40-token prefill), within timing noise of tiny-model generation. The context still removes all its hooks.
+
+The unit of ``relative=True`` (:meth:`PersonaModel.residual_norm`) is measured with steering hooks bypassed
+and cached per weight fingerprint, so a first measurement inside another steering context, or after the
+weights changed, never poisons it.
 """
 
 from __future__ import annotations
