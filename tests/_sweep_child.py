@@ -4,6 +4,10 @@
 waits for a line on stdin), then runs the sweep, sleeping ``DELAY`` seconds per batch (in a read-out) so the
 parent can SIGKILL it mid-run. The parent imports :func:`build` to rebuild the same model,
 vector and config in-process.
+
+``python tests/_sweep_child.py --serve`` builds the model, prints ``ready``, then runs one sweep per stdin line
+``OUT DELAY`` and answers one line: ``done N`` (rows written) or ``locked MESSAGE`` (the store was in use); it
+exits at end of input. tests/test_concurrency_sweep.py races two of them on one store.
 """
 
 from __future__ import annotations
@@ -63,5 +67,24 @@ def main(argv: list[str]) -> None:
     print("done", flush=True)
 
 
+def serve() -> None:
+    from persona_vectors.sweep import SweepStoreLockedError, run_sweep
+
+    torch.set_num_threads(1)
+    model, cfg = build()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        out, delay = line.split()
+        try:
+            rep = run_sweep(model, cfg, Path(out), readouts=[slow_readout(float(delay))], progress=False)
+        except SweepStoreLockedError as err:
+            print(f"locked {err}", flush=True)
+        else:
+            print(f"done {rep.rows_written}", flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv)
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        main(sys.argv)

@@ -549,3 +549,205 @@ def test_bad_results_is_a_directory(tmp_path):
         summarize(tmp_path)
     assert "is a directory" in _one_error_line(CliRunner().invoke(app, ["summarize", str(tmp_path)]))
     assert_unchanged(before, snapshot(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------ property-based
+# Untrusted files: every input either loads correctly or raises the library's own error type, and never writes
+# (or, for the store's crash repair, only cuts a trailing partial line).
+
+import tempfile  # noqa: E402
+
+from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from persona_vectors.sweep import SweepConfig as _SweepConfig  # noqa: E402
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+KNOWN = [f for f in _SweepConfig.__dataclass_fields__]
+
+scalars = st.one_of(
+    st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8), st.sampled_from(["evaluation", "extraction", "add", "cap", "all", "min", "max"]),
+)
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+                      max_leaves=8)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if v != v else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(map(_toml_value, v)) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+
+
+numbers = st.one_of(st.integers(-3, 40), st.floats(-1e3, 1e3), st.sampled_from([math.nan, math.inf, 1e39, 7.0, 0.0]),
+                    st.booleans())
+PLAUSIBLE = {
+    "alphas": st.lists(numbers, max_size=4), "layers": st.lists(numbers, max_size=3),
+    "seeds": st.lists(numbers, max_size=3), "prompts": st.lists(st.one_of(st.text(max_size=6), numbers), max_size=3),
+    "vectors": st.dictionaries(st.text(max_size=3), st.one_of(st.text(max_size=6), numbers), max_size=2),
+    "questions": st.sampled_from(["evaluation", "extraction", "other"]),
+    "operator": st.sampled_from(["add", "ablate", "cap", "multiply"]),
+    "positions": st.sampled_from(["all", "prompt", "response", "middle"]), "cap": st.sampled_from(["min", "max", "mid"]),
+    "name": st.text(max_size=5), "system": st.text(max_size=5),
+    **{k: numbers for k in ("n_questions", "samples", "max_new_tokens", "batch_size", "temperature", "top_p",
+                            "threshold", "relative", "allow_other_model")},
+}
+
+
+@st.composite
+def toml_texts(draw) -> str:
+    data = {"alphas": [0, 1], "layers": [1], "prompts": ["x"], "vectors": {"v": "vecs/v"}}
+    for key in draw(st.lists(st.sampled_from(KNOWN + ["alpha", "layer", "zzz"]), max_size=3)):
+        data[key] = draw(st.one_of(PLAUSIBLE[key], values) if key in PLAUSIBLE else values)
+    for key in draw(st.lists(st.sampled_from(["alphas", "layers", "prompts", "vectors"]), max_size=1)):
+        data.pop(key, None)
+    vectors = data.pop("vectors", None)  # a table must come last in TOML
+    text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in data.items())
+    if vectors is not None:
+        text += "[vectors]\n" + "".join(f"{json.dumps(k)} = {_toml_value(v)}\n" for k, v in vectors.items()) \
+            if isinstance(vectors, dict) else f"vectors = {_toml_value(vectors)}\n"
+    if draw(st.integers(0, 4)) == 0:  # damage the text
+        cut = draw(st.integers(0, len(text)))
+        text = text[:cut] + draw(st.text(max_size=6)) + text[cut + draw(st.integers(0, 4)):]
+    return text
+
+
+@PROPERTY
+@given(text=toml_texts(), raw=st.one_of(st.none(), st.none(), st.none(), st.none(), st.binary(max_size=40)))
+def test_property_toml_config_loads_or_raises_sweep_config_error(text, raw):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.toml"
+        if raw is not None:
+            p.write_bytes(text.encode("utf-8", "surrogatepass")[: len(raw)] + raw)
+        else:
+            p.write_bytes(text.encode("utf-8", "surrogatepass"))
+        before = snapshot(d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                cfg = SweepConfig.from_toml(p)
+            except SweepConfigError as err:
+                event("config error: " + str(err).split(": ", 1)[1][:14])
+                assert str(p) in str(err) and "\n" not in str(err)
+            else:
+                event("config loaded")  # loaded: every field holds a valid value
+                assert cfg.alphas and all(isinstance(a, float) and math.isfinite(a) for a in cfg.alphas)
+                assert cfg.layers and all(type(x) is int and x >= 0 for x in cfg.layers)
+                assert all(type(x) is int for x in cfg.seeds) and len(set(cfg.seeds)) == len(cfg.seeds)
+                assert 0 < cfg.top_p <= 1 and math.isfinite(cfg.temperature) and cfg.temperature >= 0
+                for key in ("samples", "max_new_tokens", "batch_size"):
+                    assert type(getattr(cfg, key)) is int and getattr(cfg, key) >= 1
+                assert cfg.n_questions is None or (type(cfg.n_questions) is int and cfg.n_questions >= 1)
+                assert cfg.threshold is None or math.isfinite(cfg.threshold)
+                assert all(isinstance(v, str) and v for v in cfg.vectors.values())
+                assert type(cfg.relative) is bool and type(cfg.allow_other_model) is bool
+        assert_unchanged(before, snapshot(d))
+
+
+def _valid_row(i: int, alpha: float, layer: int) -> dict:
+    return {"row_id": f"id{i}", "vector": "v", "layer": layer, "alpha": alpha, "prompt_id": "p0", "text": "t",
+            "coherence": 0.5, "label": "ai_assistant"}
+
+
+@st.composite
+def results_lines(draw) -> tuple[list[bytes], bool]:
+    """Lines of a results file: valid rows, rows with wrong types / missing keys, garbage; and whether all valid."""
+    lines: list[bytes] = []
+    all_valid = True
+    for i in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["row", "row", "row", "wrong", "missing", "garbage", "array", "blank"]))
+        row = _valid_row(draw(st.integers(0, 4)), draw(st.sampled_from([0.0, 1.0, 2, -4.5])), draw(st.integers(0, 3)))
+        if kind == "wrong":
+            row[draw(st.sampled_from(["alpha", "layer", "vector", "label", "row_id"]))] = draw(values)
+        elif kind == "missing":
+            row.pop(draw(st.sampled_from(["alpha", "layer", "vector", "row_id"])))
+        if kind in ("row", "wrong", "missing"):
+            line = json.dumps(row, allow_nan=True).encode()
+        elif kind == "garbage":
+            line = draw(st.binary(max_size=30)).replace(b"\n", b"")
+        elif kind == "array":
+            line = b"[1, 2, 3]"
+        else:
+            line = b""
+        all_valid &= kind in ("row", "blank")
+        lines.append(line)
+    return lines, all_valid
+
+
+@PROPERTY
+@given(spec=results_lines(), cut=st.one_of(st.none(), st.integers(0, 10_000)))
+def test_property_results_reader_loads_or_raises_store_error(spec, cut):
+    lines, all_valid = spec
+    data = b"".join(x + b"\n" for x in lines)
+    if cut is not None:
+        data = data[: cut % (len(data) + 1)]
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "r.jsonl"
+        p.write_bytes(data)
+        before = snapshot(d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # read-only consumers: a summary or the library's error, and not one byte written
+            try:
+                s = summarize(p)
+            except SweepStoreError as err:
+                event(f"summarize: {type(err).__name__}")
+                assert not (all_valid and cut is None), "a file of valid rows must summarize"
+            else:
+                event("summarize: ok")
+                assert s["n_rows"] == sum(c["n"] for c in s["cells"])
+                if all_valid and cut is None:
+                    ids = {json.loads(x)["row_id"] for x in lines if x}
+                    assert s["n_rows"] == len(ids)
+            try:
+                rows = JsonlStore(p, repair=False).rows()
+            except SweepStoreError:
+                pass
+            else:
+                assert all(isinstance(r, dict) and isinstance(r["row_id"], str) for r in rows)
+            try:
+                check_sweep_output(p, resume=False)
+            except SweepStoreError:
+                pass
+            else:  # would be deleted by --no-resume: only a results file of this library
+                assert data == b"" or json.loads(data.split(b"\n", 1)[0])["row_id"]
+            assert_unchanged(before, snapshot(d))
+            # the writer's crash repair may only cut a trailing partial line
+            try:
+                store = JsonlStore(p)
+            except SweepStoreError:
+                assert p.read_bytes() == data
+            else:
+                after = p.read_bytes()
+                assert data.startswith(after) and after.count(b"\n") >= data.count(b"\n") - 1
+                assert len(JsonlStore(p)) == len(store) and p.read_bytes() == after  # repaired once, for good
+        assert sorted(os.listdir(d)) == ["r.jsonl"]
+
+
+@PROPERTY
+@given(lines=st.lists(st.sampled_from([b'{"row_id": "a", "x": 1}', b"not json", b"", b"[]", b'{"row_id": 5}']),
+                      max_size=5),
+       tail=st.binary(max_size=20))
+def test_property_check_sweep_output_never_accepts_a_foreign_file(lines, tail):
+    """--no-resume deletes only files whose first line is a stored row (or empty files)."""
+    data = b"".join(x + b"\n" for x in lines) + tail
+    assume(b"\n" in data or not data.startswith(b'{"row_id": "'))  # a partial first row needs its sidecar
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "r.jsonl"
+        p.write_bytes(data)
+        first_is_row = data.split(b"\n", 1)[0] == b'{"row_id": "a", "x": 1}' and b"\n" in data
+        try:
+            check_sweep_output(p, resume=False)
+        except SweepStoreError as err:
+            assert "pass another --out" in str(err) and not first_is_row
+        else:
+            assert first_is_row or data == b""
