@@ -560,10 +560,9 @@ import tempfile  # noqa: E402
 from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from persona_vectors.sweep import SweepConfig as _SweepConfig  # noqa: E402
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-KNOWN = [f for f in _SweepConfig.__dataclass_fields__]
+KNOWN = list(SweepConfig.__dataclass_fields__)
 
 scalars = st.one_of(
     st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True),
