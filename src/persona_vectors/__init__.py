@@ -20,14 +20,23 @@ from .extract import (
     vector_from_recordings,
 )
 from .io import VectorFileError, load_vector, save_vector
-from .models import ModelInfo, ModelLoadError, PersonaModel, load_model
+from .models import ModelInfo, ModelLoadError, PersonaModel, PromptTooLongError, load_model
 from .record import Recording, record, record_generated
 from .sites import Site
 from .space import PersonaSpace, role_matrix
 from .export import export_control_vector_gguf
 from .vector import PersonaVector, Provenance, VectorMismatchError
-from .steer import SteeringHandle, SteerSpec, effective_alpha, patch, projection_threshold, steer
-from .sweep import JsonlStore, SweepConfig, run_sweep, summarize
+from .steer import SteeringError, SteeringHandle, SteerSpec, effective_alpha, patch, projection_threshold, steer
+from .sweep import (
+    JsonlStore,
+    StoreCorruptError,
+    SweepConfig,
+    SweepConfigError,
+    SweepStoreError,
+    SweepStoreLockedError,
+    run_sweep,
+    summarize,
+)
 from .readout import (
     DEFAULT_IDENTITY_CANDIDATES,
     CoherenceScore,
@@ -63,6 +72,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "PersonaModel",
+    "PromptTooLongError",
     "PersonaVector",
     "Provenance",
     "Recording",
@@ -88,13 +98,18 @@ __all__ = [
     "role_matrix",
     "export_control_vector_gguf",
     "SteerSpec",
+    "SteeringError",
     "SteeringHandle",
     "effective_alpha",
     "patch",
     "projection_threshold",
     "steer",
     "JsonlStore",
+    "StoreCorruptError",
     "SweepConfig",
+    "SweepConfigError",
+    "SweepStoreError",
+    "SweepStoreLockedError",
     "run_sweep",
     "summarize",
     "DEFAULT_IDENTITY_CANDIDATES",

@@ -283,10 +283,9 @@ def build_example(
     response = msgs[-1]["content"]
     if not response.strip():
         raise ValueError("Training conversations need a non-empty final assistant message")
-    tok = model.tokenizer
     prompt_text = model.chat_text(msgs[:-1], add_generation_prompt=True)
-    p = list(tok(prompt_text, add_special_tokens=False)["input_ids"])
-    r = list(tok(response, add_special_tokens=False)["input_ids"])
+    p = model.text_ids(prompt_text)
+    r = model.content_ids(response)  # special-token strings inside a training answer stay plain text
     if train_on_eos:
         r += _end_of_turn_ids(model, msgs, prompt_text, response)
     ids = p + r

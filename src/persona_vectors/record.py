@@ -97,19 +97,18 @@ def _tokenize_conversation(model: PersonaModel, conv: Conversation, positions: s
     The ids are ``tokens(prompt rendered with generation prompt) + tokens(response content)``: exactly the
     sequence the model sees when it generates that response.
     """
-    tok = model.tokenizer
     if isinstance(conv, str):  # raw text, no chat template: it is all prompt
-        p, r = tok(conv, add_special_tokens=False)["input_ids"], []
-        return _select(p, r, positions)
-    msgs = list(conv)
-    if msgs and msgs[-1]["role"] == "assistant":
-        prompt_text = model.chat_text(msgs[:-1], add_generation_prompt=True)
-        response = msgs[-1]["content"]
+        p, r = model.text_ids(conv), []
     else:
-        prompt_text = model.chat_text(msgs, add_generation_prompt=True)
-        response = ""
-    p = tok(prompt_text, add_special_tokens=False)["input_ids"]
-    r = tok(response, add_special_tokens=False)["input_ids"] if response else []
+        msgs = list(conv)
+        if msgs and msgs[-1]["role"] == "assistant":
+            prompt_text = model.chat_text(msgs[:-1], add_generation_prompt=True)
+            response = msgs[-1]["content"]
+        else:
+            prompt_text = model.chat_text(msgs, add_generation_prompt=True)
+            response = ""
+        p, r = model.text_ids(prompt_text), model.content_ids(response)  # special tokens in contents stay text
+    model.check_length(len(p) + len(r), what="conversation")
     return _select(p, r, positions)
 
 

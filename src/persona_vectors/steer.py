@@ -147,7 +147,8 @@ def _resolve_alpha(alpha: AlphaLike) -> tuple[torch.Tensor, bool]:
         per_row = False
     else:
         try:
-            a = torch.as_tensor(alpha if isinstance(alpha, torch.Tensor) else list(alpha)).detach().to("cpu", torch.float64)
+            a = (alpha.detach().to("cpu", torch.float64) if isinstance(alpha, torch.Tensor)
+                 else torch.as_tensor(list(alpha), dtype=torch.float64))  # float64: 1e39 stays finite here
         except (TypeError, ValueError) as err:
             raise TypeError(f"alpha must be a number or a sequence/1-D tensor of numbers, got {alpha!r}") from err
         if a.ndim == 0:
