@@ -585,3 +585,17 @@ def test_bad_conversation_longer_than_context_record(tiny):
     finally:
         h.remove()
     assert calls == []
+
+
+def test_bad_steering_error_names_the_rows_that_went_non_finite(tiny, vec, base_logits):
+    """Per-row steering: SteeringError.rows says which generations to drop (setup-time and in-forward)."""
+    with pytest.raises(SteeringError) as setup:
+        patch(tiny, vec, [1.0, 1e39, 0.0], layers=[1])
+    assert setup.value.rows == (1,)
+    rows = [torch.ones(tiny.d_model), torch.full((tiny.d_model,), 1e37), torch.zeros(tiny.d_model)]
+    per_row = [PersonaVector([Site(1)], r[None], vec.provenance) for r in rows]
+    with pytest.raises(SteeringError, match="non-finite at resid_post.1") as fwd:
+        with steer(tiny, per_row, 1.0, layers=[1]):
+            tiny.generate([PROMPT] * 3, max_new_tokens=2)
+    assert fwd.value.rows == (1,)
+    assert_model_unchanged(tiny, base_logits)

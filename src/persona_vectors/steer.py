@@ -88,9 +88,22 @@ class SteeringBatchError(ValueError):
 class SteeringError(RuntimeError):
     """Steering produced a non-finite residual stream (or was given a non-finite setting).
 
-    The message names the spec (operator, alpha, threshold, site) and the fix; a sweep never stores the
-    generation that raised it.
+    The message names the spec (operator, alpha, threshold, site) and the fix; ``rows`` holds the batch rows
+    that went non-finite when that is known (``None``: all of them, or not row-specific), so a batched caller
+    such as a sweep can drop exactly those generations and keep the others.
     """
+
+    def __init__(self, message: str, rows: Sequence[int] | None = None) -> None:
+        super().__init__(message)
+        self.rows: tuple[int, ...] | None = None if rows is None else tuple(int(r) for r in rows)
+
+
+def _nonfinite_rows(t: torch.Tensor) -> list[int] | None:
+    """Batch rows of ``t`` ([rows, ...]) holding a non-finite value; None when ``t`` has no row dimension."""
+    if t.ndim < 2:
+        return None
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1)
+    return torch.nonzero(bad).flatten().tolist()
 
 
 @dataclass(frozen=True)
@@ -348,7 +361,8 @@ def _resolve_spec(model: Any, spec: SteerSpec, fp: _Fingerprint | None = None) -
             if not bool(torch.isfinite(delta).all()):
                 raise SteeringError(
                     f"{_describe(info)}: the added vector (|alpha*v| = {_fmt(info['delta_norm'])}) overflows the "
-                    f"model's {dt}: use a smaller alpha (or relative=True) or check the vector"
+                    f"model's {dt}: use a smaller alpha (or relative=True) or check the vector",
+                    rows=_nonfinite_rows(delta) if rows is not None else None,
                 )
         else:
             u = v / norms.unsqueeze(-1) if v.ndim == 2 else v / norms
@@ -357,7 +371,8 @@ def _resolve_spec(model: Any, spec: SteerSpec, fp: _Fingerprint | None = None) -
             if isinstance(coef, torch.Tensor) and not bool(torch.isfinite(coef).all()) or (
                 isinstance(coef, float) and dt.is_floating_point and abs(coef) >= float(torch.finfo(dt).max)
             ):
-                raise SteeringError(f"{_describe(info)}: alpha overflows the model's {dt}: use a smaller alpha")
+                raise SteeringError(f"{_describe(info)}: alpha overflows the model's {dt}: use a smaller alpha",
+                                    rows=_nonfinite_rows(coef) if isinstance(coef, torch.Tensor) else None)
             if spec.operator == "cap":
                 thr = _threshold_for(spec.threshold, site, dt)
                 info.update(threshold=thr, cap=spec.cap)
@@ -400,10 +415,12 @@ def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
         # One fused reduction: NaN/inf anywhere, or values whose squares overflow float32 (the next RMSNorm /
         # LayerNorm squares them in float32 and would silently zero the stream), make the norm non-finite.
         if not bool(torch.isfinite(torch.linalg.vector_norm(y, dtype=torch.float32))):
+            per_row = torch.linalg.vector_norm(y.reshape(y.shape[0], -1), dim=-1, dtype=torch.float32)  # failure path only
             raise SteeringError(
                 f"Steering made the residual stream non-finite at {site} ({_describe(info)}): the steered "
                 "activations overflow; use a smaller alpha (or relative=True) or check the vector for huge or "
-                "NaN values"
+                "NaN values",
+                rows=torch.nonzero(~torch.isfinite(per_row)).flatten().tolist(),
             )
         return y
 

@@ -947,14 +947,14 @@ class _NonFiniteRows(Exception):
     """Raised inside a forward by the sweep's guard hook: these batch rows have a non-finite residual."""
 
     def __init__(self, rows: list[int], site: str) -> None:
-        super().__init__(f"non-finite residual at {site} in rows {rows}")
+        super().__init__(f"non-finite residual stream at {site}")
         self.rows = rows
-        self.site = site
 
 
 def _guard_hook(site_name: str) -> Callable[..., None]:
     """A read-only hook: raise :class:`_NonFiniteRows` when a row's residual (or its mean square, as an RMSNorm
-    computes it) is non-finite."""
+    computes it) is non-finite. It sits at the last block, downstream of the steered site (which
+    :mod:`persona_vectors.steer` checks itself), so overflow that builds up later is caught too."""
 
     def hook(x: Any, hook: Any = None) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
@@ -979,12 +979,11 @@ def _generate_guarded(
                relative=cfg.relative, threshold=cfg.threshold, cap=cfg.cap,  # type: ignore[arg-type]
                allow_other_model=cfg.allow_other_model) as handle:
         info = handle.report()[0]
-        sites = [Site.parse(info["site"]), Site(model.n_layers - 1)]
+        last = Site(model.n_layers - 1)
         guards: list[tuple[Any, Any]] = []
         try:
-            for site in dict.fromkeys(sites):
-                hp = model.hook_point(site)
-                guards.append((hp, hp.add_hook(_guard_hook(str(site)))))
+            hp = model.hook_point(last)
+            guards.append((hp, hp.add_hook(_guard_hook(str(last)))))
             toks = model.generate_tokens(
                 [r["prompt"] for r in rows], system=cfg.system, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
@@ -1015,29 +1014,16 @@ def _generate_rows(
         part = pending.pop(0)
         try:
             toks, raws = _generate_guarded(model, cfg, vec, batch.layer, part, batch.gen_seed)
-        except _NonFiniteRows as err:
-            bad = {i for i in err.rows if 0 <= i < len(part)} or set(range(len(part)))
+        except (_NonFiniteRows, SteeringError) as err:
+            bad = {i for i in (err.rows or ()) if 0 <= i < len(part)} or set(range(len(part)))
+            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if isinstance(err, _NonFiniteRows):  # SteeringError's own message names the spec and the fix
+                why += "; use a smaller |alpha| (or check the vector / threshold)"
             for i in sorted(bad):
-                failed.append((part[i], f"non-finite residual stream at {err.site} ({_spec_text(cfg, part[i]['alpha'])}); "
-                                        "use a smaller |alpha| (or check the vector / threshold)"))
+                failed.append((part[i], f"{why} [this row: {_spec_text(cfg, part[i]['alpha'])}]"))
             rest = [r for i, r in enumerate(part) if i not in bad]
             if rest:
                 pending.insert(0, rest)
-            continue
-        except SteeringError as err:
-            # SteeringError names no rows: split the part by alpha (the usual cause), then bisect
-            by_alpha: dict[float, list[dict[str, Any]]] = {}
-            for r in part:
-                by_alpha.setdefault(r["alpha"], []).append(r)
-            if len(part) == 1:
-                msg = str(err).strip().splitlines()[0] if str(err).strip() else "SteeringError"
-                failed.append((part[0], msg if f"{part[0]['alpha']:g}" in msg
-                               else f"{msg} ({_spec_text(cfg, part[0]['alpha'])})"))
-            elif len(by_alpha) > 1:
-                pending[0:0] = list(by_alpha.values())
-            else:
-                half = len(part) // 2
-                pending[0:0] = [part[:half], part[half:]]
             continue
         done.extend(zip(part, toks, raws))
     order = {r["row_id"]: i for i, r in enumerate(batch.rows)}
