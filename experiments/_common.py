@@ -194,38 +194,35 @@ def cli(config_cls: type, main: Callable[[Any], Any], doc: str, default_out: str
 
 
 # ============================================================================================ statistics
+# Thin wrappers over persona_vectors.stats (same names, signatures and return values as before; the
+# implementations, their unit-of-analysis caveats and the cluster bootstrap live there).
 def wilson(k: int, n: int) -> tuple[float, float, float]:
-    """(share, lo, hi), 95 % Wilson."""
-    from persona_vectors.judge import wilson_interval
+    """(share, lo, hi), 95 % Wilson (:func:`persona_vectors.stats.wilson`)."""
+    from persona_vectors.stats import wilson as _wilson
 
-    lo, hi = wilson_interval(int(k), int(n))
-    return (k / n if n else 0.0, lo, hi)
+    return _wilson(int(k), int(n))
 
 
 def newcombe_diff(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
     """Difference of proportions p1 − p2 with Newcombe's hybrid-score 95 % interval (method 10)."""
-    p1, l1, u1 = wilson(k1, n1)
-    p2, l2, u2 = wilson(k2, n2)
-    d = p1 - p2
-    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return d, max(-1.0, lo), min(1.0, hi)
+    from persona_vectors.stats import newcombe_diff as _newcombe
+
+    return _newcombe(int(k1), int(n1), int(k2), int(n2))
 
 
 def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:
     """One-sided Fisher exact p-value for p1 > p2."""
-    from scipy.stats import fisher_exact
+    from persona_vectors.stats import fisher_exact
 
-    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater")[1])
+    return fisher_exact(k1, n1, k2, n2, alternative="greater").p_value
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> tuple[float, float, float]:
-    """Mean over axis 0 with a percentile-bootstrap 95 % interval (resampling rows = questions)."""
-    v = np.asarray(values, dtype=np.float64)
-    m = v.mean(0)
-    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
-    boots = v[idx].mean(1)
-    return m, np.percentile(boots, 2.5, axis=0), np.percentile(boots, 97.5, axis=0)
+    """Mean over axis 0 with a percentile-bootstrap 95 % interval (resampling rows = questions;
+    :func:`persona_vectors.stats.bootstrap_mean_ci`; for clustered rows use ``stats.cluster_bootstrap``)."""
+    from persona_vectors.stats import bootstrap_mean_ci
+
+    return bootstrap_mean_ci(values, rng, n_boot)
 
 
 # ============================================================================================ markdown

@@ -673,11 +673,12 @@ def format_cv_markdown(cv: Mapping[str, Any]) -> str:
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n``.
+    """Wilson score interval for a binomial proportion ``k / n`` (delegates to :func:`persona_vectors.stats.wilson`).
 
     Used instead of the normal approximation because steering sweeps judge few
     samples per setting and shares near 0 or 1 are common; Wilson stays inside
-    [0, 1] and keeps sensible coverage there.
+    [0, 1] and keeps sensible coverage there. Assumes independent items; for
+    generations that share questions or directions see :mod:`persona_vectors.stats`.
 
     Args:
         k: successes, ``0 <= k <= n``.
@@ -687,17 +688,9 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     Returns:
         ``(low, high)``; exactly 0 when ``k == 0`` and exactly 1 when ``k == n``.
     """
-    if n < 0 or k < 0 or k > n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    low = 0.0 if k == 0 else max(0.0, centre - half)
-    high = 1.0 if k == n else min(1.0, centre + half)
+    from .stats import wilson
+
+    _, low, high = wilson(k, n, z)
     return (low, high)
 
 
