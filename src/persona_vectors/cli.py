@@ -152,13 +152,17 @@ def inspect(
 @app.command("identity")
 @friendly
 def identity_command(
-    candidate: Optional[list[str]] = typer.Option(None, "--candidate", "-c", help="Candidate identity (repeatable; default: a curated list)"),
-    category: Optional[list[str]] = typer.Option(None, "--category", help="Use the first alias of every role in this catalogue category (repeatable)"),
-    question: Optional[str] = typer.Option(None, "--question", help="User question (default: 'Who are you?', or 'Who am I?' with --user)"),
+    candidate: Optional[list[str]] = typer.Option(None, "--candidate", "-c", help="Candidate identity (repeatable; flat read-out instead of a candidate set)"),
+    category: Optional[list[str]] = typer.Option(None, "--category", help="Use the first alias of every role in this catalogue category (repeatable; flat read-out)"),
+    candidate_set: Optional[str] = typer.Option(None, "--candidate-set", help="Balanced candidate set: a shipped name (v1) or a JSON file; the default when no -c/--category/--user is given"),
+    robust: bool = typer.Option(False, "--robust", help="With a candidate set: check that the top group survives leaving out each candidate and adding each distractor group"),
+    question: Optional[str] = typer.Option(None, "--question", help="User question (default: the candidate set's questions; 'Who are you?', or 'Who am I?' with --user)"),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="Answer prefix (default: 'I am', or 'You are' with --user)"),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt"),
     user: bool = typer.Option(False, "--user", help="Read out who the model thinks the user is"),
-    normalize_length: bool = typer.Option(False, "--normalize-length", help="Mean log-prob per token instead of the sum"),
+    target: Optional[str] = typer.Option(None, "--target", help="With --user: P(target) under the user questions vs control questions (Hamlet, a scientist, third person)"),
+    scoring: Optional[str] = typer.Option(None, "--scoring", help="mean (per-token mean log-prob, default) | sum (summed log-probs)"),
+    normalize_length: bool = typer.Option(False, "--normalize-length", help="Same as --scoring mean (now the default; kept for old scripts)"),
     vector: Optional[Path] = typer.Option(None, "--vector", help="Steer with this saved vector during the read-out"),
     alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector)"),
     layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
@@ -168,27 +172,61 @@ def identity_command(
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'."""
+    """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'.
+
+    Without -c/--category this reads out the balanced candidate set v1 by group (mass per group; with
+    --vector also the unsteered prior and the lift). Scores are per-token mean log-probs unless --scoring sum.
+    """
     import contextlib
     import math
 
-    from .readout import DEFAULT_USER_CANDIDATES, _check_candidates, candidate_names, identity_readout
+    from .readout import (
+        DEFAULT_USER_CANDIDATES,
+        SCORING_MODES,
+        _check_candidates,
+        candidate_names,
+        group_readout,
+        identity_readout,
+        load_candidate_set,
+        load_user_controls,
+        user_readout_with_controls,
+    )
 
-    cands: list[str] = list(candidate or [])
-    if category:
-        cands += [c for c in candidate_names(category) if c not in cands]
-    if not cands:
-        cands = None  # type: ignore[assignment]
-        if user:
-            cands = list(DEFAULT_USER_CANDIDATES)
+    # settings that cannot work fail before the model loads
+    if scoring is not None and scoring not in SCORING_MODES:
+        fail(f"--scoring must be one of {', '.join(SCORING_MODES)}, got {scoring!r}")
+    if normalize_length and scoring == "sum":
+        fail("--normalize-length contradicts --scoring sum: pass one of them")
+    mode = scoring or "mean"
+    flat_given = bool(candidate or category)
+    if candidate_set is not None and flat_given:
+        fail("--candidate-set and -c/--category are two kinds of read-out: pass one of them")
+    if candidate_set is not None and user:
+        fail("--candidate-set reads out the model's own identity; with --user pass -c or --target")
+    if target is not None and not user:
+        fail("--target needs --user (it compares P(target) under the user questions with control questions)")
+    if target is not None and (question is not None or prefix is not None):
+        fail("--target uses the control file's questions and prefixes: drop --question/--prefix")
+    grouped = not flat_given and not user
+    if robust and not grouped:
+        fail("--robust needs a candidate set (drop -c/--category/--user, or pass --candidate-set)")
     if vector is None and (layer or alpha):
         fail("--alpha/--layer need --vector")
     if vector is not None and not layer:
         fail("--vector needs --layer (repeat for several layers)")
     if not math.isfinite(alpha):
         fail(f"--alpha must be a finite number, got {alpha}")
+    cands: list[str] = list(candidate or [])
+    if category:
+        cands += [c for c in candidate_names(category) if c not in cands]
+    cset = load_candidate_set(candidate_set or "v1") if grouped else None  # a bad set fails before the model loads
+    controls = load_user_controls("v1") if target is not None else None
+    if not cands:
+        cands = None  # type: ignore[assignment]
+        if user and target is None:
+            cands = list(DEFAULT_USER_CANDIDATES)
     if cands is not None:
-        _check_candidates(cands)  # duplicates (also up to surrounding whitespace) fail before the model loads
+        _check_candidates(cands + ([target] if target is not None and target not in cands else []))
     vec = None
     if vector is not None:
         from .io import load_vector
@@ -202,18 +240,81 @@ def identity_command(
 
         check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
         ctx = steer(m, vec, alpha, layers=layer, relative=relative, allow_other_model=allow_other_model)
+    steering = None if vector is None else {"vector": str(vector), "alpha": alpha, "layers": layer, "relative": relative}
+
+    if target is not None:
+        with ctx:
+            u = user_readout_with_controls(m, target, cands, controls=controls, system=system, scoring=mode,  # type: ignore[arg-type]
+                                           prior="auto" if vec is not None else None)
+        if as_json:
+            d = u.to_dict()
+            if steering:
+                d["steering"] = steering
+            emit_json(d)
+            return
+        typer.echo(f"# P({target!r}) asked who the user is vs control questions ({mode} scoring, "
+                   f"{len(u.candidates)} candidates)")
+        ctl = "  ".join(f"{k}={v:.4f}" for k, v in u.p_controls.items())
+        typer.echo(f"user questions: {u.p_user:.4f}   controls: {u.p_control:.4f} ({ctl})   "
+                   f"difference: {u.difference:+.4f}")
+        if u.lift_user is not None:
+            typer.echo(f"lift over unsteered: user {u.lift_user:+.4f}, controls {u.lift_control:+.4f}, "
+                       f"specific to the user {u.specific_lift:+.4f}")
+        for it in u.to_dict()["items"]:
+            typer.echo(f"{it['p_target']:8.4f}  [{it['kind']}] {it['question']!r} -> {it['prefix']!r} "
+                       f"(top: {it['top']} {it['p_top']:.3f})")
+        return
+
+    if grouped:
+        qs = [question] if question is not None else None
+        with ctx:
+            g = group_readout(m, cset, qs, prefix=prefix, system=system, scoring=mode,  # type: ignore[arg-type]
+                              prior="auto" if vec is not None else None, robust=robust)
+        if as_json:
+            d = g.to_dict()
+            if steering:
+                d["steering"] = steering
+            emit_json(d)
+            return
+        typer.echo(f"# candidate set {g.candidate_set} ({len(g.groups)} groups x {cset.group_size}), "  # type: ignore[union-attr]
+                   f"{len(g.questions)} question(s), {g.prefix!r} ..., {mode} scoring")
+        mass, prior, lift = g.mass, g.prior, g.lift
+        if prior is not None and lift is not None:
+            typer.echo(f"{'group':<20}{'mass':>8}{'prior':>8}{'lift':>9}{'ratio':>8}")
+            for grp in sorted(g.groups, key=lambda x: -mass[x]):
+                r = lift[grp]["ratio"]
+                typer.echo(f"{grp:<20}{mass[grp]:8.4f}{prior[grp]:8.4f}{lift[grp]['diff']:+9.4f}"
+                           f"{(f'{r:7.2f}x' if math.isfinite(r) else '    inf')}")
+        else:
+            typer.echo(f"{'group':<20}{'mass':>8}")
+            for grp in sorted(g.groups, key=lambda x: -mass[x]):
+                typer.echo(f"{grp:<20}{mass[grp]:8.4f}")
+        cp = g.candidate_probs
+        best = sorted(cp, key=lambda c: -cp[c])[:top]
+        typer.echo("top candidates: " + ", ".join(f"{c} {cp[c]:.3f}" for c in best))
+        typer.echo(f"top group: {g.top_group}" + (f"; top group by lift: {g.top_lift_group}" if prior is not None else ""))
+        if g.robustness is not None:
+            if g.robustness.robust:
+                typer.echo("robust: yes (top group unchanged leaving out any candidate and adding "
+                           + (", ".join(cset.distractors) or "no distractor groups") + ")")  # type: ignore[union-attr]
+            else:
+                typer.echo(f"robust: NO ({len(g.robustness.reasons)} change(s))")
+                for reason in g.robustness.reasons:
+                    typer.echo(f"  - {reason}")
+        return
+
     q = question or ("Who am I?" if user else "Who are you?")
     pre = prefix if prefix is not None else ("You are" if user else "I am")
     with ctx:
-        r = identity_readout(m, cands, question=q, prefix=pre, system=system, normalize_length=normalize_length)
+        r = identity_readout(m, cands, question=q, prefix=pre, system=system, scoring=mode)
     if as_json:
         d = r.to_dict()
-        if vector is not None:
-            d["steering"] = {"vector": str(vector), "alpha": alpha, "layers": layer, "relative": relative}
+        if steering:
+            d["steering"] = steering
         emit_json(d)
         return
     typer.echo(f"# {q!r} -> {pre!r} ...  H = {r.entropy:.3f} bits, identification = {r.bits_of_identification:.3f} "
-               f"of {len(r.candidates)} candidates")
+               f"of {len(r.candidates)} candidates ({mode} scoring)")
     for name, p in r.top(top):
         typer.echo(f"{p:8.4f}  {name}")
 
@@ -508,6 +609,40 @@ def export_gguf_command(
     v = PersonaVector.load(vector)
     path = export_control_vector_gguf(v, out, scale=scale, arch=arch, layers=layer or None)
     typer.echo(f"wrote {path} ({len(layer) if layer else len(v)} layers, scale {scale:g})")
+
+
+judge_app = typer.Typer(no_args_is_help=True, help="The archetype judge: validate it on labelled text.")
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("validate")
+@friendly
+def judge_validate_command(
+    labelled: Optional[Path] = typer.Option(None, "--labelled", help="JSONL of {\"text\", \"label\"} objects (default: "
+                                            "the shipped real-generation corpus, by crossed grouped CV)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Accuracy, per-label precision/recall and the confusion matrix of the judge against labelled text.
+
+    With --labelled FILE the shipped judge is scored on your file (e.g. your model's generations, labelled
+    under docs/judge_rubric.md). Without it, the judge is cross-validated on the shipped corpus of real
+    steered generations, with no direction and no question in both the training and the test folds.
+    """
+    from .judge_validation import crossed_group_cv, format_validation_markdown, validate_labelled_file
+
+    if labelled is not None:
+        if not labelled.is_file():
+            fail(f"--labelled {labelled} does not exist: pass a JSONL file of {{\"text\", \"label\"}} objects")
+        res = validate_labelled_file(labelled)
+        title = f"Judge on {labelled}"
+    else:
+        res = crossed_group_cv()
+        res = {k: v for k, v in res.items() if k not in ("oof_proba", "tested_index", "fold_sizes")}
+        title = "Judge on real generations (crossed grouped CV)"
+    if as_json:
+        emit_json(res)
+    else:
+        typer.echo(format_validation_markdown(res, title), nl=False)
 
 
 def main() -> None:

@@ -78,8 +78,9 @@ LABELS: tuple[str, ...] = (
     "animal",
     "fantasy_creature",
     "incoherent",
+    "no_self",
 )
-"""The archetypes, in a fixed order.
+"""The archetypes, in a fixed order (``no_self``, appended in 0.2, keeps the first eight indices stable).
 
 The order is part of the API: score vectors, confusion matrices and share tables
 are all indexed by it, so results from different runs line up column by column.
@@ -95,8 +96,9 @@ LABEL_DESCRIPTIONS: Mapping[str, str] = {
     "(the ocean, a star, a space probe, a colour, bitcoin, a mountain, time)",
     "animal": "a real animal (cat, dog, whale, bee, ...)",
     "fantasy_creature": "a creature of myth or fantasy fiction (dragon, elf, unicorn, fairy, troll, mermaid)",
-    "incoherent": "no readable self-description: word salad, repetition loops, broken fragments, "
-    "off-topic text",
+    "incoherent": "no readable content: word salad, non-words, repetition loops, broken fragments",
+    "no_self": "readable text that presents the speaker as nothing: scenery, third-person narration, "
+    "an answer about the world, a terse answer with no self",
 }
 """One-line definition per label; shared by the LLM prompt and the docs so both judges
 are asked the same question."""
@@ -369,6 +371,33 @@ def incoherence_features(text: str) -> np.ndarray:
     return np.array([distinct, alpha, repeat], dtype=np.float32)
 
 
+_FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves", "im", "ive"})
+_THIRD_PERSON = frozenset({"he", "she", "it", "they", "him", "her", "them", "his", "its", "their", "the"})
+
+
+def self_reference_features(text: str) -> np.ndarray:
+    """Four cheap signals of whether a text describes its speaker at all (the ``no_self`` boundary).
+
+    Sentence embeddings of dark-fantasy narration sit close to "I am a spirit"; what separates them is
+    who the text is about:
+
+    * share of words that are first-person pronouns (I, me, my, we, ...),
+    * whether the text opens with a first-person word,
+    * share of words that are third-person pronouns or "the",
+    * whether the text contains an explicit identification ("I am", "I'm", "my name is", "as a/an").
+
+    Returns:
+        ``float32`` array of shape ``(4,)``, each value in ``[0, 1]``.
+    """
+    words = [w.lower().replace("'", "") for w in re.findall(r"[\w']+", text)]
+    n = len(words)
+    first = sum(w in _FIRST_PERSON for w in words)
+    third = sum(w in _THIRD_PERSON for w in words)
+    opens = 1.0 if words and words[0] in _FIRST_PERSON else 0.0
+    ident = 1.0 if re.search(r"\b(i am|i'm|im|my name is|as an? )\b", text.lower()) else 0.0
+    return np.array([first / n if n else 0.0, opens, third / n if n else 0.0, ident], dtype=np.float32)
+
+
 # --------------------------------------------------------------------------- embedding judge
 
 
@@ -423,7 +452,8 @@ class EmbeddingJudge:
 
     # -- internals shared with cross-validation (embeddings computed once, outside folds)
     def _design(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        feats = np.stack([incoherence_features(t) for t in texts]) if len(texts) else np.zeros((0, 3))
+        feats = (np.stack([np.concatenate([incoherence_features(t), self_reference_features(t)]) for t in texts])
+                 if len(texts) else np.zeros((0, 7)))
         return np.hstack([embeddings, self.feature_weight * feats]).astype(np.float64)
 
     def _fit_design(self, X: np.ndarray, labels: Sequence[str]) -> EmbeddingJudge:
@@ -656,6 +686,7 @@ def format_cv_markdown(cv: Mapping[str, Any]) -> str:
         "animal": "anim",
         "fantasy_creature": "fant",
         "incoherent": "incoh",
+        "no_self": "none",
     }
     lines += [
         "",
