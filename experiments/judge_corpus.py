@@ -96,7 +96,7 @@ def plan_rows(rm: Any, questions: list[Any], rng: random.Random, d_model: int, s
                          "temperature": 0.8 if sampled else 0.0, "seed": seed + i if sampled else None,
                          "question_id": q.id, "question": q.text, **extra})
 
-    per_axis = 3 if quick else 12
+    per_axis = 3 if quick else 14
     for L in layers:
         for a in AXIS_ALPHAS:
             add("axis", "axis", L, a, per_axis)
@@ -109,9 +109,9 @@ def plan_rows(rm: Any, questions: list[Any], rng: random.Random, d_model: int, s
     from persona_vectors.datasets import get_role
 
     role_pool = names if not quick else names[:6]
-    for r in (role_pool * 2)[: (6 if quick else 60)]:
+    for r in (role_pool * 2)[: (6 if quick else 70)]:
         add("role_prompt", None, None, 0.0, 1, system=get_role(r).prompts[0], role=r)
-    add("unsteered", None, None, 0.0, 6 if quick else 60, system=None)
+    add("unsteered", None, None, 0.0, 6 if quick else 70, system=None)
     return rows, dirs
 
 
@@ -159,7 +159,7 @@ def finetuned_rows(model: Any, questions: list[Any], seed: int, quick: bool, max
     from persona_vectors.datasets import load_finetune_dataset
 
     out: list[dict[str, Any]] = []
-    qs = questions[:: 2][: (4 if quick else 12)]
+    qs = questions[:: 2][: (4 if quick else 16)]
     for name in FINETUNES[:1] if quick else FINETUNES:
         convs = load_finetune_dataset(name)
         cfg = FinetuneConfig(lora_r=8, lora_alpha=16.0, lr=1e-3, batch_size=8, max_steps=4 if quick else 30,
