@@ -153,3 +153,45 @@ __all__ += [
     "projection_difference",
     "shift_figure",
 ]
+
+# instruments: the archetype judge, its validation on real text, and the statistics module
+from . import stats  # noqa: E402
+from .judge import LABELS as JUDGE_LABELS, EmbeddingJudge, JudgeResult, LLMJudge  # noqa: E402
+from .judge_validation import corrected_label_shares, crossed_group_cv, validate_labelled_file  # noqa: E402
+from .stats import (  # noqa: E402
+    cluster_bootstrap,
+    cohen_kappa,
+    corrected_shares,
+    ece,
+    fisher_exact,
+    gee_logistic,
+    mixed_logistic,
+    newcombe_diff,
+    permutation_test_directions,
+    permutation_test_within,
+    reliability_curve,
+    wilson,
+)
+
+__all__ += [
+    "stats",
+    "JUDGE_LABELS",
+    "EmbeddingJudge",
+    "JudgeResult",
+    "LLMJudge",
+    "corrected_label_shares",
+    "crossed_group_cv",
+    "validate_labelled_file",
+    "cluster_bootstrap",
+    "cohen_kappa",
+    "corrected_shares",
+    "ece",
+    "fisher_exact",
+    "gee_logistic",
+    "mixed_logistic",
+    "newcombe_diff",
+    "permutation_test_directions",
+    "permutation_test_within",
+    "reliability_curve",
+    "wilson",
+]
