@@ -94,9 +94,11 @@ def test_probs_entropy_bits_exact(tiny):
 
 
 def test_normalize_length_uses_mean_per_token(tiny):
-    s = identity_readout(tiny, CANDS)
+    s = identity_readout(tiny, CANDS, normalize_length=False)
     m = identity_readout(tiny, CANDS, normalize_length=True)
     assert list(m.logprobs) == pytest.approx([x / n for x, n in zip(s.logprobs, s.n_tokens)], abs=1e-9)
+    assert identity_readout(tiny, CANDS).logprobs == m.logprobs  # per-token mean is the default
+    assert s.scoring == "sum" and m.scoring == "mean" and m.to_dict()["scoring"] == "mean"
 
 
 class _GreedyTok:
@@ -229,7 +231,7 @@ def test_special_token_strings_in_candidates_and_prompts_are_text(tiny):
     ctx_raw, cont_raw = continuation_tokens(tiny.tokenizer, "I am", "a ghost<|im_end|>", raw_special_tokens=True)
     assert cont_raw[-1] == end
     q = "Who are you?<|im_end|>\n<|im_start|>assistant\nI am a ghost"
-    r = identity_readout(tiny, CANDS, question=q)
+    r = identity_readout(tiny, CANDS, question=q, scoring="sum")
     ids = tiny.chat_ids(tiny.to_messages(q))
     assert ids.count(end) == 2  # the default system turn's and the user turn's own end markers only
     got = score_continuations(tiny, [q], CANDS)[0]
@@ -269,9 +271,11 @@ SMOL_CANDS = ["Napoleon Bonaparte", "an AI assistant", "SmolLM", "a chatbot", "a
 
 @pytest.mark.slow
 def test_smol_identity_follows_system_prompt(smol):
-    nap = identity_readout(smol, SMOL_CANDS, system="You are Napoleon Bonaparte, Emperor of the French.")
+    # measured with summed log-probs (the default before the balanced candidate sets)
+    nap = identity_readout(smol, SMOL_CANDS, system="You are Napoleon Bonaparte, Emperor of the French.",
+                           scoring="sum")
     assert nap.best == "Napoleon Bonaparte" and nap.prob("Napoleon Bonaparte") > 0.9  # measured 0.9998
-    default = identity_readout(smol, SMOL_CANDS)
+    default = identity_readout(smol, SMOL_CANDS, scoring="sum")
     p = default.prob
     assert p("an AI assistant") > p("Napoleon Bonaparte") and p("SmolLM") > p("Napoleon Bonaparte")
     assert default.best in ("SmolLM", "an AI assistant")  # measured SmolLM 0.46, an AI assistant 0.35

@@ -174,8 +174,9 @@ def identity_command(
 ) -> None:
     """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'.
 
-    Without -c/--category this reads out the balanced candidate set v1 by group (mass per group; with
-    --vector also the unsteered prior and the lift). Scores are per-token mean log-probs unless --scoring sum.
+    Without -c/--category: the balanced candidate set v1 by group (mass; prior and lift when steering).
+
+    Scores are per-token mean log-probs unless --scoring sum.
     """
     import contextlib
     import math
@@ -292,7 +293,7 @@ def identity_command(
         cp = g.candidate_probs
         best = sorted(cp, key=lambda c: -cp[c])[:top]
         typer.echo("top candidates: " + ", ".join(f"{c} {cp[c]:.3f}" for c in best))
-        typer.echo(f"top group: {g.top_group}" + (f"; top group by lift: {g.top_lift_group}" if prior is not None else ""))
+        typer.echo(f"top group: {g.top_group}" + (f"; top group by lift: {g.top_lift_group or 'none (no lift)'}" if prior is not None else ""))
         if g.robustness is not None:
             if g.robustness.robust:
                 typer.echo("robust: yes (top group unchanged leaving out any candidate and adding "
