@@ -429,6 +429,9 @@ class EmbeddingJudge:
             from being swallowed if the labelled set is uneven.
         max_iter: solver iteration cap.
         embedder: an :class:`Embedder` to reuse; created on :meth:`fit` if ``None``.
+        temperature: divides the log-probabilities before renormalising (1 = the classifier's own);
+            :meth:`default` uses the value fitted on held-out real generations so its probabilities are
+            calibrated where the judge is used.
 
     Attributes:
         embedder_: the embedder used at fit time (and for prediction).
@@ -443,12 +446,14 @@ class EmbeddingJudge:
         class_weight: str | dict[str, float] | None = "balanced",
         max_iter: int = 5000,
         embedder: Embedder | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.C = C
         self.feature_weight = feature_weight
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.embedder = embedder
+        self.temperature = temperature
 
     # -- internals shared with cross-validation (embeddings computed once, outside folds)
     def _design(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
@@ -475,6 +480,10 @@ class EmbeddingJudge:
         """Probabilities in :data:`LABELS` order (0 for labels unseen at fit time)."""
         with _single_thread_blas():
             raw = self.classifier_.predict_proba(X)
+        if self.temperature != 1.0:
+            logp = np.log(np.clip(raw, 1e-12, 1.0)) / self.temperature
+            raw = np.exp(logp - logp.max(axis=1, keepdims=True))
+            raw /= raw.sum(axis=1, keepdims=True)
         out = np.zeros((X.shape[0], len(LABELS)), dtype=np.float64)
         for j, lab in enumerate(self.classes_):
             out[:, LABELS.index(str(lab))] = raw[:, j]
@@ -538,17 +547,18 @@ class EmbeddingJudge:
 
     @classmethod
     def default(cls) -> EmbeddingJudge:
-        """The judge fitted on the shipped labelled set, built once per process.
+        """The shipped judge, built once per process: fitted on the hand-written set plus the labelled real
+        generations (``data/judge_real/``), with the temperature fitted on their held-out predictions.
 
-        Fitting embeds a few hundred sentences (seconds on CPU), so experiment code
-        should call this freely instead of re-fitting; the same object is returned on
-        every call (treat it as read-only).
+        Fitting embeds about 1,400 short texts (seconds on CPU), so experiment code should call this freely
+        instead of re-fitting; the same object is returned on every call (treat it as read-only). Its
+        accuracy on real held-out text is in ``docs/judge_validation.md``.
         """
         global _DEFAULT_JUDGE
         with _DEFAULT_LOCK:
             if _DEFAULT_JUDGE is None:
                 texts, labels, emb = _shipped_embeddings()
-                judge = cls(embedder=Embedder())
+                judge = cls(embedder=Embedder(), temperature=_shipped_temperature())
                 judge.embedder_ = judge.embedder  # type: ignore[assignment]
                 judge._fit_design(judge._design(emb, texts), labels)
                 _DEFAULT_JUDGE = judge
@@ -561,18 +571,64 @@ _SHIPPED: tuple[list[str], list[str], np.ndarray] | None = None
 _SHIPPED_LOCK = threading.Lock()
 
 
-def _shipped_embeddings() -> tuple[list[str], list[str], np.ndarray]:
-    """Shipped texts, labels and their embeddings, computed once per process.
+REAL_LABELS_PATH: Path = Path(__file__).resolve().parent / "data" / "judge_real" / "labels.jsonl"
+REAL_CORPUS_PATH: Path = REAL_LABELS_PATH.with_name("generations.jsonl")
+VALIDATION_PATH: Path = REAL_LABELS_PATH.with_name("validation.json")
 
-    Shared by :meth:`EmbeddingJudge.default` and :func:`cross_validate_judge` so a
-    test session or CLI run embeds the labelled set only once.
-    """
+
+def load_real_labelled(pass_no: int = 1) -> tuple[list[str], list[str]]:
+    """Distinct texts of the shipped real-generation corpus with their pass-``pass_no`` reader labels
+    (empty lists when the corpus is not labelled)."""
+    if not REAL_LABELS_PATH.is_file() or not REAL_CORPUS_PATH.is_file():
+        return [], []
+    text_of = {}
+    for line in REAL_CORPUS_PATH.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            text_of[row["id"]] = row["text"]
+    texts, labels = [], []
+    for line in REAL_LABELS_PATH.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("pass") == pass_no and row.get("id") in text_of and row.get("label") in LABELS:
+                texts.append(text_of[row["id"]])
+                labels.append(row["label"])
+    return texts, labels
+
+
+def _shipped_temperature() -> float:
+    """The calibration temperature fitted by ``experiments/judge_validation_report.py`` (1.0 if absent)."""
+    try:
+        return float(json.loads(VALIDATION_PATH.read_text())["calibration"]["temperature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0
+
+
+def _shipped_embeddings() -> tuple[list[str], list[str], np.ndarray]:
+    """Training texts of the shipped judge (hand-written set + labelled real generations), their labels and
+    embeddings, computed once per process (shared by :meth:`EmbeddingJudge.default` and callers that refit)."""
     global _SHIPPED
+    hand_texts, hand_labels, hand_emb = _hand_written_embeddings()
     with _SHIPPED_LOCK:
         if _SHIPPED is None:
-            texts, labels = load_labelled()
-            _SHIPPED = (texts, labels, Embedder().encode(texts))
+            rt, rl = load_real_labelled()
+            emb = np.vstack([hand_emb, Embedder().encode(rt)]) if rt else hand_emb
+            _SHIPPED = (hand_texts + rt, hand_labels + rl, emb)
         return _SHIPPED
+
+
+_HAND: tuple[list[str], list[str], np.ndarray] | None = None
+_HAND_LOCK = threading.Lock()
+
+
+def _hand_written_embeddings() -> tuple[list[str], list[str], np.ndarray]:
+    """The hand-written labelled set and its embeddings, computed once per process."""
+    global _HAND
+    with _HAND_LOCK:
+        if _HAND is None:
+            texts, labels = load_labelled()
+            _HAND = (texts, labels, Embedder().encode(texts))
+        return _HAND
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -607,7 +663,7 @@ def cross_validate_judge(
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from sklearn.model_selection import StratifiedKFold
 
-    texts, labels, emb = _shipped_embeddings()
+    texts, labels, emb = _hand_written_embeddings()
     y = np.asarray(labels)
     pred = np.empty(len(texts), dtype=object)
     # features are per-text and unlearned, so building the design matrix once is leak-free

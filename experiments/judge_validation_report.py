@@ -1,0 +1,210 @@
+"""The judge's validation on real generations, written to docs/judge_validation.md (issue 13, deliverable 2).
+
+    python experiments/judge_validation_report.py [--repeats 5] [--folds 3] [--seed 0]
+
+Reads the shipped corpus (``src/persona_vectors/data/judge_real/``: generations + blind labels) and reports:
+
+1. **Agreement between readers**: Cohen's kappa of the independent second pass against the first.
+2. **The judge trained on hand-written text only**, scored on every real generation (none of them was seen
+   in training): what the v0.1 judge design achieves where it is used.
+3. **The retrained judge** (hand-written + real training folds) by repeated crossed grouped CV: no steering
+   direction and no question is on both sides of a fold. Accuracy, per-label precision/recall, confusion
+   matrix, targets met or not.
+4. **Calibration**: expected calibration error of the out-of-fold probabilities before and after a single
+   temperature, the temperature fitted on one half of the directions and scored on the other (and vice
+   versa), so the calibrated ECE is itself held out; reliability curves (plotly HTML + data).
+5. **Hand-written set**: stratified CV with every real item in each training fold (target ≥ 0.90).
+
+Writes ``validation.json`` (every number, incl. the out-of-fold probabilities) beside the corpus and the
+Markdown report; the shipped judge (:meth:`EmbeddingJudge.default`) uses the temperature fitted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"accuracy": 0.85, "supernatural_precision": 0.85, "supernatural_recall": 0.85,
+           "incoherent_recall": 0.85, "hand_written_accuracy": 0.90}
+
+
+def temper(proba: np.ndarray, T: float) -> np.ndarray:
+    """Probabilities with temperature ``T`` applied to their logs (renormalised)."""
+    logp = np.log(np.clip(proba, 1e-12, 1.0)) / T
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(proba: np.ndarray, y_idx: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of the true labels (bounded search)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(t: float) -> float:
+        return float(-np.log(np.clip(temper(proba, t)[np.arange(len(y_idx)), y_idx], 1e-12, 1)).mean())
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """Compute every number and write the report (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="docs/judge_validation.md")
+    args = ap.parse_args(argv)
+    from persona_vectors.judge import LABELS, EmbeddingJudge, Embedder, load_labelled
+    from persona_vectors.judge_validation import (
+        REAL_DIR,
+        crossed_group_cv,
+        evaluate,
+        format_validation_markdown,
+        hand_written_cv,
+        load_real_corpus,
+    )
+    from persona_vectors.io import atomic_file
+    from persona_vectors.stats import cohen_kappa, ece
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import label_texts
+
+    corpus = load_real_corpus()
+    C.say(f"{len(corpus)} labelled generations, {len(set(corpus.texts))} distinct texts")
+    ag = label_texts.agreement(1, 2)
+    rows = label_texts.load_labels()
+    a = {r["id"]: r["label"] for r in rows if r["pass"] == 1}
+    b = {r["id"]: r["label"] for r in rows if r["pass"] == 2}
+    both = sorted(set(a) & set(b))
+    kappa = cohen_kappa([a[i] for i in both], [b[i] for i in both])
+    labellers = sorted({(r["pass"], r["labeller"]) for r in rows})
+
+    C.say("hand-written-only judge on every real generation")
+    ht, hl = load_labelled()
+    base = EmbeddingJudge().fit(ht, hl)
+    base_res = evaluate(corpus.labels, base.predict_proba(corpus.texts))
+
+    C.say(f"crossed grouped CV ({args.folds} folds x {args.repeats} repeats)")
+    cv = crossed_group_cv(corpus, n_folds=args.folds, repeats=args.repeats, seed=args.seed)
+    tested = np.asarray(cv["tested_index"])
+    oof = np.asarray(cv["oof_proba"])
+    y_idx = np.array([LABELS.index(corpus.labels[i]) for i in tested])
+    dirs = np.asarray(corpus.directions)[tested]
+    levels = sorted(set(dirs))
+    half = set(np.random.default_rng(args.seed).permutation(levels)[: len(levels) // 2])
+    in_a = np.array([d in half for d in dirs])
+    calibrated = np.empty_like(oof)
+    temps = []
+    for fit_mask in (in_a, ~in_a):
+        T = fit_temperature(oof[fit_mask], y_idx[fit_mask])
+        temps.append(T)
+        calibrated[~fit_mask] = temper(oof[~fit_mask], T)
+    T_all = fit_temperature(oof, y_idx)
+    ece_raw = float(ece(oof, y_idx))
+    ece_cal = float(ece(calibrated, y_idx))
+    cal_res = evaluate([corpus.labels[i] for i in tested], calibrated)
+
+    C.say("hand-written CV with the real items in every training fold")
+    hand = hand_written_cv(include_real=True)
+
+    pl = cv["per_label"]
+    checks = {
+        "accuracy": cv["accuracy"], "supernatural_precision": pl["supernatural"]["precision"],
+        "supernatural_recall": pl["supernatural"]["recall"], "incoherent_recall": pl["incoherent"]["recall"],
+        "hand_written_accuracy": hand["accuracy"],
+    }
+    met = {k: bool(v >= TARGETS[k]) for k, v in checks.items()}
+    results = {
+        "n_generations": len(corpus), "n_distinct_texts": len(set(corpus.texts)),
+        "label_counts": {lab: corpus.labels.count(lab) for lab in LABELS},
+        "labellers": [{"pass": p, "labeller": n} for p, n in labellers],
+        "agreement": {**ag, "kappa": kappa},
+        "hand_written_only_on_real": {k: v for k, v in base_res.items()},
+        "crossed_cv": {k: v for k, v in cv.items() if k not in ("oof_proba",)},
+        "calibration": {"temperature_halves": temps, "temperature": T_all, "ece_raw": ece_raw,
+                        "ece_calibrated_heldout": ece_cal, "reliability_raw": cv["reliability"],
+                        "reliability_calibrated": cal_res["reliability"]},
+        "hand_written_cv": hand, "targets": TARGETS, "checks": checks, "met": met,
+        "oof_proba": cv["oof_proba"],
+    }
+    with atomic_file(REAL_DIR / "validation.json") as tmp:
+        tmp.write_text(json.dumps(C.jsonable(results), indent=1) + "\n")
+
+    import plotly.graph_objects as go
+
+    from persona_vectors.plotting import write_html
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="perfect"))
+    for name, curve in (("raw", cv["reliability"]), (f"temperature {T_all:.2f}", cal_res["reliability"])):
+        fig.add_trace(go.Scatter(x=[c["confidence"] for c in curve], y=[c["accuracy"] for c in curve],
+                                 mode="lines+markers", name=name,
+                                 error_y={"type": "data", "symmetric": False,
+                                          "array": [c["acc_hi"] - c["accuracy"] for c in curve],
+                                          "arrayminus": [c["accuracy"] - c["acc_lo"] for c in curve]},
+                                 text=[f"n = {c['count']}" for c in curve]))
+    fig.update_layout(title="Judge reliability on real generations (out-of-fold, crossed grouped CV)",
+                      xaxis_title="top-label probability", yaxis_title="share correct", width=720, height=520)
+    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
+    write_html(fig, ROOT / "docs" / "figures" / "judge_reliability.html")
+
+    def tick(k: str) -> str:
+        return "✅" if met[k] else "❌"
+
+    lines = [
+        "# The archetype judge on real generations",
+        "",
+        "Generated by `python experiments/judge_validation_report.py` from the shipped corpus "
+        "(`src/persona_vectors/data/judge_real/`; every number is in `validation.json` there).",
+        "",
+        f"- **Corpus:** {len(corpus)} real SmolLM2-135M generations ({results['n_distinct_texts']} distinct texts) under the "
+        "experiments' conditions and past them (`experiments/judge_corpus.py`).",
+        f"- **Labels:** read blind to condition under `docs/judge_rubric.md` by "
+        + ", ".join(f"{n} (pass {p})" for p, n in labellers) + ".",
+        f"- **Agreement:** a second, independent reader labelled {ag['n']} texts: raw agreement "
+        f"{ag['agreement']:.3f}, Cohen's κ **{kappa:.3f}**. Most frequent disagreements (pass 1 / pass 2): "
+        + ", ".join(f"{k} ×{v}" for k, v in list(ag["disagreements"].items())[:6]) + ".",
+        "",
+        "| target | measured | target | met |",
+        "|---|---:|---:|---|",
+    ]
+    names = {"accuracy": "accuracy on held-out real text", "supernatural_precision": "supernatural precision",
+             "supernatural_recall": "supernatural recall", "incoherent_recall": "incoherent recall",
+             "hand_written_accuracy": "accuracy on the hand-written set"}
+    for k in TARGETS:
+        lines.append(f"| {names[k]} | {checks[k]:.3f} | ≥ {TARGETS[k]:.2f} | {tick(k)} |")
+    lines += [
+        "",
+        f"**Before (hand-written training only), on every real generation:** accuracy "
+        f"{base_res['accuracy']:.3f} (95 % {base_res['accuracy_ci95'][0]:.3f}–{base_res['accuracy_ci95'][1]:.3f}); "
+        f"supernatural precision {base_res['per_label']['supernatural']['precision']:.3f}, recall "
+        f"{base_res['per_label']['supernatural']['recall']:.3f}.",
+        "",
+        f"**Calibration:** expected calibration error {ece_raw:.3f} raw; {ece_cal:.3f} after one temperature "
+        f"(fitted on half of the directions, scored on the other half: T = {temps[0]:.2f} / {temps[1]:.2f}); the "
+        f"shipped judge uses T = {T_all:.2f} fitted on all out-of-fold predictions. Reliability curve: "
+        "`docs/figures/judge_reliability.html`.",
+        "",
+        format_validation_markdown(cv, f"**Retrained judge, crossed grouped CV** ({args.folds} folds × {args.repeats} "
+                                       f"repeats; {cv['coverage']:.0%} of items tested at least once)"),
+        format_validation_markdown(base_res, "**Hand-written-only judge on all real generations**"),
+        format_validation_markdown(hand, "**Hand-written set** (5-fold stratified CV, real items in every training fold)"),
+    ]
+    out = ROOT / args.out
+    with atomic_file(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    C.say(f"wrote {out}; targets met: {sum(met.values())}/{len(met)}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
