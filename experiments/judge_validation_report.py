@@ -154,8 +154,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                                  text=[f"n = {c['count']}" for c in curve]))
     fig.update_layout(title="Judge reliability on real generations (out-of-fold, crossed grouped CV)",
                       xaxis_title="top-label probability", yaxis_title="share correct", width=720, height=520)
-    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
-    write_html(fig, ROOT / "docs" / "figures" / "judge_reliability.html")
+    write_html(fig, ROOT / "runs" / "judge_validation" / "judge_reliability.html")  # PNG: experiments/snapshot_figures.py
 
     def tick(k: str) -> str:
         return "✅" if met[k] else "❌"
@@ -191,8 +190,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "",
         f"**Calibration:** expected calibration error {ece_raw:.3f} raw; {ece_cal:.3f} after one temperature "
         f"(fitted on half of the directions, scored on the other half: T = {temps[0]:.2f} / {temps[1]:.2f}); the "
-        f"shipped judge uses T = {T_all:.2f} fitted on all out-of-fold predictions. Reliability curve: "
-        "`docs/figures/judge_reliability.html`.",
+        f"shipped judge uses T = {T_all:.2f} fitted on all out-of-fold predictions.",
+        "",
+        "![judge reliability](figures/judge_reliability.png)",
         "",
         format_validation_markdown(cv, f"**Retrained judge, crossed grouped CV** ({args.folds} folds × {args.repeats} "
                                        f"repeats; {cv['coverage']:.0%} of items tested at least once)"),
