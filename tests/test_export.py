@@ -102,7 +102,7 @@ def test_refuses_what_llama_cpp_cannot_use(tmp_path):
     with pytest.raises(ValueError, match="resid_post"):
         export_control_vector_gguf(make_vec(kind="resid_pre"), tmp_path / "a.gguf")
     with pytest.raises(ValueError, match="block 0"):
-        export_control_vector_gguf(make_vec(layers=(0, 4)), tmp_path / "b.gguf")
+        export_control_vector_gguf(make_vec(layers=(0, 4)), tmp_path / "b.gguf", layers=[0, 4])
     export_control_vector_gguf(make_vec(layers=(0, 4)), tmp_path / "b.gguf", layers=[4])  # explicit subset is fine
     with pytest.raises(KeyError):
         export_control_vector_gguf(make_vec(), tmp_path / "c.gguf", layers=[5])
@@ -138,3 +138,26 @@ def test_cli_export_gguf(tmp_path):
     res = runner.invoke(app, ["export-gguf", "--vector", str(tmp_path / "pre"), "--out", str(tmp_path / "p.gguf")])
     assert res.exit_code == 2 and "resid_post" in res.output and "Traceback" not in res.output
     assert export.ARCH == "controlvector"
+
+
+def test_all_layer_vector_drops_block_0_with_a_warning(tmp_path):
+    from persona_vectors.export import ExportSitesDroppedWarning
+
+    with pytest.warns(ExportSitesDroppedWarning, match=r"dropped resid_post\.0 .*block 0"):
+        export_control_vector_gguf(make_vec(layers=(0, 1, 4)), tmp_path / "a.gguf")
+    dirs, meta = read_control_vector_gguf(tmp_path / "a.gguf")
+    assert list(dirs) == [Site(1), Site(4)] and meta["controlvector.layer_count"] == 2
+    with pytest.raises(ValueError, match="block 0"):  # an explicit request for layer 0 is still refused
+        export_control_vector_gguf(make_vec(layers=(0, 4)), tmp_path / "b.gguf", layers=[0, 4])
+    with pytest.raises(ValueError, match="no other layer"):
+        export_control_vector_gguf(make_vec(layers=(0,)), tmp_path / "c.gguf")
+
+
+def test_cli_export_gguf_of_an_all_layer_vector(tmp_path):
+    make_vec(layers=(0, 1, 2, 3)).save(tmp_path / "vec")
+    res = CliRunner().invoke(app, ["export-gguf", "--vector", str(tmp_path / "vec"),
+                                   "--out", str(tmp_path / "o.gguf")])
+    assert res.exit_code == 0, res.output
+    assert "(3 layers" in res.stdout
+    assert res.stderr.count("\n") == 1 and "dropped resid_post.0" in res.stderr
+    assert list(read_control_vector_gguf(tmp_path / "o.gguf")[0]) == [Site(1), Site(2), Site(3)]

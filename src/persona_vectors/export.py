@@ -17,8 +17,9 @@ Layer index mapping — ``Site(L, "resid_post")`` is written as ``direction.L``:
 - repeng agrees: its layer ``i`` reads ``hidden_states[i + 1]`` and steers ``model.layers[i]``'s output, and
   it writes ``direction.{i}`` unchanged.
 - Consequence: block 0's output cannot be steered by llama.cpp, and its loader rejects a ``direction.0``
-  tensor (the whole file is then skipped), so ``resid_post.0`` is refused here; ``resid_pre`` sites are
-  refused too (``resid_pre.L`` equals ``resid_post.(L-1)``: convert explicitly if you mean that).
+  tensor (the whole file is then skipped), so ``resid_post.0`` is never written: left out (with a warning)
+  when exporting all of a vector's sites, refused when asked for explicitly; ``resid_pre`` sites likewise (``resid_pre.L`` equals
+  ``resid_post.(L-1)``: convert explicitly if you mean that).
 
 ``scale`` multiplies every direction (llama.cpp's ``--control-vector-scaled FILE S`` scales again at load).
 """
@@ -35,20 +36,40 @@ import numpy as np
 from .sites import Site
 from .vector import PersonaVector
 
-__all__ = ["export_control_vector_gguf", "read_control_vector_gguf"]
+__all__ = ["ExportSitesDroppedWarning", "export_control_vector_gguf", "exportable_sites", "read_control_vector_gguf"]
 
 ARCH = "controlvector"
 
 
-def _select_sites(vector: PersonaVector, layers: Iterable[int | str | Site] | None) -> list[Site]:
+class ExportSitesDroppedWarning(UserWarning):
+    """Some of the vector's sites cannot be applied by llama.cpp and were left out of the export."""
+
+
+def exportable_sites(vector: PersonaVector) -> tuple[list[Site], list[Site]]:
+    """``(kept, dropped)``: the vector's sites llama.cpp can apply (``resid_post.L`` with ``L >= 1``) and the rest."""
+    keep = [s for s in vector.sites if s.kind == "resid_post" and s.layer >= 1]
+    return sorted(keep), [s for s in vector.sites if s not in keep]
+
+
+def _select_sites(vector: PersonaVector, layers: Iterable[int | str | Site] | None) -> tuple[list[Site], list[Site]]:
+    """The sites to export and (when ``layers`` is None) the ones dropped because llama.cpp cannot apply them."""
+    dropped: list[Site] = []
     if layers is None:
-        sites = list(vector.sites)
-    else:
-        want = [Site.parse(x) for x in layers]
-        missing = [str(s) for s in want if s not in vector]
-        if missing:
-            raise KeyError(f"Sites {', '.join(missing)} are not in the vector (it has {', '.join(map(str, vector.sites))})")
-        sites = sorted(set(want))
+        sites, dropped = exportable_sites(vector)
+        if not sites:
+            bad = [str(s) for s in vector.sites if s.kind != "resid_post"]
+            if bad:
+                raise ValueError(
+                    "Only resid_post sites can be exported as a llama.cpp control vector (it adds to each block's "
+                    f"output); this vector has {', '.join(bad)}")
+            raise ValueError("llama.cpp never steers block 0's output and this vector has no other layer: "
+                             "extract it at layers >= 1")
+        return sites, dropped
+    want = [Site.parse(x) for x in layers]
+    missing = [str(s) for s in want if s not in vector]
+    if missing:
+        raise KeyError(f"Sites {', '.join(missing)} are not in the vector (it has {', '.join(map(str, vector.sites))})")
+    sites = sorted(set(want))
     if not sites:
         raise ValueError("No layers to export")
     bad = [str(s) for s in sites if s.kind != "resid_post"]
@@ -61,9 +82,20 @@ def _select_sites(vector: PersonaVector, layers: Iterable[int | str | Site] | No
         keep = [str(s.layer) for s in sites if s.layer != 0]
         raise ValueError(
             "llama.cpp never steers block 0's output and rejects a direction.0 tensor; export without layer 0 "
-            f"(layers={keep or '[...]'} / --layer)"
+            f"(layers={keep or '[...]'} / --layer), or leave the layers out to export every site it can apply"
         )
-    return sites
+    return sites, dropped
+
+
+def dropped_sites_message(dropped: Iterable[Site]) -> str:
+    """One line naming the sites left out of an export and why."""
+    dropped = list(dropped)
+    why = []
+    if any(s.kind == "resid_post" and s.layer == 0 for s in dropped):
+        why.append("llama.cpp never steers block 0's output")
+    if any(s.kind != "resid_post" for s in dropped):
+        why.append("only resid_post sites map to llama.cpp's control vectors")
+    return f"dropped {', '.join(map(str, dropped))} ({'; '.join(why)}); pass layers / --layer to choose the sites"
 
 
 def export_control_vector_gguf(
@@ -77,7 +109,9 @@ def export_control_vector_gguf(
     """Write ``vector`` (times ``scale``) as a llama.cpp control-vector GGUF at ``path``, atomically.
 
     ``resid_post.L`` becomes tensor ``direction.L`` (see the module docstring for the evidence).
-    ``arch`` is stored as ``controlvector.model_hint``; ``layers`` restricts the exported sites.
+    ``arch`` is stored as ``controlvector.model_hint``. ``layers=None`` exports every site llama.cpp can
+    apply (``resid_post`` at layers >= 1) and drops the others (block 0's output, ``resid_pre``) with an
+    :class:`ExportSitesDroppedWarning` naming them; an explicit ``layers`` list is exported exactly (or refused).
     Returns the path.
     """
     import gguf
@@ -91,7 +125,7 @@ def export_control_vector_gguf(
         raise ValueError("scale 0 would export an all-zero control vector that steers nothing: pass a non-zero --scale")
     if not arch or not isinstance(arch, str):
         raise ValueError("arch must be a non-empty architecture string such as 'llama'")
-    sites = _select_sites(vector, layers)
+    sites, dropped = _select_sites(vector, layers)
     scaled = {s: (vector[s].double() * scale).float().cpu().numpy() for s in sites}
     bad = [str(s) for s, d in scaled.items() if not np.isfinite(d).all()]
     if bad:
@@ -120,6 +154,10 @@ def export_control_vector_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+    if dropped:
+        import warnings
+
+        warnings.warn(dropped_sites_message(dropped), ExportSitesDroppedWarning, stacklevel=2)
     return target
 
 
