@@ -600,16 +600,31 @@ def export_gguf_command(
     out: Path = typer.Option(..., "--out", help="Output .gguf file for llama.cpp --control-vector"),
     scale: float = typer.Option(1.0, "--scale", help="Multiply every direction by this"),
     arch: str = typer.Option("llama", "--arch", help="controlvector.model_hint (model architecture)"),
-    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Export only these layers (repeatable)"),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", help="Export only these layers (repeatable; default: "
+                                              "every layer >= 1, the ones llama.cpp can apply)"),
 ) -> None:
-    """Export a vector as a llama.cpp control vector (resid_post.L -> direction.L)."""
-    from .export import export_control_vector_gguf
+    """Export a vector as a llama.cpp control vector (resid_post.L -> direction.L).
+
+    Without --layer every site llama.cpp can apply is exported (resid_post at layers >= 1); the others
+    (block 0's output, which llama.cpp never steers, and resid_pre sites) are dropped with one note on stderr.
+    """
+    import warnings
+
+    from .export import ExportSitesDroppedWarning, export_control_vector_gguf, exportable_sites
     from .vector import PersonaVector
 
     check_output_file(out, "--out")
     v = PersonaVector.load(vector)
-    path = export_control_vector_gguf(v, out, scale=scale, arch=arch, layers=layer or None)
-    typer.echo(f"wrote {path} ({len(layer) if layer else len(v)} layers, scale {scale:g})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExportSitesDroppedWarning)
+        path = export_control_vector_gguf(v, out, scale=scale, arch=arch, layers=layer or None)
+    for w in caught:
+        if issubclass(w.category, ExportSitesDroppedWarning):
+            typer.echo(f"note: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    n = len(set(layer)) if layer else len(exportable_sites(v)[0])
+    typer.echo(f"wrote {path} ({n} layers, scale {scale:g})")
 
 
 judge_app = typer.Typer(no_args_is_help=True, help="The archetype judge: validate it on labelled text.")
