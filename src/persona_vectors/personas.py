@@ -27,6 +27,10 @@ levels, so repeated and overlapping runs are instant:
 - ``vectors/<fp>/<key>/`` (:class:`VectorCache`) — finished vectors (``PersonaVector.save``) and their
   quality reports, keyed by route, persona, method, sites, data hash, questions, budget and library version.
 
+Progress: every entry point takes ``progress=``. ``True`` (the default) shows tqdm bars on stderr for
+the answers being generated and the conversations being recorded (nothing when everything is cached);
+``False`` is silent; a callable receives one-line stage messages instead (``"generate batch 2/5 …"``).
+
 >>> model = load_model()                                              # doctest: +SKIP
 >>> vec = get_persona_vector(model, "hitler", route="facts")          # doctest: +SKIP
 >>> res = extract_persona(model, "voyager", quick=True)               # doctest: +SKIP
@@ -601,17 +605,24 @@ def _generate_cached(
         lens = {k: len(model.chat_text(m)) for k, m in msgs.items()}
         items.sort(key=lambda kv: lens[kv[0]])
         n_batches = (len(items) + batch_size - 1) // batch_size
-        for b in range(n_batches):
-            chunk = items[b * batch_size : (b + 1) * batch_size]
-            _say(progress, f"generate batch {b + 1}/{n_batches} ({len(chunk)} answers, {max_new_tokens} new tokens)")
-            replies = model.generate([msgs[k] for k, _ in chunk], system=None, max_new_tokens=max_new_tokens,
-                                     temperature=0.0, seed=0, batch_size=batch_size)
-            caches.gen.put({k: r for (k, _), r in zip(chunk, replies)})
+        bar = _bar(progress, len(items), "generate answers", "answer")
+        try:
+            for b in range(n_batches):
+                chunk = items[b * batch_size : (b + 1) * batch_size]
+                _say(progress, f"generate batch {b + 1}/{n_batches} ({len(chunk)} answers, {max_new_tokens} new tokens)")
+                replies = model.generate([msgs[k] for k, _ in chunk], system=None, max_new_tokens=max_new_tokens,
+                                         temperature=0.0, seed=0, batch_size=batch_size)
+                caches.gen.put({k: r for (k, _), r in zip(chunk, replies)})
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
     return [caches.gen.get(k) or "" for k in keys]
 
 
 def _record_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
-                 batch_size: int = 16) -> Rows:
+                 batch_size: int = 16, on_batch: Optional[Callable[[int], None]] = None) -> Rows:
     """Per-conversation response-token statistics (same masks and hooks as :func:`record.record`)."""
     from .models import position_ids_from_mask
     from .record import _pad, _StopForward, _tokenize_conversation, remove_lens_handle
@@ -661,6 +672,8 @@ def _record_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tupl
                 means[idx, k] = (row_sum / count.clamp_min(1).unsqueeze(-1)).float().cpu()
                 norm_sums[idx, k] = (x.norm(dim=-1) * m).sum(1).cpu()
             n_tokens[idx] = count.cpu()
+            if on_batch is not None:
+                on_batch(len(idx))
     finally:
         for hp, h in handles:
             remove_lens_handle(hp, h)
@@ -686,11 +699,17 @@ def _rows_cached(
             missing[k] = i
     if missing:
         todo = list(missing.items())
-        for b in range(0, len(todo), chunk):
-            part = todo[b : b + chunk]
-            _say(progress, f"record {b + len(part)}/{len(todo)} conversations at {len(sites)} sites")
-            rows = _record_rows(model, [convs[i] for _, i in part], sites)
-            caches.acts.put(sites, [k for k, _ in part], rows)
+        bar = _bar(progress, len(todo), f"record activations ({len(sites)} sites)", "conv")
+        try:
+            for b in range(0, len(todo), chunk):
+                part = todo[b : b + chunk]
+                _say(progress, f"record {b + len(part)}/{len(todo)} conversations at {len(sites)} sites")
+                rows = _record_rows(model, [convs[i] for _, i in part], sites,
+                                    on_batch=None if bar is None else bar.update)
+                caches.acts.put(sites, [k for k, _ in part], rows)
+        finally:
+            if bar is not None:
+                bar.close()
         got = caches.acts.get(sites, keys)
     if any(g is None for g in got):  # pragma: no cover - put() always fills the memory layer
         raise RuntimeError("activation cache lost rows it just stored")
@@ -730,12 +749,34 @@ def _prompt_side(
     return rows.to_recording(convs), convs
 
 
+class _BarProgress:
+    """``progress=True``: stage messages go to the log and long loops show tqdm bars on stderr."""
+
+    bars = True
+
+    def __call__(self, msg: str) -> None:
+        log.info(msg)
+
+
 def _progress_fn(progress: Union[bool, ProgressFn]) -> ProgressFn:
+    """``True`` → tqdm bars (plus log.info messages); ``False``/``None`` → silent; a callable gets the
+    stage messages (``"generate batch 2/5 …"``) and no bars, so callers keep their own reporting."""
     if progress is True:
-        return lambda msg: log.info(msg)
+        return _BarProgress()
     if progress is False or progress is None:
         return None
+    if not callable(progress):
+        raise TypeError(f"progress must be True, False or a callable taking a message, got {progress!r}")
     return progress
+
+
+def _bar(progress: ProgressFn, total: int, desc: str, unit: str) -> Any:
+    """A tqdm bar on stderr when ``progress`` asks for bars, else None."""
+    if not getattr(progress, "bars", False) or total <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
 
 
 def _sites(model: PersonaModel, layers: Layers) -> tuple[Site, ...]:
@@ -756,7 +797,7 @@ def role_contrast(
     layers: Layers = "all",
     max_new_tokens: int = 32,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
 ) -> PromptContrast:
     """Record the model's answers under a role's system prompts and under the default-assistant prompts.
 
@@ -805,7 +846,7 @@ def role_vector(
     layers: Layers = "all",
     max_new_tokens: int = 32,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
     name: Optional[str] = None,
 ) -> PersonaVector:
     """System-prompt-route vector: persona answers minus default-assistant answers (see :func:`role_contrast`).
@@ -884,7 +925,7 @@ def fact_contrast(
     split: str = "train",
     layers: Layers = "all",
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
 ) -> tuple[Recording, Recording]:
     """Recordings of persona answers and neutral answers (``split``: ``train``, ``heldout`` or ``all``)."""
     fs = _as_fact_set(fact_set)
@@ -907,7 +948,7 @@ def fact_vector(
     layers: Layers = "all",
     method: str = "mean_diff",
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
     name: Optional[str] = None,
 ) -> PersonaVector:
     """Fact-route vector from the training facts (75 %): first-person answers minus neutral answers.
@@ -987,7 +1028,7 @@ def role_means(
     layers: Layers = "all",
     max_new_tokens: int = 32,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
 ) -> RoleMeans:
     """Mean response activations per role (first ``n_prompts`` prompts × first ``n_questions`` questions).
 
@@ -1036,7 +1077,7 @@ def assistant_axis(
     layers: Layers = "all",
     max_new_tokens: int = 32,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
     name: str = "assistant",
 ) -> PersonaVector:
     """The Assistant Axis: mean over default-assistant prompts minus the mean over roles of role means.
@@ -1102,7 +1143,7 @@ def persona_quality(
     quick: bool = False,
     fact_set: Union[str, FactSet, None] = None,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
 ) -> PersonaQuality:
     """Held-out AUROC and relative norm per site of ``vector``, and the site :func:`pick_layer` chooses.
 
@@ -1217,7 +1258,7 @@ def get_persona_vector(
     layers: Layers = "all",
     quick: bool = False,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
 ) -> PersonaVector:
     """The main entry point: a named persona's vector, from the disk cache when it has been built before.
 
@@ -1280,7 +1321,7 @@ def extract_persona(
     layers: Layers = "all",
     quick: bool = False,
     cache: CacheArg = True,
-    progress: Union[bool, ProgressFn] = False,
+    progress: Union[bool, ProgressFn] = True,
 ) -> PersonaResult:
     """:func:`get_persona_vector` plus :func:`persona_quality` (both cached)."""
     spec = resolve_persona(name)
