@@ -179,8 +179,9 @@ def test_overlay_results(roles):
     assert any("skipped 1" in x for x in notes)
     tr = fig.data[-2]
     assert list(tr.text) == ["α=0", "α=1", "α=2"]  # sorted by alpha
-    assert overlay_results(fig, spaces, [{"alpha": 1, "share": 0.3}]) == [
-        "no trajectory: none of the 1 result rows has a mean_activation field"]
+    (note,) = overlay_results(fig, spaces, [{"alpha": 1, "share": 0.3}])
+    assert note.startswith("no trajectory: none of the 1 result rows has a mean_activation field")
+    assert "record_activations = true" in note  # says how to get one
 
 
 def test_cosine_heatmap_and_variance(roles, spaces):
@@ -275,7 +276,7 @@ def test_cli_map_builds_role_vectors_from_the_model(tmp_path, smol, monkeypatch)
     """No --vectors: the command builds role vectors itself (cached), maps them and can save them."""
     from persona_vectors import cli
 
-    monkeypatch.setattr(cli, "load_model_arg", lambda model, device="cpu": smol)
+    monkeypatch.setattr(cli, "load_model_arg", lambda model, device="cpu", **kw: smol)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
     roles = ["ghost", "pirate_captain", "librarian"]
     args = ["map", "--questions", "1", "--layer", "12", "--save-vectors", str(tmp_path / "saved"),

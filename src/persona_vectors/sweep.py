@@ -131,6 +131,10 @@ class SweepConfig:
         system: system prompt for every generation (``None``: the chat template's default).
         batch_size: rows per generate call.
         allow_other_model: accept vectors whose fingerprint differs from the model's.
+        record_activations: also store each row's ``mean_activation`` (the mean, over the generated response
+            tokens, of the steered residual stream at the steered layer, as the model saw it while generating;
+            ``d_model`` numbers a row, 5 significant digits), which ``persona-vectors map --results`` draws as a
+            trajectory on the persona map.
 
     >>> cfg = SweepConfig(vectors={"assistant": "vectors/assistant"}, alphas=[-8, 0, 8], layers=[14],
     ...                   prompts=["Who are you?"])
@@ -155,6 +159,7 @@ class SweepConfig:
     system: str | None = None
     batch_size: int = 32
     allow_other_model: bool = False
+    record_activations: bool = False
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -198,7 +203,7 @@ class SweepConfig:
         if not _is_number(self.top_p) or not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
             raise bad("top_p", f"must be a number in (0, 1] (1 = no nucleus cut), got {self.top_p!r}")
         self.top_p = float(self.top_p)
-        for key in ("relative", "allow_other_model"):
+        for key in ("relative", "allow_other_model", "record_activations"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
         if not isinstance(self.positions, str) or self.positions not in STEER_POSITIONS:
@@ -328,6 +333,8 @@ class SweepConfig:
                 entry.update(sha256=_vector_digest(loaded), fingerprint=loaded.provenance.fingerprint)
             vec_info[k] = entry
         d["vectors"] = vec_info
+        if not d.get("record_activations"):  # absent when off: stores written before the key existed still resume
+            d.pop("record_activations", None)
         return d
 
     def prompt_list(self) -> list[tuple[str, str]]:
@@ -847,7 +854,8 @@ def run_sweep(
 
     Each row holds: ``row_id, vector, layer, alpha, prompt_id, prompt, sample, seed`` (the coordinates),
     ``operator, positions, relative, alpha_raw`` (the raw-equivalent coefficient on the stored vector),
-    ``system, temperature, text, n_tokens``, plus judge/read-out fields.
+    ``system, temperature, text, n_tokens``, plus judge/read-out fields, plus ``mean_activation`` (a list of
+    ``d_model`` floats at the row's steered layer) when ``cfg.record_activations``.
 
     Rows whose steered generation became non-finite are not stored; they are listed in
     :attr:`SweepReport.failures` and reported with a warning per (vector, layer, alpha) cell.
@@ -967,10 +975,39 @@ def _guard_hook(site_name: str) -> Callable[..., None]:
     return hook
 
 
+def _activation_hook(steps: list[torch.Tensor]) -> Callable[..., None]:
+    """A read-only hook collecting, per forward call after the prefill, the newest position ``[batch, d]``:
+    call ``k >= 1`` of a generation reads response token ``k - 1`` (with or without the KV cache)."""
+    calls = [0]
+
+    def hook(x: Any, hook: Any = None) -> None:
+        if isinstance(x, torch.Tensor) and x.ndim == 3:
+            if calls[0] > 0:
+                steps.append(x[:, -1, :].detach().to(torch.float64).cpu())
+            calls[0] += 1
+        return None
+
+    return hook
+
+
+def _mean_activations(steps: list[torch.Tensor], toks: Sequence[torch.Tensor]) -> list[list[float] | None]:
+    """Per row: the mean of the collected activations over that row's response tokens (None for an empty one)."""
+    out: list[list[float] | None] = []
+    for i, t in enumerate(toks):
+        n = min(int(t.numel()), len(steps))
+        if n == 0:
+            out.append(None)
+            continue
+        m = torch.stack([steps[j][i] for j in range(n)]).mean(0)
+        out.append([float(f"{v:.5g}") for v in m.tolist()])
+    return out
+
+
 def _generate_guarded(
     model: Any, cfg: SweepConfig, vec: PersonaVector, layer: int, rows: Sequence[dict[str, Any]], seed: int,
-) -> tuple[list[torch.Tensor], list[Any]]:
-    """One steered generate call for ``rows`` (per-row alphas) with non-finite guards; (tokens, alpha_raw)."""
+) -> tuple[list[torch.Tensor], list[Any], list[Any]]:
+    """One steered generate call for ``rows`` (per-row alphas) with non-finite guards;
+    (tokens, alpha_raw, mean activations at the steered layer or Nones)."""
     from .record import remove_lens_handle
     from .sites import Site
 
@@ -981,9 +1018,13 @@ def _generate_guarded(
         info = handle.report()[0]
         last = Site(model.n_layers - 1)
         guards: list[tuple[Any, Any]] = []
+        steps: list[torch.Tensor] = []
         try:
             hp = model.hook_point(last)
             guards.append((hp, hp.add_hook(_guard_hook(str(last)))))
+            if cfg.record_activations:  # added after the steering hook: it reads the steered residual
+                hp_act = model.hook_point(Site(layer))
+                guards.append((hp_act, hp_act.add_hook(_activation_hook(steps))))
             toks = model.generate_tokens(
                 [r["prompt"] for r in rows], system=cfg.system, max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
@@ -993,7 +1034,8 @@ def _generate_guarded(
                 remove_lens_handle(hp, h)
     raw = info.get("alpha_raw", info["alpha"])
     raw_list = raw if isinstance(raw, list) else [raw] * len(rows)
-    return toks, raw_list
+    acts = _mean_activations(steps, toks) if cfg.record_activations else [None] * len(rows)
+    return toks, raw_list, acts
 
 
 def _spec_text(cfg: SweepConfig, alpha: float) -> str:
@@ -1005,15 +1047,15 @@ def _spec_text(cfg: SweepConfig, alpha: float) -> str:
 
 def _generate_rows(
     model: Any, cfg: SweepConfig, vec: PersonaVector, batch: SweepBatch,
-) -> tuple[list[tuple[dict[str, Any], torch.Tensor, Any]], list[tuple[dict[str, Any], str]]]:
+) -> tuple[list[tuple[dict[str, Any], torch.Tensor, Any, Any]], list[tuple[dict[str, Any], str]]]:
     """Generate the batch; rows that go non-finite are dropped (and the rest regenerated without them)."""
-    done: list[tuple[dict[str, Any], torch.Tensor, Any]] = []
+    done: list[tuple[dict[str, Any], torch.Tensor, Any, Any]] = []
     failed: list[tuple[dict[str, Any], str]] = []
     pending: list[list[dict[str, Any]]] = [list(batch.rows)]
     while pending:
         part = pending.pop(0)
         try:
-            toks, raws = _generate_guarded(model, cfg, vec, batch.layer, part, batch.gen_seed)
+            toks, raws, acts = _generate_guarded(model, cfg, vec, batch.layer, part, batch.gen_seed)
         except (_NonFiniteRows, SteeringError) as err:
             bad = {i for i in (err.rows or ()) if 0 <= i < len(part)} or set(range(len(part)))
             why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -1025,7 +1067,7 @@ def _generate_rows(
             if rest:
                 pending.insert(0, rest)
             continue
-        done.extend(zip(part, toks, raws))
+        done.extend(zip(part, toks, raws, acts))
     order = {r["row_id"]: i for i, r in enumerate(batch.rows)}
     done.sort(key=lambda t: order[t[0]["row_id"]])
     failed.sort(key=lambda t: order[t[0]["row_id"]])
@@ -1071,14 +1113,16 @@ def _run_batch(
     """Generate one batch (one call, per-row alphas) and attach read-outs; (rows to store, rows not stored)."""
     done, failed = _generate_rows(model, cfg, vec, batch)
     failures = [_failure(r, why) for r, why in failed]
-    texts = [model.decode_response(t) for _, t, _ in done]
+    texts = [model.decode_response(t) for _, t, _, _ in done]
     rows = []
-    for (r, t, a_raw), text in zip(done, texts):
+    for (r, t, a_raw, act), text in zip(done, texts):
         rows.append({
             **r, "operator": cfg.operator, "positions": cfg.positions, "relative": cfg.relative,
             "alpha_raw": a_raw, "system": cfg.system, "temperature": cfg.temperature,
             "text": text, "n_tokens": int(t.numel()),
         })
+        if cfg.record_activations:
+            rows[-1]["mean_activation"] = act
     if rows and judge is not None:
         results = judge.classify(texts)
         if len(results) != len(rows):
@@ -1091,7 +1135,8 @@ def _run_batch(
         if len(extra) != len(rows):
             raise ValueError(f"read-out {getattr(fn, '__name__', fn)!r} returned {len(extra)} dicts for {len(rows)} rows")
         for row, add in zip(rows, extra):
-            clash = set(add) & {"row_id", "vector", "layer", "alpha", "prompt_id", "prompt", "sample", "seed", "text"}
+            clash = set(add) & {"row_id", "vector", "layer", "alpha", "prompt_id", "prompt", "sample", "seed", "text",
+                                "mean_activation"}
             if clash:
                 raise ValueError(f"read-out {getattr(fn, '__name__', fn)!r} may not overwrite coordinates {sorted(clash)}")
             row.update(add)
@@ -1136,13 +1181,16 @@ def _finite(v: Any) -> bool:
         return False
 
 
-def summarize(path: str | os.PathLike) -> dict[str, Any]:
+def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
     """Per cell (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence and other means.
 
-    Returns ``{"path", "n_rows", "labels", "cells": [{"vector", "layer", "alpha", "alpha_raw", "n",
-    "labels": {label: {"k", "share", "low", "high"}}, "coherence": float | None, "means": {field: float}}]}``.
+    Returns ``{"path", "n_rows", "n_labelled", "labels", "notes", "cells": [{"vector", "layer", "alpha",
+    "alpha_raw", "n", "labels": {label: {"k", "share", "low", "high"}}, "coherence": float | None,
+    "means": {field: float}}]}``.
     Label rows use :func:`persona_vectors.judge.label_shares` (all archetypes listed) when every label is a known
-    archetype, else the observed labels.
+    archetype, else the observed labels. Shares need judge labels: rows stored without them (a sweep run
+    without ``--judge``) are labelled here, in memory, when ``judge`` is given (an object with ``classify``,
+    e.g. ``EmbeddingJudge.default()``; CLI ``summarize --judge``); otherwise ``notes`` says how to get them.
     """
     from .judge import LABELS, label_shares, wilson_interval
 
@@ -1162,6 +1210,21 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
             seen.add(r["row_id"])
             _check_row(p, line_no, r)
             rows.append(r)
+    unlabelled = [r for r in rows if r.get("label") is None and isinstance(r.get("text"), str)]
+    if judge is not None and unlabelled:
+        results = judge.classify([r["text"] for r in unlabelled])
+        if len(results) != len(unlabelled):
+            raise ValueError(f"judge returned {len(results)} results for {len(unlabelled)} texts")
+        for r, res in zip(unlabelled, results):
+            r["label"] = res.label
+    n_labelled = sum(1 for r in rows if r.get("label") is not None)
+    notes: list[str] = []
+    if rows and n_labelled == 0:
+        notes.append(f"no label shares: none of the {len(rows)} rows has a judge label (the sweep ran without "
+                     "--judge); run `persona-vectors summarize {p} --judge` to label them now, or sweep with --judge")
+    elif n_labelled < len(rows):
+        notes.append(f"{len(rows) - n_labelled} of {len(rows)} rows have no judge label and are left out of the "
+                     f"shares; `persona-vectors summarize {p} --judge` labels them")
     cells: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
     for r in rows:
         cells.setdefault((r["vector"], r["layer"], r["alpha"]), []).append(r)
@@ -1195,7 +1258,8 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
             "relative": rs[0].get("relative"), "n": len(rs), "n_labelled": len(labels), "labels": lab,
             "coherence": means.get("coherence"), "means": means,
         })
-    return {"path": str(p), "n_rows": len(rows), "labels": label_names, "cells": out_cells}
+    return {"path": str(p), "n_rows": len(rows), "n_labelled": n_labelled, "labels": label_names, "notes": notes,
+            "cells": out_cells}
 
 
 def summary_markdown(summary: Mapping[str, Any], *, min_share: float = 0.0) -> str:
@@ -1223,6 +1287,7 @@ def summary_markdown(summary: Mapping[str, Any], *, min_share: float = 0.0) -> s
             coh = c.get("coherence")
             cols.append(f"{coh:.3f}" if coh is not None else "")
         lines.append("| " + " | ".join(cols) + " |")
+    lines += [f"\nnote: {n}" for n in summary.get("notes", ())]
     return "\n".join(lines) + "\n"
 
 
