@@ -377,3 +377,26 @@ def test_projection_difference(tiny):
     same = projection_difference(tiny, own, vec, 2, base_responses=pd.base_responses, threshold=-1.0)
     assert abs(same.per_example).max() < 1e-4 and same.flagged == [0, 1, 2, 3, 4]
     assert set(pd.summary()) >= {"mean", "ci95", "n_flagged", "threshold"}
+
+
+def test_finetune_is_in_place_and_restore_is_exact():
+    """finetune changes the model passed in; unload/restore/the with-block give back bit-identical logits."""
+    model = make_tiny_model()
+    before = logits(model)
+    res = finetune(model, DATA, cfg(max_steps=2), progress=False)
+    assert res.model is model and not torch.equal(logits(model), before)  # trained in place
+    assert res.restore.__name__ == "unload"
+    res.restore()
+    assert torch.equal(logits(model), before)
+    res.unload()  # idempotent
+    assert torch.equal(logits(model), before)
+    with finetune(model, DATA, cfg(max_steps=2), progress=False) as res2:
+        assert not torch.equal(logits(model), before)
+    assert res2.adapter.state == "unloaded" and torch.equal(logits(model), before)
+    with finetune(model, DATA, cfg(max_steps=2, lora=False, lr=1e-2), progress=False):
+        assert not torch.equal(logits(model), before)
+    assert torch.equal(logits(model), before)
+    res3 = finetune(model, DATA, cfg(max_steps=1), progress=False)
+    res3.merge()
+    with pytest.raises(RuntimeError, match="merged.*load_model"):
+        res3.unload()

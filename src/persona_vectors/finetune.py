@@ -4,8 +4,9 @@ steering, inoculation prompts, checkpoints and in-loop persona-shift monitoring.
 The model is trained **in place**: with LoRA, peft injects adapter layers into the ``nn.Linear`` modules
 inside the bridge's blocks (the bridge keeps the HF projections wrapped in ``LinearBridge`` components; the
 adapter goes on the inner ``nn.Linear``), so every residual-stream hook point keeps firing and all of the
-library (recording, steering, read-outs) works on the tuned model unchanged. ``result.unload()`` restores the
-base weights, ``with result.base_weights():`` disables the adapter temporarily, ``result.merge()`` folds it in.
+library (recording, steering, read-outs) works on the tuned model unchanged. ``result.unload()`` (alias
+``result.restore()``, or leaving ``with finetune(...) as result:``) restores the base weights exactly,
+``with result.base_weights():`` disables the adapter temporarily, ``result.merge()`` folds it in.
 
 Loss: next-token cross-entropy on the **final assistant message only**: its content tokens plus the
 end-of-turn token that follows it in the chat template (so the model still learns to stop; set
@@ -555,7 +556,8 @@ class FinetuneResult:
     """What :func:`finetune` returns.
 
     Attributes:
-        model: the trained model (the same object that was passed in, trained in place; no hooks attached).
+        model: the trained model: the same object that was passed in, trained **in place** (no hooks attached).
+            ``unload()`` / ``restore()`` (or leaving ``with finetune(...) as res:``) makes it the base model again.
         config: the config used.
         losses: mean training loss of every optimizer step.
         monitor: ``[(step, {vector: shift})]``: last-prompt-token projection on each monitor vector's unit
@@ -620,13 +622,33 @@ class FinetuneResult:
         return self.model
 
     def unload(self) -> PersonaModel:
-        """Restore the base model (remove the adapter, or reload the original weights after a full finetune)."""
+        """Restore the base model (remove the adapter, or reload the original weights after a full finetune).
+
+        Afterwards the model computes exactly what it did before :func:`finetune` (bit-identical logits).
+        Idempotent. Raises ``RuntimeError`` after :meth:`merge`, which folded the adapter into the weights.
+        """
         if self.adapter is not None:
+            if self.adapter.state == "merged":
+                raise RuntimeError("the LoRA adapter was merged into the weights, so the base model can no longer be "
+                                   "restored in place: reload it with load_model()")
             if self.adapter.state == "active":
                 self.adapter.unload()
         elif self._original_state is not None:
             self.model.hf.load_state_dict(self._original_state, strict=False)
         return self.model
+
+    restore = unload  # the same: ``result.restore()`` reads as what it does to the model passed in
+
+    def __enter__(self) -> "FinetuneResult":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """``with finetune(model, ...) as res:`` — the tuned model inside the block, the base model after it
+        (unless the adapter was merged inside the block, which keeps the change)."""
+        if self.adapter is not None and self.adapter.state == "merged":
+            return None
+        self.unload()
+        return None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serializable summary (no tensors)."""
@@ -886,10 +908,18 @@ class Trainer:
 
 def finetune(model: PersonaModel, conversations: Sequence[Conversation], cfg: FinetuneConfig | None = None,
              *, progress: bool = True) -> FinetuneResult:
-    """Finetune ``model`` in place on chat ``conversations`` (each ending with the assistant turn to learn).
+    """Finetune ``model`` on chat ``conversations`` (each ending with the assistant turn to learn).
+
+    **Trains in place**: ``model`` itself changes (LoRA adapter injected, or its weights updated), so after the
+    call it answers as the tuned model. Returns a :class:`FinetuneResult` whose ``model`` is that same object;
+    ``result.unload()`` (alias ``result.restore()``) makes it the base model again, bit for bit, and the
+    context-manager form does so on exit::
+
+        with finetune(model, convs, cfg) as res:
+            tuned_answer = model.generate(["Who are you?"])   # the tuned model
+        base_answer = model.generate(["Who are you?"])        # the base model again
 
     See the module docstring for the loss mask, preventative steering and inoculation prompts, and
-    :class:`FinetuneConfig` for the options. Returns a :class:`FinetuneResult` whose ``model`` is the same
-    object, now carrying the adapter (and no hooks); ``result.unload()`` restores the base model.
+    :class:`FinetuneConfig` for the options.
     """
     return Trainer(model, conversations, cfg or FinetuneConfig(), progress=progress).run()
