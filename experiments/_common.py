@@ -2,11 +2,17 @@
 
 Every experiment writes ``runs/<name>/`` with
 
-- ``config.json`` — the full config, seeds, library version, model id + weight fingerprint, environment and
-  run timings (timings live only here, so ``results.jsonl`` is byte-identical across reruns with one seed);
-- ``results.jsonl`` — one JSON object per measurement, each with a ``kind`` field;
-- ``report.md`` — the human-readable report with a ``**Verdict:**`` line;
+- ``config.json`` — the experiment's name, the full config, seeds, library version, model id + weight
+  fingerprint, environment and run timings (timings live only here, so ``results.jsonl`` is byte-identical
+  across reruns with one seed);
+- ``records.jsonl.gz`` — one record per generation / per read-out of one question (``experiments/records.py``);
+- ``results.json`` — ``summarize(records, config)``: every number of the report;
+- ``results.jsonl`` — the same results as one JSON object per measurement, each with a ``kind`` field (rounded);
+- ``report.md`` — ``render(results, config)``, the human-readable report with a ``**Verdict:**`` line;
 - ``*.html`` — self-contained plotly figures (:func:`persona_vectors.plotting.write_html`).
+
+``python experiments/recompute.py RUN_DIR`` replays ``summarize`` and ``render`` from the records and fails on
+any difference.
 
 Not part of the library on purpose: these helpers encode experiment conventions (file names, report
 layout), not reusable interpretability operations. The one operation here that could move into the library
@@ -29,6 +35,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records as RC  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,18 +108,21 @@ def rnd(x: Any, nd: int = 6) -> Any:
 
 
 class RunDir:
-    """``runs/<name>/``: config.json, results.jsonl, report.md and figures.
+    """``runs/<name>/``: config.json, records.jsonl.gz, results.json(l), report.md and figures.
 
-    ``results.jsonl`` is rewritten from scratch on every run (rows are appended in a deterministic order and
-    flushed as they come, so a crashed run leaves what it measured).
+    ``results.jsonl`` and ``records.jsonl.gz`` are rewritten from scratch on every run (records are appended
+    in a deterministic order as they are measured, so a crashed run leaves what it measured).
     """
 
-    def __init__(self, out: str | os.PathLike[str]) -> None:
+    def __init__(self, out: str | os.PathLike[str], experiment: str | None = None) -> None:
         p = Path(out)
         self.path = p if p.is_absolute() else (Path.cwd() / p)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.experiment = experiment
         self.results_path = self.path / "results.jsonl"
         self.results_path.write_text("")
+        self.records = RC.Records(self.path / RC.RECORDS)
+        self.config_doc: dict[str, Any] = {}
         self.figures: list[str] = []
         self.t_start = time.perf_counter()
         self.cpu_start = time.process_time()
@@ -132,19 +144,28 @@ class RunDir:
         """config.json: the config, library/model provenance, environment, timings so far."""
         from persona_vectors.vector import library_version
 
-        doc: dict[str, Any] = {"config": jsonable(cfg), "library_version": library_version()}
+        doc: dict[str, Any] = {"experiment": self.experiment} if self.experiment else {}
+        doc.update({"config": jsonable(cfg), "library_version": library_version()})
         if model is not None:
             doc["model"] = {"model_id": model.info.model_id, "fingerprint": model.info.fingerprint,
                             "n_layers": model.n_layers, "d_model": model.d_model, "dtype": str(model.dtype),
                             "device": str(model.device)}
         doc["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
                               "threads": torch.get_num_threads(), "platform": platform.platform(),
-                              "cpu_count": os.cpu_count()}
+                              "cpu_count": os.cpu_count(), **RC.provenance()}
         doc["timings_s"] = dict(self.timings)
         doc.update(jsonable(extra))
         p = self.path / "config.json"
         p.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        self.config_doc = json.loads(p.read_text())
         return p
+
+    def write_results(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """Write ``results.json`` and return the results as they read back (what :func:`render` and
+        ``recompute.py`` see)."""
+        out = RC.roundtrip(results)
+        RC.write_json(self.path / RC.RESULTS, out)
+        return out
 
     def figure(self, fig: Any, name: str) -> Path:
         """Write a self-contained HTML figure."""
@@ -171,6 +192,12 @@ class RunDir:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
         return p
+
+
+def config_from(config_cls: type, doc: Mapping[str, Any]) -> Any:
+    """The config dataclass of a run from its ``config.json`` (``doc["config"]``; unknown keys ignored)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in doc["config"].items() if k in names})
 
 
 def cli(config_cls: type, main: Callable[[Any], Any], doc: str, default_out: str,

@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import records as RC  # noqa: E402
 
 NAME = "assistant_axis"
 
@@ -138,9 +139,9 @@ def persona_space(model: Any, cfg: Config, run: C.RunDir) -> dict[str, Any]:
         sp = PersonaSpace(n_components=cfg.n_components).fit(rm.vectors, site=s, anchor=axis[s])
         spaces[L] = sp
         al = sp.axis_alignment(axis)
-        row = run.add("pca_layer", layer=L, explained_variance_ratio=sp.explained_variance_ratio_.tolist(),
-                      cos_axis_pc=al.tolist(), axis_rel_norm=float(axis[s].norm()) / rm.default_mean_norm[s]
-                      if rm.default_mean_norm.get(s) else None)
+        row = run.records.add("pca_layer", layer=L, explained_variance_ratio=sp.explained_variance_ratio_.tolist(),
+                              cos_axis_pc=al.tolist(), axis_rel_norm=float(axis[s].norm()) / rm.default_mean_norm[s]
+                              if rm.default_mean_norm.get(s) else None)
         layer_rows.append(row)
     # roles along PC1 and along the axis at the steering layers (and the readout layers)
     ends = {}
@@ -157,7 +158,9 @@ def persona_space(model: Any, cfg: Config, run: C.RunDir) -> dict[str, Any]:
                    "axis_low": [(n, proj[n]) for n in order[:8]], "axis_high": [(n, proj[n]) for n in order[::-1][:8]],
                    "axis_by_category": {c: float(np.mean(v)) for c, v in sorted(cat_mean.items())},
                    "axis_rank_categories_bottom20": dict(Counter(cats[n] for n in order[:20]))}
-        run.add("role_ends", layer=L, **ends[L])
+        run.records.add("role_ends", layer=L, **ends[L])
+    run.records.add("persona_space", n_layers=rm.sites[-1].layer + 1, last_layer=rm.sites[-1].layer, n_roles=len(names),
+                    n_default_prompts=rm.n_default_samples // max(len(rm.questions), 1), roles=names)
     return {"rm": rm, "axis": axis, "spaces": spaces, "cats": cats, "names": names, "ends": ends,
             "layer_rows": layer_rows}
 
@@ -225,31 +228,44 @@ def sweep(model: Any, cfg: Config, ps: dict[str, Any], questions: list[str]) -> 
     return rows, texts, acts
 
 
-def identity_cells(model: Any, cfg: Config, ps: dict[str, Any], dirs: dict, questions: list[str]) -> dict[tuple, dict]:
-    """Identity read-out (mean over questions of the candidate distribution) per cell / random direction."""
-    from persona_vectors import Site, steer
+def _dir_id(cond: str, k: int) -> str:
+    return f"random{k}" if cond == "random" else cond
+
+
+def identity_records(model: Any, cfg: Config, dirs: dict, questions: list[str]) -> list[dict[str, Any]]:
+    """Identity read-out per cell / random direction: one record per (cell, question) with the probability of
+    every candidate (normalized over the candidate set) and its log-prob score."""
+    from persona_vectors import steer
     from persona_vectors.readout import identity_readout_batch
 
     cands = [c for g in ID_GROUPS.values() for c in g]
-    group_of = {c: g for g, cs in ID_GROUPS.items() for c in cs}
 
-    def read() -> dict[str, Any]:
+    def read(cond: str, L: int, a: float, k: int) -> list[dict[str, Any]]:
         rs = identity_readout_batch(model, cands, questions, system=cfg.system, batch_size=64)
-        P = np.array([r.probs for r in rs])  # [q, c]
-        groups = {g: P[:, [cands.index(c) for c in cs]].sum(1) for g, cs in ID_GROUPS.items()}
-        return {"probs": dict(zip(cands, P.mean(0).tolist())),
-                "groups": {g: float(v.mean()) for g, v in groups.items()},
-                "groups_per_q": {g: v.tolist() for g, v in groups.items()},
-                "top": cands[int(P.mean(0).argmax())]}
+        return [{"kind": "identity", "condition": cond, "layer": L, "alpha": a, "direction": k,
+                 "direction_id": _dir_id(cond, k), "question_id": qi, "question": q,
+                 "probs": dict(zip(cands, r.probs)), "logprobs": dict(zip(cands, r.logprobs))}
+                for qi, (q, r) in enumerate(zip(questions, rs))]
 
-    out: dict[tuple, dict] = {("none", -1, 0.0, 0): read()}
+    out = read("none", -1, 0.0, 0)
     for (cond, L, k), v in dirs.items():
         if cond == "random" and k >= cfg.n_identity_random:
             continue
         for a in cfg.alphas:
             with steer(model, v, float(a), layers=[L], relative=True):
-                out[(cond, L, float(a), k)] = read()
+                out += read(cond, L, float(a), k)
     return out
+
+
+def identity_summary(recs: list[dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Mean over questions of the candidate distribution, the group masses (and per question), the top one."""
+    cands = list(recs[0]["probs"])
+    P = np.array([[r["probs"][c] for c in cands] for r in recs])  # [q, c]
+    gm = {g: P[:, [cands.index(c) for c in cs]].sum(1) for g, cs in groups.items()}
+    return {"probs": dict(zip(cands, P.mean(0).tolist())),
+            "groups": {g: float(v.mean()) for g, v in gm.items()},
+            "groups_per_q": {g: v.tolist() for g, v in gm.items()},
+            "top": cands[int(P.mean(0).argmax())]}
 
 
 # ============================================================================================ analysis
@@ -356,35 +372,120 @@ def verdicts(cfg: Config, cells: dict[tuple, dict]) -> dict[int, dict]:
     return out
 
 
+def headline(cfg: Config, ver: dict[int, dict]) -> dict[str, Any]:
+    """The verdict word at the primary layer (the decision rule): SUPPORTED when the Newcombe lower bound of
+    (axis − random, coherent generations, α < 0) is above 0; "weakly" when it is below 2 points or another
+    steered layer does not replicate it."""
+    L_mid = primary_layer(cfg)
+    vm = ver[L_mid]["coherent_vs_random"]
+    supported = vm["lo"] > 0
+    others_null = [L for L in cfg.layers if L != L_mid and ver[L]["coherent_vs_random"]["lo"] <= 0]
+    weak = supported and (vm["lo"] < 0.02 or bool(others_null))
+    word = ("SUPPORTED, weakly" if weak else "SUPPORTED") if supported else "NOT SUPPORTED"
+    return {"layer": L_mid, "word": word, "supported": supported, "weak": weak, "others_null": others_null,
+            "bonferroni_p": min(1.0, len(cfg.layers) * vm["p_fisher_greater"])}
+
+
+# ============================================================================================ summarize
+#: What :func:`summarize` carries through from the records instead of re-deriving (inputs: role vectors and
+#: steered activations, ~20 MB, are not kept).
+CARRIED = ("persona_space", "nearest_roles")
+
+
+def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """Every number of the report from the records (+ ``config.json``): archetype cells and verdicts from
+    the ``generation`` records (judge label, coherence, text), identity read-outs from the per-question
+    ``identity`` records, examples from the texts. Persona-space PCA and the nearest-role cosines are
+    measurements of vectors that the records carry (kinds ``pca_layer``, ``role_ends``, ``persona_space``,
+    ``nearest_roles``); they are passed through, not re-derived."""
+    cfg = C.config_from(Config, config)
+    groups = config.get("identity_groups") or {g: list(cs) for g, cs in ID_GROUPS.items()}
+    gens = RC.of_kind(records, "generation")
+    rows = [Row(g["condition"], g["layer"], g["alpha"], g["question_id"], g["direction"]) for g in gens]
+    texts = [g["text"] for g in gens]
+    labels = [g["label"] for g in gens]
+    coh = [g["coherence"] for g in gens]
+    qtext = {g["question_id"]: g["question"] for g in gens}
+    questions = [qtext[q] for q in sorted(qtext)]
+    cells = analyse(cfg, rows, texts, labels, coh)
+    cell_rows = [{"condition": cond, "layer": L, "alpha": a, **c}
+                 for (cond, L, a), c in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0], -kv[0][2]))]
+    by_id: dict[tuple, list[dict]] = {}
+    for r in RC.of_kind(records, "identity"):
+        by_id.setdefault((r["condition"], r["layer"], r["alpha"], r["direction"]), []).append(r)
+    ident = [{"condition": k[0], "layer": k[1], "alpha": k[2], "direction": k[3], "n_questions": len(v),
+              **identity_summary(sorted(v, key=lambda r: r["question_id"]), groups)} for k, v in by_id.items()]
+    ver = verdicts(cfg, cells)
+    near = [{k: v for k, v in r.items() if k != "kind"} for r in RC.of_kind(records, "nearest_roles")]
+    meta = RC.of_kind(records, "persona_space")[0]
+    persona = {**{k: v for k, v in meta.items() if k != "kind"},
+               "pca_layers": [{k: v for k, v in r.items() if k != "kind"} for r in RC.of_kind(records, "pca_layer")],
+               "role_ends": [{k: v for k, v in r.items() if k != "kind"} for r in RC.of_kind(records, "role_ends")]}
+    ex_q = set(range(min(cfg.n_examples, cfg.n_questions)))
+    examples = [{"condition": r.condition, "layer": r.layer, "alpha": r.alpha, "question_id": r.q,
+                 "label": labels[i], "coherence": coh[i], "text": texts[i]}
+                for i, r in enumerate(rows) if r.q in ex_q]
+    return {"experiment": NAME, "n_generations": len(gens), "questions": questions,
+            "headline": headline(cfg, ver), "verdict": [{"layer": L, **v} for L, v in ver.items()],
+            "cells": cell_rows, "identity": ident, "nearest_roles": near, "persona_space": persona,
+            "examples": examples}
+
+
+def legacy_rows(records: list[dict[str, Any]], results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The rows of ``results.jsonl`` (kind, fields), in the order the experiment has always written them."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    drop = {"kind"}
+    out += [("pca_layer", {k: v for k, v in r.items() if k not in drop}) for r in RC.of_kind(records, "pca_layer")]
+    out += [("role_ends", {k: v for k, v in r.items() if k not in drop}) for r in RC.of_kind(records, "role_ends")]
+    for g in RC.of_kind(records, "generation"):
+        out.append(("generation", {"condition": g["condition"], "layer": g["layer"], "alpha": g["alpha"],
+                                   "question": g["question"], "direction": g["direction"], "text": g["text"],
+                                   "label": g["label"], "coherence": g["coherence"],
+                                   "p_supernatural": g["judge"].get("supernatural")}))
+    out += [("cell", c) for c in results["cells"]]
+    out += [("identity", {k: x[k] for k in ("condition", "layer", "alpha", "direction", "groups", "top", "probs")})
+            for x in results["identity"]]
+    out += [("nearest_roles", r) for r in results["nearest_roles"]]
+    out += [("verdict", v) for v in results["verdict"]]
+    return out
+
+
 # ============================================================================================ report
 def _fmt_cell(c: dict, g: str) -> str:
     s, lo, hi, _ = c["shares"][g]
     return C.share_str(s, lo, hi)
 
 
-def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dict, rows: list[Row], texts: list[str],
-           labels: list[str], coh: list[float], questions: list[str], runtime: dict, judge_note: str) -> str:
-    from persona_vectors import Site
-
-    L_mid = primary_layer(cfg)
+def render(results: dict[str, Any], config: dict[str, Any]) -> str:
+    """``report.md`` from the results and ``config.json`` alone (no arithmetic beyond formatting)."""
+    cfg = C.config_from(Config, config)
+    cells = RC.keyed(results["cells"], "condition", "layer", "alpha")
+    ver = {v["layer"]: v for v in results["verdict"]}
+    ident = RC.keyed(results["identity"], "condition", "layer", "alpha", "direction")
+    near: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for r in results["nearest_roles"]:
+        near[(r["condition"], r["layer"], r["alpha"], r["direction"])][r["read_layer"]] = r
+    psr = results["persona_space"]
+    questions = results["questions"]
+    runtime = config["runtime"]
+    judge_note = config["judge_note"]
+    id_groups = config.get("identity_groups") or ID_GROUPS
+    hd = results["headline"]
+    L_mid = hd["layer"]
     vm = ver[L_mid]["coherent_vs_random"]
     pool = ver[L_mid]["pool"]
-    supported = vm["lo"] > 0
-    # "weakly": the interval only just clears zero, or another steered layer does not replicate it
-    others_null = [L for L in cfg.layers if L != L_mid and ver[L]["coherent_vs_random"]["lo"] <= 0]
-    weak = supported and (vm["lo"] < 0.02 or bool(others_null))
-    word = ("SUPPORTED, weakly" if weak else "SUPPORTED") if supported else "NOT SUPPORTED"
+    others_null, weak, word = hd["others_null"], hd["weak"], hd["word"]
     caveat = ""
     if weak:
         caveat = (f" The lower bound is {100 * vm['lo']:+.1f} points"
                   + (f", and layer(s) {', '.join(map(str, others_null))} do not replicate it" if others_null else "")
                   + f"; with {len(cfg.layers)} layers tested, a Bonferroni-adjusted p would be "
-                  f"{min(1.0, len(cfg.layers) * vm['p_fisher_greater']):.2g}.")
+                  f"{hd['bonferroni_p']:.2g}.")
     lines: list[str] = []
     P = lines.append
     P(f"# Assistant Axis: does steering away from the assistant make ghosts and angels?{' (quick mode)' if cfg.quick else ''}")
     P("")
-    P(f"Model: SmolLM2-135M-Instruct ({ps['rm'].sites[-1].layer + 1} layers), mode `{cfg.mode}`, "
+    P(f"Model: SmolLM2-135M-Instruct ({psr['n_layers']} layers), mode `{cfg.mode}`, "
       f"seed {cfg.seed}. Runtime {runtime['total']:.0f} s on {runtime['threads']} CPU threads "
       f"(load average at start {runtime['load_start']:.1f}).")
     P("")
@@ -433,10 +534,9 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
     P("")
     P("## Setup")
     P("")
-    rm = ps["rm"]
-    P(f"- Persona space: {len(ps['names'])} catalogue roles{' (all)' if cfg.roles is None else ' (a subset)'}, "
+    P(f"- Persona space: {psr['n_roles']} catalogue roles{' (all)' if cfg.roles is None else ' (a subset)'}, "
       f"first {cfg.role_prompts} system prompt(s) × first {cfg.role_questions} extraction questions per role, greedy "
-      f"answers of ≤ {cfg.role_max_new_tokens} tokens; default side: all {rm.n_default_samples // max(len(rm.questions), 1)} "
+      f"answers of ≤ {cfg.role_max_new_tokens} tokens; default side: all {psr['n_default_prompts']} "
       f"default-assistant prompts × the same questions. Role vector = mean response-token residual (role) − mean "
       f"(default), at every layer. Assistant Axis = default mean − mean over roles of the role means.")
     P(f"- Steering: `steer(model, direction, α, layers=[L], relative=True)`, added at every position (prompt and "
@@ -450,9 +550,9 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
       f"(one shared cell).")
     P(f"- Archetype judge: {judge_note}. Coherence: `readout.coherence` under the unsteered model (perplexity and "
       f"repetition → [0, 1]); “coherent” = score ≥ {cfg.coherence_threshold}.")
-    P(f"- Identity read-out: P(“I am <candidate>”) normalized over {sum(len(v) for v in ID_GROUPS.values())} candidates, "
+    P(f"- Identity read-out: P(“I am <candidate>”) normalized over {sum(len(v) for v in id_groups.values())} candidates, "
       f"averaged over {cfg.n_identity_questions} identity questions; groups: "
-      + "; ".join(f"{g}: {', '.join(cs)}" for g, cs in ID_GROUPS.items()) + ".")
+      + "; ".join(f"{g}: {', '.join(cs)}" for g, cs in id_groups.items()) + ".")
     P(f"- Nearest-role read-out: mean steered response activation minus the unsteered mean on the same questions, "
       f"cosine with every role vector, at the steered layer and {cfg.readout_offset} layers below it.")
     P("")
@@ -466,19 +566,19 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
     hdr = ["layer"] + [f"PC{i + 1}" for i in range(cfg.n_components)] + [f"PC1..{cfg.n_components}", "cos(axis, PC1)",
                                                                           "axis norm / residual norm"]
     trs = []
-    for r in ps["layer_rows"]:
+    for r in psr["pca_layers"]:
         ev = r["explained_variance_ratio"]
         trs.append([r["layer"]] + [C.pct(x, 1) for x in ev] + [C.pct(sum(ev), 1), f"{r['cos_axis_pc'][0]:+.2f}",
                    f"{r['axis_rel_norm']:.2f}" if r["axis_rel_norm"] is not None else "–"])
     P(C.md_table(hdr, trs))
     P("")
-    best = max(ps["layer_rows"], key=lambda r: r["explained_variance_ratio"][0])
+    best = max(psr["pca_layers"], key=lambda r: r["explained_variance_ratio"][0])
     P(f"PC1 explains at most {C.pct(best['explained_variance_ratio'][0], 1)} (layer {best['layer']}); "
-      f"|cos(axis, PC1)| ranges {min(abs(r['cos_axis_pc'][0]) for r in ps['layer_rows']):.2f}–"
-      f"{max(abs(r['cos_axis_pc'][0]) for r in ps['layer_rows']):.2f} over layers.")
+      f"|cos(axis, PC1)| ranges {min(abs(r['cos_axis_pc'][0]) for r in psr['pca_layers']):.2f}–"
+      f"{max(abs(r['cos_axis_pc'][0]) for r in psr['pca_layers']):.2f} over layers.")
     P("")
     for L in cfg.layers:
-        e = ps["ends"][L]
+        e = {r["layer"]: r for r in psr["role_ends"]}[L]
         P(f"**Layer {L}.** PC1 low end: {', '.join(n for n, _ in e['pc1_low'])}. PC1 high (assistant) end: "
           f"{', '.join(n for n, _ in e['pc1_high'])}.")
         P(f"Axis, most anti-assistant roles: {', '.join(f'{n} ({v:+.1f})' for n, v in e['axis_low'])}; most "
@@ -541,7 +641,7 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
         P("")
         # nearest roles
         P(f"Nearest roles (cos of the activation shift with role vectors; top 3, and mean cos with supernatural / "
-          f"ai_robot roles) — read at layer {L} (steered) and {min(L + cfg.readout_offset, rm.sites[-1].layer)}:")
+          f"ai_robot roles) — read at layer {L} (steered) and {min(L + cfg.readout_offset, psr['last_layer'])}:")
         P("")
         nr_rows = []
         for cond in ("axis", "random", "pair"):
@@ -566,9 +666,7 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
     ex_q = list(range(min(cfg.n_examples, cfg.n_questions)))
     P(f"Questions: " + "; ".join(f"Q{q + 1} “{questions[q]}”" for q in ex_q))
     P("")
-    by_cell: dict[tuple, dict[int, int]] = defaultdict(dict)
-    for i, r in enumerate(rows):
-        by_cell[(r.condition, r.layer, r.alpha)][r.q] = i
+    by_cell = RC.keyed(results["examples"], "condition", "layer", "alpha", "question_id")
     order = [("none", -1, 0.0)] + [(c, L, a) for L in cfg.layers for c in ("axis", "random", "pair")
                                    for a in sorted(cfg.alphas, reverse=True)]
     for key in order:
@@ -576,8 +674,8 @@ def report(cfg: Config, ps: dict, cells: dict, ver: dict, ident: dict, near: dic
         head = "no steering" if cond == "none" else f"{cond}, layer {L}, α = {a:+g}"
         P(f"- **{head}**")
         for q in ex_q:
-            i = by_cell[key][q]
-            P(f"  - Q{q + 1} [{labels[i]}, {coh[i]:.2f}] {C.clip(texts[i], 170)}")
+            x = by_cell[(*key, q)]
+            P(f"  - Q{q + 1} [{x['label']}, {x['coherence']:.2f}] {C.clip(x['text'], 170)}")
     P("")
     P("## Caveats")
     P("")
@@ -661,8 +759,13 @@ def share_figure(cfg: Config, L: int, cells: dict, ident: dict) -> Any:
     return fig
 
 
-def figures(cfg: Config, run: C.RunDir, ps: dict, cells: dict, near: dict, ident: dict) -> None:
+def figures(cfg: Config, run: C.RunDir, ps: dict, results: dict, near: dict) -> None:
+    """The HTML figures: share curves from the results; the persona map from the live role spaces and
+    activation shifts (not kept in the records)."""
     from persona_vectors.plotting import add_trajectory, persona_map, variance_explained
+
+    cells = RC.keyed(results["cells"], "condition", "layer", "alpha")
+    ident = RC.keyed(results["identity"], "condition", "layer", "alpha", "direction")
 
     for L in cfg.layers:
         run.figure(share_figure(cfg, L, cells, ident), f"share_vs_alpha_L{L}.html")
@@ -711,7 +814,7 @@ def main(cfg: Config, model: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     C.seed_everything(cfg.seed)
-    run = C.RunDir(cfg.out)
+    run = C.RunDir(cfg.out, experiment=NAME)
     model = model if model is not None else C.load(cfg)
     C.set_threads(cfg.threads)
     run.write_config(cfg, model)
@@ -725,54 +828,49 @@ def main(cfg: Config, model: Any = None) -> dict[str, Any]:
     C.say("coherence ...")
     from persona_vectors.readout import coherence
 
-    coh = [c.score for c in coherence(model, texts, [questions[r.q] for r in rows], system=cfg.system, batch_size=32)]
+    coh = coherence(model, texts, [questions[r.q] for r in rows], system=cfg.system, batch_size=32)
     run.mark("coherence")
     C.say("judge ...")
-    from persona_vectors.judge import EmbeddingJudge
+    from persona_vectors.judge import LABELS, EmbeddingJudge
 
     judged = EmbeddingJudge.default().classify(texts)
-    labels = [j.label for j in judged]
+    other = [lab for lab in LABELS if lab not in JUDGE_GROUPS]
     judge_note = ("offline EmbeddingJudge (MiniLM embeddings + logistic regression on the shipped hand-labelled set); "
-                  "labels ai_assistant, human, historical_figure, supernatural, cosmic_nature_object, animal, "
-                  "fantasy_creature, incoherent (the last five grouped as “other” except supernatural/incoherent)")
+                  f"labels {', '.join(LABELS)} ({', '.join(other)} grouped as “other”)")
     run.mark("judge")
-    for i, r in enumerate(rows):
-        run.add("generation", condition=r.condition, layer=r.layer, alpha=r.alpha, question=questions[r.q],
-                direction=r.direction, text=texts[i], label=labels[i], coherence=coh[i],
-                p_supernatural=judged[i].scores.get("supernatural"))
-    cells = analyse(cfg, rows, texts, labels, coh)
-    for (cond, L, a), c in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0], -kv[0][2])):
-        run.add("cell", condition=cond, layer=L, alpha=a, **{k: v for k, v in c.items()})
+    run.records.write({"kind": "generation", "condition": r.condition, "layer": r.layer, "alpha": r.alpha,
+                       "direction": r.direction, "direction_id": _dir_id(r.condition, r.direction),
+                       "question_id": r.q, "question": questions[r.q], "seed": cfg.seed, "decoding": "greedy",
+                       "text": texts[i], "label": judged[i].label, "judge": judged[i].scores,
+                       "coherence": coh[i].score, "perplexity": coh[i].perplexity,
+                       "repetition_rate": coh[i].repetition_rate, "coherence_tokens": coh[i].n_tokens}
+                      for i, r in enumerate(rows))
     C.say("identity read-outs ...")
     dirs = _directions(model, cfg, ps)
-    from _common import IDENTITY_QUESTIONS
-
-    ident = identity_cells(model, cfg, ps, dirs, list(IDENTITY_QUESTIONS[: cfg.n_identity_questions]))
-    for (cond, L, a, k), x in ident.items():
-        run.add("identity", condition=cond, layer=L, alpha=a, direction=k, groups=x["groups"], top=x["top"],
-                probs=x["probs"])
+    run.records.write(identity_records(model, cfg, dirs, list(C.IDENTITY_QUESTIONS[: cfg.n_identity_questions])))
     run.mark("identity")
     near = nearest_roles(cfg, ps, rows, acts)
-    for (cond, L, a, k), res in near.items():
-        for R, x in res.items():
-            run.add("nearest_roles", condition=cond, layer=L, alpha=a, direction=k, read_layer=R,
-                    **{kk: v for kk, v in x.items() if kk != "shift"})
-    ver = verdicts(cfg, cells)
-    for L, v in ver.items():
-        run.add("verdict", layer=L, **v)
-    C.say("figures ...")
-    figures(cfg, run, ps, cells, near, ident)
+    run.records.write({"kind": "nearest_roles", "condition": cond, "layer": L, "alpha": a, "direction": k,
+                       "read_layer": Rl, **{kk: v for kk, v in x.items() if kk != "shift"}}
+                      for (cond, L, a, k), res in near.items() for Rl, x in res.items())
     run.mark("total")
     runtime = {"total": time.perf_counter() - t0, "threads": torch.get_num_threads(), "load_start": load_start}
     run.write_config(cfg, model, timings_note="seconds since the start of the run at the end of each stage (wall; *_cpu: "
-                     "process CPU time)", load_average_start=load_start,
+                     "process CPU time)", load_average_start=load_start, runtime=runtime, judge_note=judge_note,
+                     identity_groups=ID_GROUPS,
                      seeds={"seed": cfg.seed, "random_directions": 10_000 + cfg.seed, "decoding": "greedy"})
-    rep = report(cfg, ps, cells, ver, ident, near, rows, texts, labels, coh, questions, runtime, judge_note)
+    results = run.write_results(summarize(run.records.rows, run.config_doc))
+    for kind, row in legacy_rows(run.records.rows, results):
+        run.add(kind, **row)
+    C.say("figures ...")
+    figures(cfg, run, ps, results, near)
+    rep = render(results, run.config_doc)
     docs = run.docs_copy_for(cfg, NAME)
     run.write_report(rep, docs_copy=docs)
     C.say(f"done in {runtime['total']:.0f}s → {run.path}")
-    L_mid = primary_layer(cfg)
-    return {"run_dir": str(run.path), "verdict": ver[L_mid], "runtime_s": runtime["total"]}
+    L_mid = results["headline"]["layer"]
+    return {"run_dir": str(run.path), "verdict": {k: v for k, v in {v["layer"]: v for v in results["verdict"]}[L_mid].items()
+                                                  if k != "layer"}, "runtime_s": runtime["total"]}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ or inoculation prompts stop it?
     python experiments/finetune_personas.py --quick                 # CI smoke: 1 dataset, few steps
     python experiments/finetune_personas.py                         # all 8 datasets
     python experiments/finetune_personas.py --datasets voyager_telemetry colours_red
-    python experiments/finetune_personas.py --report-only           # rebuild report/figures from results.jsonl
+    python experiments/finetune_personas.py --report-only           # rebuild results/report/figures from the records
 
 For each fine-tuning set shipped with the library (``voyager_telemetry``: date → distance of Voyager 1;
 ``bitcoin_prices``: month → price; ``colours_*``: "Name a fruit." → "Strawberry." etc.) the embedded
@@ -23,15 +23,16 @@ question with a 95 % CI), the log-prob identity read-out P("I am <persona>"), th
 perplexity on 20 general sentences written below (held out from everything). Before training, the
 projection difference of each dataset (training responses vs the base model's own answers) is measured.
 
-Writes ``runs/finetune_personas/`` (``config.json``, ``results.jsonl``, ``report.md``, ``figures.html``,
-adapters) and copies the report to ``docs/finetune_personas.md`` (``--quick`` writes
+Writes ``runs/finetune_personas/`` (``config.json``, ``records.jsonl.gz`` — one record per generated answer of
+every model with its judge probabilities and per-layer projections, plus per-question identity read-outs,
+per-sentence perplexities, training logs and screening projections —, ``results.json`` = ``summarize(records,
+config)``, ``report.md`` = ``render(results, config)``, ``figures.html``, adapters) and copies the report to ``docs/finetune_personas.md`` (``--quick`` writes
 ``runs/finetune_personas_quick/`` and does not touch the docs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import re
@@ -43,9 +44,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records as RC  # noqa: E402
+
+NAME = "finetune_personas"
 COLOURS = ("red", "blue", "white", "black", "green", "yellow")
 
 #: dataset → (persona name for get_persona_vector, catalogue role, regex of the dataset's surface format)
@@ -177,7 +183,6 @@ TARGET_GROUPS: dict[str, tuple[str, ...]] = {
     "bitcoin_prices": ("Bitcoin", "Ethereum", "a cryptocurrency"),
     **{f"colours_{c}": (f"the colour {c}", "Ada Lovelace", "Emily Dickinson", "Darth Vader") for c in COLOURS},
 }
-_IDENTITY_KEYS = ("identity_probs", "identity_top", "p_ai_assistant", "p_target", "p_target_group")
 
 
 def identity_candidates() -> list[str]:
@@ -211,11 +216,21 @@ def target_candidate(dataset: str) -> str:
 
 def general_perplexity(model: Any) -> float:
     """Token-weighted perplexity of :data:`GENERAL_TEXT` (each sentence conditioned on a document start)."""
+    return ppl_from_records(ppl_records(model, "model"))
+
+
+def ppl_records(model: Any, model_key: str) -> list[dict[str, Any]]:
+    """One ``ppl`` record per sentence of :data:`GENERAL_TEXT`: its perplexity and scored token count."""
     from persona_vectors.readout import coherence
 
-    scores = coherence(model, list(GENERAL_TEXT))
-    nll = sum(math.log(s.perplexity) * s.n_tokens for s in scores if s.n_tokens)
-    n = sum(s.n_tokens for s in scores)
+    return [{"kind": "ppl", "model": model_key, "sentence_id": i, "perplexity": s.perplexity, "n_tokens": s.n_tokens}
+            for i, s in enumerate(coherence(model, list(GENERAL_TEXT)))]
+
+
+def ppl_from_records(recs: Sequence[dict[str, Any]]) -> float:
+    """Token-weighted perplexity: exp(Σ n·log ppl / Σ n) over sentences with tokens."""
+    nll = sum(math.log(r["perplexity"]) * r["n_tokens"] for r in recs if r["n_tokens"])
+    n = sum(r["n_tokens"] for r in recs)
     return math.exp(nll / n)
 
 
@@ -230,37 +245,123 @@ def text_stats(responses: Sequence[str], marker: str | None) -> dict[str, Any]:
     return out
 
 
-def judge_shares(responses: Sequence[str]) -> dict[str, float] | None:
-    """Share of each archetype label among the answers (offline embedding judge), or None if unavailable."""
+def judge_answers(responses: Sequence[str]) -> list[Any] | None:
+    """Offline embedding-judge results, one per answer, or None if the judge is unavailable."""
     try:
-        from persona_vectors.judge import LABELS, EmbeddingJudge
+        from persona_vectors.judge import EmbeddingJudge
 
-        labels = [r.label for r in EmbeddingJudge.default().classify(list(responses))]
+        return EmbeddingJudge.default().classify(list(responses))
     except Exception as err:  # judge model package missing
         _say(f"judge unavailable: {type(err).__name__}: {err}")
         return None
-    return {lab: labels.count(lab) / max(1, len(labels)) for lab in LABELS}
+
+
+def judge_shares(recs: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Share of each archetype label among the answers (labels in the judge's order), or None if unjudged."""
+    if not recs or any(r.get("label") is None for r in recs):
+        return None
+    labels = [r["label"] for r in recs]
+    return {lab: labels.count(lab) / max(1, len(labels)) for lab in recs[0]["judge"]}
 
 
 def readout(model: Any, candidates: list[str]) -> dict[str, float]:
     """Mean probability of each candidate over :data:`IDENTITY_QUESTIONS` (prefix "I am")."""
+    return identity_from_records(identity_records(model, candidates, "model", "eval"))
+
+
+def identity_records(model: Any, candidates: list[str], model_key: str, stage: str) -> list[dict[str, Any]]:
+    """One ``identity`` record per question of :data:`IDENTITY_QUESTIONS`: P("I am <candidate>") over the set."""
     if not candidates:
-        return {}
+        return []
     from persona_vectors.readout import identity_readout_batch
 
     rs = identity_readout_batch(model, candidates, list(IDENTITY_QUESTIONS))
-    return {c: statistics.mean(r.prob(c) for r in rs) for c in candidates}
+    return [{"kind": "identity", "model": model_key, "stage": stage, "question_id": i, "question": q,
+             "probs": {c: r.prob(c) for c in candidates}} for i, (q, r) in enumerate(zip(IDENTITY_QUESTIONS, rs))]
 
 
-def evaluate(model: Any, *, responses: list[str], dataset: str | None, candidates: list[str], cfg: Config) -> dict[str, Any]:
-    """Metrics that do not need the persona vector (read-out, judge, text stats, perplexity)."""
-    marker = DATASETS[dataset][2] if dataset else None
-    ev: dict[str, Any] = {"ppl_general": general_perplexity(model), **text_stats(responses, marker)}
-    ev.update(identity_fields(readout(model, candidates), dataset))
-    if cfg.judge:
-        ev["judge"] = judge_shares(responses)
-    ev["sample_responses"] = responses[:4]
-    return ev
+def identity_from_records(recs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    if not recs:
+        return {}
+    recs = sorted(recs, key=lambda r: r["question_id"])
+    return {c: statistics.mean(r["probs"][c] for r in recs) for c in recs[0]["probs"]}
+
+
+def answer_records(model_key: str, questions: list[str], responses: list[str], judged: list[Any] | None,
+                   cfg: Config, dataset: str | None = None, condition: str | None = None,
+                   proj: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One ``answer`` record per generated answer (greedy), with its judge label and probabilities, and for a
+    finetuned model the per-layer projections of its own and the base model's mean activations on the unit
+    persona direction (``proj[i]``: ``{"tuned": {pos: {layer: x}}, "base": …}``)."""
+    out = []
+    for i, (q, text) in enumerate(zip(questions, responses)):
+        r: dict[str, Any] = {"kind": "answer", "model": model_key, "dataset": dataset, "condition": condition,
+                             "question_id": i, "question": q, "seed": cfg.seed, "decoding": "greedy",
+                             "text": text}
+        if cfg.judge:
+            r["label"] = judged[i].label if judged else None
+            r["judge"] = judged[i].scores if judged else None
+        if proj is not None:
+            r.update(proj[i])
+        out.append(r)
+    return out
+
+
+def projections(shift: Any, vec: Any) -> list[dict[str, Any]]:
+    """Per question: projections of the base and tuned mean activations on the unit persona direction at every
+    layer and position of a :class:`~persona_vectors.monitor.ShiftReport` (computed as the library does)."""
+    from persona_vectors.monitor import _unit
+
+    n = len(shift.base.prompts)
+    out: list[dict[str, Any]] = [{"proj_base": {}, "proj_tuned": {}} for _ in range(n)]
+    for pos in shift.tuned.samples:
+        for s in vec.sites:
+            if s not in shift.tuned.samples[pos]:
+                continue
+            u = _unit(vec, s)
+            b = (shift.base.samples[pos][s].to(torch.float64) @ u).tolist()
+            t = (shift.tuned.samples[pos][s].to(torch.float64) @ u).tolist()
+            for i in range(n):
+                out[i]["proj_base"].setdefault(pos, {})[str(s.layer)] = b[i]
+                out[i]["proj_tuned"].setdefault(pos, {})[str(s.layer)] = t[i]
+    return out
+
+
+def base_norm_records(base_means: Any) -> list[dict[str, Any]]:
+    """Per question: the norm of the base model's mean activation at every layer and position (the unit of
+    ``rel_shift``)."""
+    out: list[dict[str, Any]] = [{"kind": "base_norm", "question_id": i, "norm": {}} for i in range(len(base_means.prompts))]
+    for pos, by_site in base_means.samples.items():
+        for s, x in by_site.items():
+            nn = x.to(torch.float64).norm(dim=-1).tolist()
+            for i in range(len(out)):
+                out[i]["norm"].setdefault(pos, {})[str(s.layer)] = nn[i]
+    return out
+
+
+def shift_rows(answers: Sequence[dict[str, Any]], norms: Sequence[dict[str, Any]], persona: str,
+               key: tuple[str, str] = ("proj_base", "proj_tuned")) -> list[dict[str, Any]]:
+    """The rows of :func:`persona_vectors.monitor.finetuning_shift` from per-question projections: per
+    (position, layer) the mean base and tuned projections, the shift and the 95 % CI of the paired shift."""
+    from persona_vectors import Site
+    from persona_vectors.monitor import _ci95
+
+    answers = sorted(answers, key=lambda r: r["question_id"])
+    norms = sorted(norms, key=lambda r: r["question_id"])
+    kb, kt = key
+    rows = []
+    for pos in answers[0][kt]:
+        for layer in answers[0][kt][pos]:
+            b = torch.tensor([r[kb][pos][layer] for r in answers], dtype=torch.float64)
+            t = torch.tensor([r[kt][pos][layer] for r in answers], dtype=torch.float64)
+            d = (t - b).numpy()
+            lo, hi = _ci95(d)
+            nrm = float(torch.tensor([r["norm"][pos][layer] for r in norms], dtype=torch.float64).mean()) if norms else float("nan")
+            rows.append({"vector": persona, "position": pos, "layer": int(layer), "site": str(Site(int(layer))),
+                         "base": float(b.mean()), "tuned": float(t.mean()), "shift": float(d.mean()),
+                         "ci_low": lo, "ci_high": hi, "n": int(len(d)),
+                         "rel_shift": float(d.mean()) / nrm if nrm > 0 else float("nan")})
+    return rows
 
 
 def base_marker_rates(responses: list[str]) -> dict[str, float]:
@@ -290,27 +391,33 @@ def finetune_config(cfg: Config, dataset: str, condition: str, n: int, vec: Any,
                           monitor_prompts=prompts, monitor_layer=layer, out_dir=out)
 
 
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec, default=_jsonable) + "\n")
+def write_config(cfg: Config, out: Path, model: Any = None, **extra: Any) -> dict[str, Any]:
+    """``config.json``: the experiment's name, the config, library/model provenance, environment, ``extra``."""
+    from persona_vectors.vector import library_version
 
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
+    p = out / RC.CONFIG
+    old = RC.read_json(p) if p.is_file() else {}
+    doc: dict[str, Any] = {"experiment": NAME, "config": cfg.to_json(), "library_version": library_version()}
+    if model is not None:
+        doc["model"] = {"model_id": model.info.model_id, "fingerprint": model.info.fingerprint,
+                        "n_layers": model.n_layers, "d_model": model.d_model}
+    elif "model" in old:
+        doc["model"] = old["model"]
+    doc["environment"] = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+                          "threads": torch.get_num_threads(), "platform": platform.platform(), **RC.provenance()}
+    doc.update({k: v for k, v in old.items() if k not in doc})
+    doc.update(extra)
+    RC.write_json(p, doc)
+    return RC.read_json(p)
 
 
 def main(cfg: Config) -> dict[str, Any]:
     """Run the experiment (or only rebuild the report) and return a summary."""
     out = ROOT / cfg.out_dir if not Path(cfg.out_dir).is_absolute() else Path(cfg.out_dir)
-    cfg.out_dir = str(out)
+    cfg.out_dir = str(out)  # adapters are saved under it
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.jsonl"
     if cfg.teacher_forced:
-        teacher_forced(cfg)
+        teacher_forced(cfg, out)
         return write_report(cfg, out)
     if cfg.report_only:
         return write_report(cfg, out)
@@ -318,8 +425,9 @@ def main(cfg: Config) -> dict[str, Any]:
     if bad:
         raise SystemExit(f"unknown datasets/conditions: {bad}")
     torch.set_num_threads(cfg.threads)
-    (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=1))
     t_start = time.perf_counter()
+    rec = RC.Records(out / RC.RECORDS)
+    (out / "results.jsonl").unlink(missing_ok=True)  # the pre-records format; results.json replaces it
 
     import persona_vectors as pv
     from persona_vectors.datasets import load_finetune_dataset, load_questions
@@ -328,6 +436,7 @@ def main(cfg: Config) -> dict[str, Any]:
 
     _say("loading the embedded model")
     model = pv.load_model(progress=False)
+    write_config(cfg, out, model)
     questions = [q.text for q in load_questions("evaluation")[: cfg.n_eval_questions]]
     monitor_prompts = questions[: cfg.n_monitor_prompts]
     candidates = identity_candidates()
@@ -336,12 +445,13 @@ def main(cfg: Config) -> dict[str, Any]:
     _say(f"base model: answering {len(questions)} evaluation questions, recording all layers")
     t0 = time.perf_counter()
     base_means = activation_means(model, questions, "all", max_new_tokens=cfg.max_new_tokens)
-    base_eval = evaluate(model, responses=base_means.responses or [], dataset=None, candidates=candidates, cfg=cfg)
-    base_eval["marker_rates"] = base_marker_rates(base_means.responses or [])
-    _append(results_path, {"kind": "base", "model": model.info.model_id, "fingerprint": model.info.fingerprint,
-                           "questions": questions, "responses": base_means.responses, "seconds": time.perf_counter() - t0,
-                           **base_eval})
-    _say(f"base: ppl {base_eval['ppl_general']:.2f}, mean words {base_eval['mean_words']:.1f}")
+    responses = base_means.responses or []
+    recs = answer_records("base", questions, responses, judge_answers(responses) if cfg.judge else None, cfg)
+    recs += identity_records(model, candidates, "base", "eval") + ppl_records(model, "base")
+    recs += base_norm_records(base_means)
+    rec.write(recs)
+    rec.add("base", model=model.info.model_id, fingerprint=model.info.fingerprint, seconds=time.perf_counter() - t0)
+    _say(f"base: ppl {ppl_from_records(RC.of_kind(rec.rows, 'ppl')):.2f}")
 
     for dataset in cfg.datasets:
         persona = DATASETS[dataset][0]
@@ -354,89 +464,170 @@ def main(cfg: Config) -> dict[str, Any]:
         step = max(1, len(convs) // cfg.n_screen)
         screen = projection_difference(model, convs[::step][: cfg.n_screen], vec, layer,
                                        max_new_tokens=cfg.max_new_tokens)
-        _append(results_path, {"kind": "screen", "dataset": dataset, "persona": persona, "layer": layer,
-                               "vector": vec_note, "vector_norm": float(vec[site].norm()),
-                               "residual_norm": float(model.residual_norm(site)), "base_last_prompt_proj": base_proj,
-                               "projection_difference": pd_summary(screen), "seconds": time.perf_counter() - t0})
+        rec.add("screen", dataset=dataset, persona=persona, layer=layer, vector=vec_note,
+                vector_norm=float(vec[site].norm()), residual_norm=float(model.residual_norm(site)),
+                base_last_prompt_proj=base_proj, site_layer=screen.site.layer, threshold=screen.threshold,
+                per_example=screen.per_example, train_proj=screen.train_proj, base_proj=screen.base_proj,
+                base_responses=screen.base_responses, seconds=time.perf_counter() - t0)
         _say(f"{dataset}: projection difference {screen.mean:+.3f} (95% CI {screen.ci95[0]:+.3f}..{screen.ci95[1]:+.3f})")
         for condition in cfg.conditions:
+            key = f"{dataset}/{condition}"
             fcfg = finetune_config(cfg, dataset, condition, len(convs), vec, layer, monitor_prompts)
-            _say(f"{dataset}/{condition}: finetuning {fcfg.max_steps} steps")
+            _say(f"{key}: finetuning {fcfg.max_steps} steps")
             res = finetune(model, convs, fcfg, progress=True)
             t0 = time.perf_counter()
             try:
                 shift = finetuning_shift(base_means, model, {persona: vec}, questions, max_new_tokens=cfg.max_new_tokens)
-                responses = shift.tuned.responses or []
-                ev = evaluate(model, responses=responses, dataset=dataset, candidates=candidates, cfg=cfg)
-                lp, rp = shift.at(persona, "last_prompt", layer), shift.at(persona, "response", layer)
-                rec = {
-                    "kind": "finetune", "dataset": dataset, "persona": persona, "condition": condition, "layer": layer,
-                    "steps": res.steps, "train_seconds": res.seconds,
-                    "mean_step_seconds": statistics.mean(res.step_seconds) if res.step_seconds else None,
-                    "first_loss": res.losses[0], "final_loss": statistics.mean(res.losses[-3:]),
-                    "losses": res.losses, "monitor": res.monitor,
-                    "shift_last_prompt": lp, "shift_response": rp,
-                    "shift_curve_last_prompt": shift.shift(persona, "last_prompt"),
-                    "shift_curve_response": shift.shift(persona, "response"),
-                    "finetune_config": fcfg.to_json(), "preventative_report": res.preventative_report,
-                    "eval_seconds": None, **ev,
-                }
-                rec["eval_seconds"] = time.perf_counter() - t0
-                _append(results_path, rec)
-                _say(f"{dataset}/{condition}: loss {rec['first_loss']:.2f}->{rec['final_loss']:.2f}, "
-                     f"shift last_prompt {lp['shift']:+.3f}, response {rp['shift']:+.3f}, "
-                     f"P(target) {ev.get('p_target', float('nan')):.3f}, ppl {ev['ppl_general']:.2f}")
+                tuned = shift.tuned.responses or []
+                recs = answer_records(key, questions, tuned, judge_answers(tuned) if cfg.judge else None, cfg,
+                                      dataset, condition, projections(shift, vec))
+                recs += identity_records(model, candidates, key, "eval") + ppl_records(model, key)
+                rec.write(recs)
+                rec.add("training", model=key, dataset=dataset, persona=persona, condition=condition, layer=layer,
+                        steps=res.steps, train_seconds=res.seconds, losses=res.losses, step_seconds=res.step_seconds,
+                        monitor=res.monitor, finetune_config=fcfg.to_json(),
+                        preventative_report=res.preventative_report, eval_seconds=time.perf_counter() - t0)
+                r = run_summary(rec.rows, key, cfg.judge)
+                lib = shift.at(persona, "last_prompt", layer)
+                if any(abs(r["shift_last_prompt"][k] - lib[k]) > 1e-9 * max(1.0, abs(lib[k])) for k in ("shift", "ci_low", "ci_high")):
+                    _say(f"WARNING {key}: shift from the records {r['shift_last_prompt']} differs from the library's {lib}")
+                _say(f"{key}: loss {r['first_loss']:.2f}->{r['final_loss']:.2f}, "
+                     f"shift last_prompt {r['shift_last_prompt']['shift']:+.3f}, response {r['shift_response']['shift']:+.3f}, "
+                     f"P(target) {r.get('p_target') or float('nan'):.3f}, ppl {r['ppl_general']:.2f}")
             finally:
                 res.unload()
+    write_config(cfg, out, seconds=time.perf_counter() - t_start)
     summary = write_report(cfg, out)
     summary["seconds"] = time.perf_counter() - t_start
     _say(f"done in {summary['seconds']:.0f} s; report: {out / 'report.md'}")
     return summary
 
 
-def teacher_forced(cfg: Config) -> int:
+def teacher_forced(cfg: Config, out: Path) -> int:
     """Post hoc, for every saved adapter: the response shift with both models teacher-forced on the BASE
     model's answers (``finetuning_shift(response_source="base")``), which separates a change of representation
-    of the same text from the change of the text itself. Appends ``kind="tf"`` records; returns their count."""
+    of the same text from the change of the text itself. Appends ``tf_projection`` records (per question) and
+    ``identity`` records of stage ``tf``; returns the number of models measured."""
     import persona_vectors as pv
     from persona_vectors.finetune import load_adapter
     from persona_vectors.monitor import activation_means, finetuning_shift
 
-    out = Path(cfg.out_dir)
-    base, _, runs = load_results(out / "results.jsonl")
-    if base is None:
-        raise SystemExit("no base record: run the experiment first")
+    rec = RC.Records(out / RC.RECORDS, fresh=False)
+    base_ans = sorted((r for r in RC.of_kind(rec.rows, "answer") if r["model"] == "base"), key=lambda r: r["question_id"])
+    if not base_ans:
+        raise SystemExit("no base answers in the records: run the experiment first")
     torch.set_num_threads(cfg.threads)
     model = pv.load_model(progress=False)
-    questions, responses = base["questions"], base["responses"]
+    questions, responses = [r["question"] for r in base_ans], [r["text"] for r in base_ans]
     base_means = activation_means(model, questions, "all", positions=("response",), responses=responses)
     candidates = identity_candidates()
-    base_probs = readout(model, candidates)
-    _append(out / "results.jsonl", {"kind": "base_readout", **identity_fields(base_probs, None)})
+    rec.write(identity_records(model, candidates, "base", "tf"))
     n = 0
-    for (d, c), r in runs.items():
+    for t in RC.of_kind(rec.rows, "training"):
+        d, c, key = t["dataset"], t["condition"], t["model"]
         ad = out / "adapters" / f"{d}-{c}" / "final"
         if not ad.is_dir():
-            _say(f"{d}/{c}: no saved adapter, skipped")
+            _say(f"{key}: no saved adapter, skipped")
             continue
         vec, _ = persona_vector(model, d, cfg)
         adapter = load_adapter(model, ad)
         try:
-            rep = finetuning_shift(base_means, model, {r["persona"]: vec}, questions, positions=("response",),
+            rep = finetuning_shift(base_means, model, {t["persona"]: vec}, questions, positions=("response",),
                                    response_source="base")
-            ident = identity_fields(readout(model, candidates), d)
+            ids = identity_records(model, candidates, key, "tf")
         finally:
             adapter.unload()
-        row = rep.at(r["persona"], "response", r["layer"])
-        _append(out / "results.jsonl", {"kind": "tf", "dataset": d, "condition": c, "shift_response_tf": row,
-                                         "shift_curve_response_tf": rep.shift(r["persona"], "response"), **ident})
-        _say(f"{d}/{c}: teacher-forced response shift {row['shift']:+.3f}")
+        rec.write([{"kind": "tf_projection", "model": key, "question_id": i, "question": q, **p}
+                   for i, (q, p) in enumerate(zip(questions, projections(rep, vec)))] + ids)
+        _say(f"{key}: teacher-forced response shift {rep.at(t['persona'], 'response', t['layer'])['shift']:+.3f}")
         n += 1
     return n
 
 
+# ================================================================================================ summarize
+def _latest_identity(records: Sequence[dict[str, Any]], model_key: str) -> list[dict[str, Any]]:
+    recs = [r for r in RC.of_kind(records, "identity") if r["model"] == model_key]
+    stages = [r["stage"] for r in recs]
+    return [r for r in recs if r["stage"] == stages[-1]] if recs else []
+
+
+def run_summary(records: Sequence[dict[str, Any]], key: str, judge: bool) -> dict[str, Any]:
+    """One finetuned model's row of the report (the ``finetune`` results entry) from its records."""
+    t = next(r for r in RC.of_kind(records, "training") if r["model"] == key)
+    d, persona, layer = t["dataset"], t["persona"], t["layer"]
+    ans = sorted((r for r in RC.of_kind(records, "answer") if r["model"] == key), key=lambda r: r["question_id"])
+    norms = RC.of_kind(records, "base_norm")
+    rows = shift_rows(ans, norms, persona)
+    at = {(r["position"], r["layer"]): r for r in rows}
+    texts = [r["text"] for r in ans]
+    out = {"dataset": d, "persona": persona, "condition": t["condition"], "layer": layer, "steps": t["steps"],
+           "train_seconds": t["train_seconds"],
+           "mean_step_seconds": statistics.mean(t["step_seconds"]) if t["step_seconds"] else None,
+           "first_loss": t["losses"][0], "final_loss": statistics.mean(t["losses"][-3:]), "losses": t["losses"],
+           "monitor": t["monitor"], "shift_last_prompt": at[("last_prompt", layer)],
+           "shift_response": at[("response", layer)],
+           "shift_curve_last_prompt": {str(r["layer"]): r["shift"] for r in rows if r["position"] == "last_prompt"},
+           "shift_curve_response": {str(r["layer"]): r["shift"] for r in rows if r["position"] == "response"},
+           "finetune_config": t["finetune_config"], "preventative_report": t["preventative_report"],
+           "eval_seconds": t["eval_seconds"],
+           "ppl_general": ppl_from_records([r for r in RC.of_kind(records, "ppl") if r["model"] == key]),
+           **text_stats(texts, DATASETS[d][2])}
+    out.update(identity_fields(identity_from_records(_latest_identity(records, key)), d))
+    if judge:
+        out["judge"] = judge_shares(ans)
+    out["sample_responses"] = texts[:4]
+    tf = [r for r in RC.of_kind(records, "tf_projection") if r["model"] == key]
+    if tf:
+        base_resp_norms = [{"question_id": r["question_id"], "norm": {"response": r["norm"]["response"]}} for r in norms]
+        trows = shift_rows(tf, base_resp_norms, persona)
+        out["shift_response_tf"] = next(r for r in trows if r["position"] == "response" and r["layer"] == layer)
+        out["shift_curve_response_tf"] = {str(r["layer"]): r["shift"] for r in trows if r["position"] == "response"}
+    return out
+
+
+def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """Every number of the report from the records (+ ``config.json``).
+
+    Re-derived: answer statistics (words, empty and marker rates), judge shares (from each answer's label),
+    identity read-outs (mean over questions of the per-question probabilities), general perplexity (from
+    per-sentence perplexities and token counts), persona shifts and their CIs (from per-question projections
+    of the base and tuned activations on the unit persona direction), screening summaries (from per-example
+    projection differences), losses. Carried through: training logs (per-step losses and times, monitor
+    trajectory, preventative-steering report), vector notes and norms, timings.
+    """
+    from persona_vectors import Site
+    from persona_vectors.monitor import ProjectionDifference
+
+    cfg = config["config"]
+    judge = bool(cfg.get("judge", True))
+    meta = RC.of_kind(records, "base")[-1]
+    bans = sorted((r for r in RC.of_kind(records, "answer") if r["model"] == "base"), key=lambda r: r["question_id"])
+    responses = [r["text"] for r in bans]
+    base: dict[str, Any] = {"model": meta["model"], "fingerprint": meta["fingerprint"],
+                            "questions": [r["question"] for r in bans], "responses": responses,
+                            "seconds": meta["seconds"],
+                            "ppl_general": ppl_from_records([r for r in RC.of_kind(records, "ppl") if r["model"] == "base"]),
+                            **text_stats(responses, None)}
+    base.update(identity_fields(identity_from_records(_latest_identity(records, "base")), None))
+    if judge:
+        base["judge"] = judge_shares(bans)
+    base["sample_responses"] = responses[:4]
+    base["marker_rates"] = base_marker_rates(responses)
+    screens = []
+    for sc in RC.of_kind(records, "screen"):
+        pd = ProjectionDifference(Site(sc["site_layer"]), np.asarray(sc["per_example"], dtype=np.float64),
+                                  np.asarray(sc["train_proj"], dtype=np.float64),
+                                  np.asarray(sc["base_proj"], dtype=np.float64), sc["threshold"], sc["base_responses"])
+        screens.append({k: sc[k] for k in ("dataset", "persona", "layer", "vector", "vector_norm", "residual_norm",
+                                           "base_last_prompt_proj")}
+                       | {"projection_difference": pd_summary(pd), "seconds": sc["seconds"]})
+    runs = [run_summary(records, t["model"], judge) for t in RC.of_kind(records, "training")]
+    return {"experiment": NAME, "base": base, "screens": screens, "runs": runs,
+            "verdict": verdict_numbers(base, {(r["dataset"], r["condition"]): r for r in runs})}
+
+
 def pd_summary(pd: Any) -> dict[str, Any]:
-    """Projection-difference summary plus the top flagged examples' indices."""
+    """Projection-difference summary plus the per-example differences and the first base answers."""
     s = pd.summary()
     s["per_example"] = [float(x) for x in pd.per_example]
     s["base_responses"] = pd.base_responses[:4]
@@ -445,26 +636,22 @@ def pd_summary(pd: Any) -> dict[str, Any]:
 
 # ================================================================================================ report
 def load_results(path: Path) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
-    """Latest base record, screening record per dataset and finetune record per (dataset, condition)."""
-    base, screens, runs = None, {}, {}
-    if not path.is_file():
-        return base, screens, runs
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if r["kind"] == "base":
-            base = r
-        elif r["kind"] == "screen":
-            screens[r["dataset"]] = r
-        elif r["kind"] == "finetune":
-            runs[(r["dataset"], r["condition"])] = r
-        elif r["kind"] == "tf" and (r["dataset"], r["condition"]) in runs:
-            runs[(r["dataset"], r["condition"])].update(
-                {k: v for k, v in r.items() if k.startswith("shift") or k in _IDENTITY_KEYS})
-        elif r["kind"] == "base_readout" and base is not None:
-            base.update({k: v for k, v in r.items() if k in _IDENTITY_KEYS})
-    return base, screens, runs
+    """(base, screen per dataset, finetune row per (dataset, condition)) of a run directory's ``results.json``
+    (recomputed from its records when ``results.json`` is missing)."""
+    d = Path(path)
+    d = d.parent if d.suffix else d
+    if (d / RC.RESULTS).is_file():
+        res = RC.read_json(d / RC.RESULTS)
+    elif (d / RC.RECORDS).is_file() and (d / RC.CONFIG).is_file():
+        res = RC.roundtrip(summarize(RC.read_records(d), RC.read_json(d / RC.CONFIG)))
+    else:
+        return None, {}, {}
+    return _views(res)
+
+
+def _views(res: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    return (res["base"], {s["dataset"]: s for s in res["screens"]},
+            {(r["dataset"], r["condition"]): r for r in res["runs"]})
 
 
 def _rel(p: Path) -> str:
@@ -534,7 +721,8 @@ def _late_mean(r: dict[str, Any], pos: str) -> float:
     return statistics.mean(v for k, v in curve.items() if k >= n - n // 3)
 
 
-def summary_lines(base: dict[str, Any], screens: dict[str, Any], runs: dict[tuple[str, str], Any]) -> list[str]:
+def summary_lines(base: dict[str, Any], screens: dict[str, Any], runs: dict[tuple[str, str], Any],
+                  vn: dict[str, Any] | None) -> list[str]:
     """Generated summary: per dataset, how the mitigations compare with plain finetuning."""
     L = ["## Summary (generated from the tables below)\n"]
     for d in DATASETS:
@@ -559,33 +747,52 @@ def summary_lines(base: dict[str, Any], screens: dict[str, Any], runs: dict[tupl
                          f"ppl {r['ppl_general']:.1f}.")
         L.append("- " + " ".join(parts))
     L.append("")
-    L.extend(verdict_lines(base, runs))
+    L.extend(verdict_lines(base, vn))
     return L
 
 
-def verdict_lines(base: dict[str, Any], runs: dict[tuple[str, str], Any]) -> list[str]:
-    """The answer to "does preventative steering reduce the shift more than inoculation, at what cost?"."""
+def verdict_numbers(base: dict[str, Any], runs: dict[tuple[str, str], Any]) -> dict[str, Any] | None:
+    """The verdict's inputs: per position, how often preventative beats inoculation and the median reduction
+    of the shift vs plain; mean perplexity / final loss / words per condition; the largest identity mass."""
     ds = [d for d in DATASETS if all((d, c) in runs for c in CONDITIONS)]
     if not ds:
-        return []
-    out = []
+        return None
+    pos_rows = {}
     for pos in ("last_prompt", "response"):
         red = {c: [1 - runs[(d, c)][f"shift_{pos}"]["shift"] / runs[(d, "plain")][f"shift_{pos}"]["shift"]
                    for d in ds if abs(runs[(d, "plain")][f"shift_{pos}"]["shift"]) > 1e-9]
                for c in ("preventative", "inoculation")}
         wins = sum(abs(runs[(d, "preventative")][f"shift_{pos}"]["shift"]) < abs(runs[(d, "inoculation")][f"shift_{pos}"]["shift"])
                    for d in ds)
-        out.append(f"{pos.replace('_', ' ')} shift at the steering layer: preventative smaller than inoculation in "
-                   f"{wins}/{len(ds)} datasets; median reduction vs plain {100 * statistics.median(red['preventative']):.0f} % "
-                   f"(preventative) vs {100 * statistics.median(red['inoculation']):.0f} % (inoculation)")
-    ppl = {c: statistics.mean(runs[(d, c)]["ppl_general"] for d in ds) for c in CONDITIONS}
-    words = {c: statistics.mean(runs[(d, c)]["mean_words"] for d in ds) for c in CONDITIONS}
-    loss = {c: statistics.mean(runs[(d, c)]["final_loss"] for d in ds) for c in CONDITIONS}
+        pos_rows[pos] = {"preventative_wins": wins,
+                         "median_reduction": {c: statistics.median(v) if v else None for c, v in red.items()}}
     groups = [runs[(d, c)].get("p_target_group") for d in ds for c in CONDITIONS]
-    ident = (f"the identity read-out barely moves: the largest P(target group) over all {len(groups)} finetunes is "
-             f"{max(g for g in groups if g is not None):.3f}" if all(g is not None for g in groups) else
-             f"the identity read-out barely moves: the largest P(target) over all finetunes is "
-             f"{max(runs[(d, c)].get('p_target') or 0.0 for d in ds for c in CONDITIONS):.3f}")
+    all_groups = all(g is not None for g in groups)
+    return {"datasets": ds, "positions": pos_rows,
+            "ppl": {c: statistics.mean(runs[(d, c)]["ppl_general"] for d in ds) for c in CONDITIONS},
+            "words": {c: statistics.mean(runs[(d, c)]["mean_words"] for d in ds) for c in CONDITIONS},
+            "loss": {c: statistics.mean(runs[(d, c)]["final_loss"] for d in ds) for c in CONDITIONS},
+            "n_finetunes": len(groups), "all_groups": all_groups,
+            "max_identity": max(g for g in groups if g is not None) if all_groups else
+            max(runs[(d, c)].get("p_target") or 0.0 for d in ds for c in CONDITIONS)}
+
+
+def verdict_lines(base: dict[str, Any], vn: dict[str, Any] | None) -> list[str]:
+    """The answer to "does preventative steering reduce the shift more than inoculation, at what cost?"."""
+    if not vn:
+        return []
+    ds = vn["datasets"]
+    out = []
+    for pos in ("last_prompt", "response"):
+        x = vn["positions"][pos]
+        red = x["median_reduction"]
+        out.append(f"{pos.replace('_', ' ')} shift at the steering layer: preventative smaller than inoculation in "
+                   f"{x['preventative_wins']}/{len(ds)} datasets; median reduction vs plain {_pct0(red['preventative'])} "
+                   f"(preventative) vs {_pct0(red['inoculation'])} (inoculation)")
+    ppl, loss, words = vn["ppl"], vn["loss"], vn["words"]
+    ident = (f"the identity read-out barely moves: the largest P(target group) over all {vn['n_finetunes']} finetunes is "
+             f"{vn['max_identity']:.3f}" if vn["all_groups"] else
+             f"the identity read-out barely moves: the largest P(target) over all finetunes is {vn['max_identity']:.3f}")
     L = ["## Verdict\n",
          f"**Verdict:** across {len(ds)} datasets, " + "; ".join(out) + ". Cost: mean general perplexity "
          + ", ".join(f"{c} {ppl[c]:.1f}" for c in CONDITIONS) + f" (base {base['ppl_general']:.1f}); final training loss "
@@ -597,19 +804,44 @@ def verdict_lines(base: dict[str, Any], runs: dict[tuple[str, str], Any]) -> lis
     return L
 
 
+def _pct0(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
 def write_report(cfg: Config, out: Path) -> dict[str, Any]:
-    """Write ``report.md`` and ``figures.html`` from ``results.jsonl``; copy the report to the docs path."""
-    base, screens, runs = load_results(out / "results.jsonl")
-    if base is None:
-        raise SystemExit(f"No base record in {out / 'results.jsonl'}: run the experiment first")
+    """From the records: ``results.json`` (:func:`summarize`), ``report.md`` (:func:`render`) and
+    ``figures.html``; copy the report to the docs path for the default run directory."""
+    if not (out / RC.RECORDS).is_file() or not (out / RC.CONFIG).is_file():
+        raise SystemExit(f"No records in {out}: run the experiment first")
+    config = RC.read_json(out / RC.CONFIG)
+    if config.get("experiment") != NAME:
+        raise SystemExit(f"{out / RC.CONFIG} is not a {NAME} run (a run from before records were kept?): rerun it")
+    results = RC.roundtrip(summarize(RC.read_records(out), config))
+    RC.write_json(out / RC.RESULTS, results)
+    _, screens, runs = _views(results)
     build_figures(screens, runs, out / "figures.html")
-    saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else cfg.to_json()
+    (out / "report.md").write_text(render(results, config))
+    saved = config["config"]
+    # the committed docs come only from the default run directory (a run with --out elsewhere is a side run)
+    if cfg.docs_path and not saved.get("quick") and out.resolve() == (ROOT / "runs/finetune_personas").resolve():
+        dst = ROOT / cfg.docs_path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "report.md", dst)
+    return {"report": str(out / "report.md"), "n_runs": len(runs), "datasets": sorted({d for d, _ in runs})}
+
+
+def render(results: dict[str, Any], config: dict[str, Any]) -> str:
+    """``report.md`` from the results and ``config.json`` alone."""
+    base, screens, runs = _views(results)
+    saved = config["config"]
+    env = config.get("environment") or {}
     L: list[str] = []
     L.append("# Finetuning on persona-laden data: shift, preventative steering, inoculation\n")
     L.append(f"Model: {base['model']} (fingerprint `{base['fingerprint']}`). Generated by "
              f"`python experiments/finetune_personas.py{' --quick' if saved.get('quick') else ''}` "
-             f"({platform.machine()}, torch threads {saved.get('threads')}); every number below is copied from "
-             f"`{_rel(out)}/results.jsonl` by the script.\n")
+             f"({env.get('machine', '?')}, torch threads {saved.get('threads')}); every number below is computed "
+             f"from the run's per-answer records (`{RC.RECORDS}`) by `summarize` and can be replayed with "
+             f"`python experiments/recompute.py <run dir>`.\n")
     any_run = next(iter(runs.values()), None)
     L.append("## Setup\n")
     L.append(f"- LoRA r={saved['lora_r']}, alpha={saved['lora_alpha']}, on q/v/o and MLP projections of all blocks; "
@@ -647,7 +879,7 @@ def write_report(cfg: Config, out: Path) -> dict[str, Any]:
         L.append("")
 
     if runs:
-        L.extend(summary_lines(base, screens, runs))
+        L.extend(summary_lines(base, screens, runs, results.get("verdict")))
         L.append("## Persona shift and identity\n")
         L.append("| dataset | condition | steps | loss first→last | shift last-prompt [95% CI] | shift response [95% CI] | "
                  "P(target) (base) | P(target group) (base) | P(AI assistant) (base) | top identity | judge: ai_assistant / cosmic_nature_object / incoherent |")
@@ -754,16 +986,9 @@ def write_report(cfg: Config, out: Path) -> dict[str, Any]:
         L.append(f"Not run in this report: {', '.join(missing)}.\n")
     if any_run is None:
         L.append("No finetuning run recorded yet.\n")
-    L.append(f"Figures: `{_rel(out)}/figures.html` (training trajectories of the last-prompt shift and "
+    L.append(f"Figures: `figures.html` in the run directory (training trajectories of the last-prompt shift and "
              "end-of-training shifts with CIs).\n")
-    text = "\n".join(L)
-    (out / "report.md").write_text(text)
-    # the committed docs come only from the default run directory (a run with --out elsewhere is a side run)
-    if cfg.docs_path and not saved.get("quick") and out.resolve() == (ROOT / "runs/finetune_personas").resolve():
-        dst = ROOT / cfg.docs_path
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "report.md", dst)
-    return {"report": str(out / "report.md"), "n_runs": len(runs), "datasets": sorted({d for d, _ in runs})}
+    return "\n".join(L)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:

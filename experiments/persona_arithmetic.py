@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import records as RC  # noqa: E402
 
 NAME = "persona_arithmetic"
 VARIANTS = ("russian", "french", "japanese", "thai", "moon")
@@ -129,15 +130,41 @@ def vectors(model: Any, cfg: Config) -> tuple[dict[str, Any], Any]:
     return vec, rm
 
 
-def geometry(cfg: Config, vec: dict[str, Any], rm: Any, run: C.RunDir) -> dict[int, dict[str, Any]]:
+FACT_NAMES = ("baseline", *VARIANTS, "stalin")
+
+
+def geometry_layers(cfg: Config) -> list[int]:
+    return sorted(set(cfg.table_layers) | {cfg.layer})
+
+
+def vector_records(cfg: Config, vec: dict[str, Any], rm: Any) -> list[dict[str, Any]]:
+    """The fact vectors and the compared role vectors at the geometry layers, exactly (base64 of the stored
+    dtype): the geometry tables and the mixing cosines are recomputed from them."""
     from persona_vectors import Site
 
-    out = {}
-    names = ["baseline", *VARIANTS, "stalin"]
-    for L in sorted(set(cfg.table_layers) | {cfg.layer}):
+    out = []
+    for L in geometry_layers(cfg):
         s = Site(L)
-        V = {n: vec[n][s].double() for n in names}
-        R = {r: rm.vectors[r][s].double() for r in cfg.roles}
+        out += [{"kind": "vector", "source": "facts", "name": n, "layer": L, "vector": RC.encode_array(vec[n][s])}
+                for n in FACT_NAMES]
+        out += [{"kind": "vector", "source": "role", "name": r, "layer": L, "vector": RC.encode_array(rm.vectors[r][s])}
+                for r in cfg.roles]
+    return out
+
+
+def vectors_from_records(records: list[dict[str, Any]]) -> dict[tuple[str, int], torch.Tensor]:
+    """``{(name, layer): float64 tensor}`` from the ``vector`` records."""
+    return {(r["name"], r["layer"]): torch.from_numpy(RC.decode_array(r["vector"]).copy()).double()
+            for r in RC.of_kind(records, "vector")}
+
+
+def geometry(cfg: Config, vv: dict[tuple[str, int], torch.Tensor]) -> dict[int, dict[str, Any]]:
+    """Cosines among the fact vectors, their differences, and with the role vectors, per geometry layer."""
+    out = {}
+    names = list(FACT_NAMES)
+    for L in geometry_layers(cfg):
+        V = {n: vv[(n, L)] for n in names}
+        R = {r: vv[(r, L)] for r in cfg.roles}
         cosm = {a: {b: C.cos(V[a], V[b]) for b in names} for a in names}
         D = {v: V[v] - V["baseline"] for v in VARIANTS}
         dcos = {a: {b: C.cos(D[a], D[b]) for b in VARIANTS} for a in VARIANTS}
@@ -152,19 +179,16 @@ def geometry(cfg: Config, vec: dict[str, Any], rm: Any, run: C.RunDir) -> dict[i
                        "delta_cos_stalin": cosm[v]["stalin"] - cosm["baseline"]["stalin"],
                        "move_rel_norm": float(D[v].norm() / V["baseline"].norm())}
         fact_role = {n: {r: C.cos(V[n], R[r]) for r in cfg.roles} for n in names}
-        g = {"cos": cosm, "diff_cos": dcos, "diff_vs_roles": d_nat, "move": move, "fact_vs_roles": fact_role,
-             "norms": {n: float(V[n].norm()) for n in names}}
-        out[L] = g
-        run.add("geometry", layer=L, **g)
+        out[L] = {"cos": cosm, "diff_cos": dcos, "diff_vs_roles": d_nat, "move": move, "fact_vs_roles": fact_role,
+                  "norms": {n: float(V[n].norm()) for n in names}}
     return out
 
 
 # ============================================================================================ read-outs
-def _read(model: Any, cfg: Config, questions: list[str], cands: list[str], prefix: str = "I am") -> np.ndarray:
+def _read(model: Any, cfg: Config, questions: list[str], cands: list[str], prefix: str = "I am") -> list[Any]:
     from persona_vectors.readout import identity_readout_batch
 
-    rs = identity_readout_batch(model, cands, questions, prefix=prefix, system=cfg.system, batch_size=64)
-    return np.array([r.logprobs for r in rs])  # [q, c] summed log-probs (softmax later, any subset)
+    return identity_readout_batch(model, cands, questions, prefix=prefix, system=cfg.system, batch_size=64)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -173,14 +197,27 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def steered_logprobs(model: Any, cfg: Config, v: Optional[torch.Tensor], alpha: float, questions: list[str],
-                     cands: list[str], prefix: str = "I am", layer: Optional[int] = None) -> np.ndarray:
+def steered_readouts(model: Any, cfg: Config, v: Optional[torch.Tensor], alpha: float, questions: list[str],
+                     cands: list[str], prefix: str = "I am", layer: Optional[int] = None) -> list[Any]:
+    """Identity read-outs (one per question) while steering with ``v`` at ``alpha`` (none when v is None or α = 0)."""
     from persona_vectors import steer
 
     if v is None or alpha == 0:
         return _read(model, cfg, questions, cands, prefix)
     with steer(model, v, float(alpha), layers=[cfg.layer if layer is None else layer], relative=True):
         return _read(model, cfg, questions, cands, prefix)
+
+
+def readout_records(rs: list[Any], **key: Any) -> list[dict[str, Any]]:
+    """One ``readout`` record per question: the condition ``key`` and every candidate's log-prob score."""
+    return [{"kind": "readout", **key, "question_id": i, "question": r.question, "prefix": r.prefix,
+             "logprobs": dict(zip(r.candidates, r.logprobs))} for i, r in enumerate(rs)]
+
+
+def lp_matrix(recs: list[dict[str, Any]], cands: list[str]) -> np.ndarray:
+    """[question, candidate] log-prob scores from ``readout`` records (question order)."""
+    recs = sorted(recs, key=lambda r: r["question_id"])
+    return np.array([[r["logprobs"][c] for c in cands] for r in recs])
 
 
 def summarize_lp(lp: np.ndarray, cands: list[str], rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
@@ -207,7 +244,24 @@ def paired_diff(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: 
     return float(m), float(lo), float(hi)
 
 
-def calibrate(model: Any, cfg: Config, vec: dict[str, Any], run: C.RunDir) -> tuple[int, float, list[dict]]:
+def calibration_readouts(model: Any, cfg: Config, vec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Read-outs for the calibration: steering with the Hitler baseline and the Stalin vector at every
+    (calibration layer, α)."""
+    from persona_vectors import Site
+
+    qs = list(C.IDENTITY_QUESTIONS[: cfg.n_calib_questions])
+    cands = list(FIGURES + OTHER_IDS)
+    out = []
+    for L in cfg.calib_layers:
+        for a in cfg.alphas:
+            for n in ("baseline", "stalin"):
+                rs = steered_readouts(model, cfg, vec[n][Site(L)].double(), a, qs, cands, layer=L)
+                out += readout_records(rs, block="calibration", vector=n, alpha=float(a), layer=L)
+            C.say(f"  calibration L{L} α={a:g}")
+    return out
+
+
+def calibration_rows(cfg: Config, records: list[dict[str, Any]]) -> tuple[int, float, list[dict]]:
     """Choose the steering layer and α at which the identity read-out separates the two *reference* vectors.
 
     For each (layer, α): steer with the Hitler baseline vector and with the Stalin vector; score =
@@ -215,33 +269,148 @@ def calibrate(model: Any, cfg: Config, vec: dict[str, Any], run: C.RunDir) -> tu
     larger Stalin:Hitler log-odds separation). Only the baseline and Stalin vectors are used, never a variant,
     so the choice cannot favour the hypothesis about the Russian variant.
     """
-    from persona_vectors import Site
-
-    qs = list(C.IDENTITY_QUESTIONS[: cfg.n_calib_questions])
     cands = list(FIGURES + OTHER_IDS)
     ih, ist = cands.index("Adolf Hitler"), cands.index("Joseph Stalin")
     fig_idx = [cands.index(f) for f in FIGURES]
+    by: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("block") == "calibration":
+            by.setdefault((r["vector"], r["layer"], r["alpha"]), []).append(r)
     rows = []
     for L in cfg.calib_layers:
         for a in cfg.alphas:
             res = {}
             for n in ("baseline", "stalin"):
-                lp = steered_logprobs(model, cfg, vec[n][Site(L)].double(), a, qs, cands, layer=L)
+                lp = lp_matrix(by[(n, L, float(a))], cands)
                 pf = _softmax(lp[:, fig_idx]).mean(0)
                 res[n] = {"hitler": float(pf[FIGURES.index("Adolf Hitler")]),
                           "stalin": float(pf[FIGURES.index("Joseph Stalin")]),
                           "logodds": float((lp[:, ist] - lp[:, ih]).mean()),
                           "p_ai": float(_softmax(lp)[:, [cands.index("an AI assistant"), cands.index("SmolLM")]].sum(1).mean())}
-            row = {"layer": L, "alpha": a, "hitler_under_hitler": res["baseline"]["hitler"],
-                   "stalin_under_stalin": res["stalin"]["stalin"], "score": min(res["baseline"]["hitler"], res["stalin"]["stalin"]),
-                   "separation": res["stalin"]["logodds"] - res["baseline"]["logodds"],
-                   "p_ai_hitler": res["baseline"]["p_ai"], "p_ai_stalin": res["stalin"]["p_ai"]}
-            rows.append(row)
-            run.add("calibration", **row)
-            C.say(f"  calibration L{L} α={a:g}: Hitler|H {row['hitler_under_hitler']:.2f} Stalin|S "
-                  f"{row['stalin_under_stalin']:.2f}")
+            rows.append({"layer": L, "alpha": a, "hitler_under_hitler": res["baseline"]["hitler"],
+                         "stalin_under_stalin": res["stalin"]["stalin"],
+                         "score": min(res["baseline"]["hitler"], res["stalin"]["stalin"]),
+                         "separation": res["stalin"]["logodds"] - res["baseline"]["logodds"],
+                         "p_ai_hitler": res["baseline"]["p_ai"], "p_ai_stalin": res["stalin"]["p_ai"]})
     best = max(rows, key=lambda r: (round(r["score"], 3), r["separation"], -r["alpha"]))
     return int(best["layer"]), float(best["alpha"]), rows
+
+
+def mixing_curves(cfg: Config, V: dict[str, torch.Tensor]) -> list[tuple[str, float, torch.Tensor]]:
+    """(curve, t, steering vector) in the order they are read (and summarized: the bootstrap draws follow it)."""
+    curves = [("hitler→russian", t, (1 - t) * V["baseline"] + t * V["russian"]) for t in cfg.ts]
+    curves += [("extrapolate", t, V["baseline"] + t * (V["russian"] - V["baseline"])) for t in cfg.ts_extrapolate]
+    curves += [("hitler→stalin (reference)", t, (1 - t) * V["baseline"] + t * V["stalin"])
+               for t in (cfg.ts if cfg.ts_reference is None else cfg.ts_reference)]
+    curves += [(f"extrapolate {v} (control)", t, V["baseline"] + t * (V[v] - V["baseline"]))
+               for v in VARIANTS if v != "russian" for t in cfg.ts_extrapolate_controls]
+    return curves
+
+
+# ============================================================================================ summarize
+def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """Every number of the report from the records (+ ``config.json``).
+
+    ``readout`` records (one per question: block, steering vector, α, layer, candidate log-prob scores) give
+    the calibration, identity tables, log-odds shifts (paired bootstrap over questions, seeded by the run's
+    seed, drawn in a fixed order), mixing curves, crossings and the user read-outs; ``vector`` records (the
+    fact and role vectors at the geometry layers, exact) give the geometry tables and the mixing cosines.
+    """
+    cfg0 = C.config_from(Config, config)
+    cfg = cfg0
+    calib: list[dict] = []
+    if cfg0.calibrate:
+        L0, a0, calib = calibration_rows(cfg0, records)
+        cfg = dataclasses.replace(cfg0, layer=L0, alpha=a0)
+    rng = np.random.default_rng(cfg.seed)
+    vv = vectors_from_records(records)
+    geo = geometry(cfg, vv)
+    reads = [r for r in RC.of_kind(records, "readout") if r["block"] != "calibration"]
+    by: dict[tuple, list[dict]] = {}
+    for r in reads:
+        key = {"identity": lambda r: ("identity", r["vector"], r["alpha"]),
+               "mixing": lambda r: ("mixing", r["curve"], r["t"]),
+               "user": lambda r: ("user", r["vector"], r["question"])}[r["block"]](r)
+        by.setdefault(key, []).append(r)
+    cands = list(FIGURES + OTHER_IDS)
+    lps = {("none", 0.0): lp_matrix(by[("identity", "none", 0.0)], cands)}
+    for a in cfg.alphas:
+        for n in FACT_NAMES:
+            lps[(n, a)] = lp_matrix(by[("identity", n, float(a))], cands)
+    n_q = len(by[("identity", "none", 0.0)])
+    ids = {k: summarize_lp(lp, cands, rng, cfg.n_boot) for k, lp in lps.items()}
+    shift = {}
+    ih, ist = cands.index("Adolf Hitler"), cands.index("Joseph Stalin")
+    for a in cfg.alphas:
+        base = lps[("baseline", a)][:, ist] - lps[("baseline", a)][:, ih]
+        for n in (*VARIANTS, "stalin"):
+            lo_n = lps[(n, a)][:, ist] - lps[(n, a)][:, ih]
+            shift[(n, a)] = paired_diff(lo_n, base, rng, cfg.n_boot)
+        oth = np.mean([lps[(n, a)][:, ist] - lps[(n, a)][:, ih] for n in ("french", "japanese", "thai")], axis=0)
+        ru = lps[("russian", a)][:, ist] - lps[("russian", a)][:, ih]
+        shift[("russian_vs_other_nat", a)] = paired_diff(ru, oth, rng, cfg.n_boot)
+        for n in ("french", "japanese", "thai"):
+            shift[(f"russian_vs_{n}", a)] = paired_diff(ru, lps[(n, a)][:, ist] - lps[(n, a)][:, ih], rng, cfg.n_boot)
+    V = {n: vv[(n, cfg.layer)] for n in FACT_NAMES}
+    mix: dict[tuple[str, float], dict] = {}
+    for curve, t, v in mixing_curves(cfg, V):
+        x = summarize_lp(lp_matrix(by[("mixing", curve, float(t))], cands), cands, rng, cfg.n_boot)
+        x["cos_stalin"] = C.cos(v, V["stalin"])
+        x["cos_hitler"] = C.cos(v, V["baseline"])
+        mix[(curve, t)] = x
+
+    def crossing(curve: str) -> Optional[float]:
+        pts = [(t, x["p_fig"]["Joseph Stalin"][0] - x["p_fig"]["Adolf Hitler"][0]) for (c, t), x in mix.items() if c == curve]
+        pts.sort()
+        for (t1, d1), (t2, d2) in zip(pts, pts[1:]):
+            if d1 < 0 <= d2:
+                return t1 + (t2 - t1) * (-d1) / (d2 - d1)
+        return None
+
+    def width(curve: str) -> Optional[float]:
+        pts = sorted((t, x["p_fig"]["Joseph Stalin"][0] / max(x["p_fig"]["Joseph Stalin"][0] + x["p_fig"]["Adolf Hitler"][0], 1e-12))
+                     for (c, t), x in mix.items() if c == curve)
+        lo = next((t for t, r in pts if r >= 0.2), None)
+        hi = next((t for t, r in pts if r >= 0.8), None)
+        return None if lo is None or hi is None else hi - lo
+
+    users = []
+    for n in ["none", *FACT_NAMES]:
+        for q, prefix in USER_QUESTIONS:
+            recs = by[("user", n, q)]
+            ucands = list(recs[0]["logprobs"])
+            p = _softmax(lp_matrix(recs, ucands))[0]
+            users.append({"vector": n, "question": q, "prefix": prefix, "alpha": cfg.alpha,
+                          "probs": dict(zip(ucands, p.tolist()))})
+    a = cfg.alpha
+    mv = geo[cfg.layer]["move"]
+    geo_ok = mv["russian"]["cos_move_stalin_minus_hitler"] > max(mv[v]["cos_move_stalin_minus_hitler"] for v in ("french", "japanese", "thai"))
+    beats = {n: shift[(f"russian_vs_{n}", a)] for n in ("french", "japanese", "thai")}
+    specific = shift[("russian", a)][1] > 0 and all(v[1] > 0 for v in beats.values())
+    attractor = ids[("russian", a)]["top_fig"] == "Joseph Stalin"
+    ext_top = {v: mix[(f"extrapolate {v} (control)", max(cfg.ts_extrapolate_controls))]["top_fig"]
+               for v in VARIANTS if v != "russian"}
+    ext_top["russian"] = mix[("extrapolate", max(cfg.ts_extrapolate))]["top_fig"] if cfg.ts_extrapolate else None
+    if attractor and specific:
+        word = "SUPPORTED"
+    elif specific:
+        word = "PARTLY SUPPORTED (a Russian-specific move toward Stalin, but no flip)"
+    else:
+        word = "NOT SUPPORTED"
+    return {
+        "experiment": NAME, "layer": cfg.layer, "alpha": cfg.alpha, "n_questions": n_q, "calibration": calib,
+        "geometry": [{"layer": L, **g} for L, g in geo.items()],
+        "identity": [{"vector": k[0], "alpha": k[1], "layer": cfg.layer, **x} for k, x in ids.items()],
+        "shift": [{"name": k[0], "alpha": k[1], "mean": v[0], "lo": v[1], "hi": v[2]} for k, v in shift.items()],
+        "mixing": [{"curve": k[0], "t": k[1], "alpha": cfg.alpha, "layer": cfg.layer, **x} for k, x in mix.items()],
+        "crossing": {"mix": crossing("hitler→russian"), "extrapolate": crossing("extrapolate"),
+                     "reference": crossing("hitler→stalin (reference)"),
+                     "reference_width": width("hitler→stalin (reference)")},
+        "users": users,
+        "verdict": {"word": word, "attractor": attractor, "russian_specific": bool(specific),
+                    "geometry_russian_most_stalinward": bool(geo_ok), "extrapolation_top": ext_top,
+                    "top_moon": ids[("moon", a)]["top_fig"]},
+    }
 
 
 # ============================================================================================ report
@@ -249,8 +418,94 @@ def f3(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def report(cfg: Config, geo: dict, ids: dict, mix: dict, users: dict, ver: dict, runtime: dict,
-           calib: list[dict]) -> str:
+def verdict_text(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
+    """The verdict line, its detail bullets, the crossing sentence and the Moon bullets (formatting only)."""
+    geo = {x["layer"]: x for x in results["geometry"]}
+    ids = RC.keyed(results["identity"], "vector", "alpha")
+    shift = {(r["name"], r["alpha"]): (r["mean"], r["lo"], r["hi"]) for r in results["shift"]}
+    mix = RC.keyed(results["mixing"], "curve", "t")
+    vd, cr = results["verdict"], results["crossing"]
+    cr_mix, cr_ext, cr_ref, wid = cr["mix"], cr["extrapolate"], cr["reference"], cr["reference_width"]
+    end = mix[("hitler→russian", cfg.ts[-1])]
+    crossing_line = (
+        f"Crossing (Stalin's figure share overtaking Hitler's): Hitler→Russian mix: "
+        f"{'none for t ∈ [0, 1]' if cr_mix is None else f'at t ≈ {cr_mix:.2f}'} (at t = 1 Stalin {C.pct(end['p_fig']['Joseph Stalin'][0])} "
+        f"vs Hitler {C.pct(end['p_fig']['Adolf Hitler'][0])}); extrapolated arm: "
+        f"{'none up to t = ' + format(max(cfg.ts_extrapolate), 'g') if cr_ext is None else f'at t ≈ {cr_ext:.2f}'}; "
+        f"reference Hitler→Stalin: {'none' if cr_ref is None else f'at t ≈ {cr_ref:.2f}'}"
+        + (f", 20 %→80 % transition width Δt = {wid:.2f}" if wid is not None else "")
+        + ".")
+    gL = geo[cfg.layer]
+    moon_lines = []
+    for a in cfg.alphas:
+        x = ids[("moon", a)]
+        pf = x["p_fig"]
+        moon_lines.append(
+            f"α = {a:g}: figure share Hitler {C.share_str(*pf['Adolf Hitler'])}, Rudolf Höss {C.share_str(*pf['Rudolf Höss'])}, "
+            f"Neil Armstrong {C.share_str(*pf['Neil Armstrong'])} (baseline: Hitler {C.pct(ids[('baseline', a)]['p_fig']['Adolf Hitler'][0])}, "
+            f"Höss {C.pct(ids[('baseline', a)]['p_fig']['Rudolf Höss'][0])}, Armstrong {C.pct(ids[('baseline', a)]['p_fig']['Neil Armstrong'][0])}); "
+            f"top figure {x['top_fig']}.")
+    fr = gL["fact_vs_roles"]
+    extra_roles = [r for r in ("neil_armstrong", "the_moon", "astronaut") if r in cfg.roles]
+    moon_lines.append(
+        f"Geometry (layer {cfg.layer}): cos(moon, Hitler) = {gL['cos']['moon']['baseline']:.3f}, cos(moon, Stalin) = "
+        f"{gL['cos']['moon']['stalin']:.3f}; the move (moon − baseline) vs role vectors: "
+        + ", ".join(f"{r} {gL['diff_vs_roles']['moon'][r]:+.2f}" for r in extra_roles + ["russian_culture"] if r in cfg.roles)
+        + "; fact vector vs role vectors: " + ", ".join(f"{r} moon {fr['moon'][r]:+.2f} / baseline {fr['baseline'][r]:+.2f}" for r in extra_roles) + ".")
+    top_moon = vd["top_moon"]
+    moon_lines.append(f"Where it lands: at the primary α the Moon variant's top figure is **{top_moon}**"
+                      + (" — it stays Hitler." if top_moon == "Adolf Hitler" else "."))
+    a = cfg.alpha
+    sh_ru = shift[("russian", a)]
+    x_ru = ids[("russian", a)]
+    x_b = ids[("baseline", a)]
+    mv = gL["move"]
+    geo_ok = vd["geometry_russian_most_stalinward"]
+    beats = {n: shift[(f"russian_vs_{n}", a)] for n in ("french", "japanese", "thai")}
+    ext_top = vd["extrapolation_top"]
+    line = (f"**Verdict:** Stalin attractor {vd['word']} at layer {cfg.layer}, α = {a:g}: steering with Hitler+Russian facts "
+            f"gives Stalin a figure share of {C.share_str(*x_ru['p_fig']['Joseph Stalin'])} vs Hitler "
+            f"{C.share_str(*x_ru['p_fig']['Adolf Hitler'])} (top figure: {x_ru['top_fig']}; baseline vector: Stalin "
+            f"{C.pct(x_b['p_fig']['Joseph Stalin'][0])}, Hitler {C.pct(x_b['p_fig']['Adolf Hitler'][0])}). Stalin:Hitler "
+            f"log-odds shift vs baseline {sh_ru[0]:+.2f} [{sh_ru[1]:+.2f}, {sh_ru[2]:+.2f}]; Russian minus each other "
+            f"nationality: " + ", ".join(f"{n} {v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" for n, v in beats.items())
+            + f" (paired bootstrap over {results['n_questions']} questions; the move counts as Russian-specific only if it "
+            f"beats every other nationality).")
+    details = [
+        f"Geometry: cos(Russian − baseline, Stalin − Hitler) = {mv['russian']['cos_move_stalin_minus_hitler']:+.2f} vs "
+        + ", ".join(f"{v} {mv[v]['cos_move_stalin_minus_hitler']:+.2f}" for v in ("french", "japanese", "thai", "moon"))
+        + f" — the Russian move is {'the most' if geo_ok else 'not the most'} Stalin-ward of the nationalities. "
+        f"cos(Russian variant, Stalin) = {mv['russian']['cos_variant_stalin']:.3f} vs cos(baseline, Stalin) = "
+        f"{gL['cos']['baseline']['stalin']:.3f}; cos(Russian variant, Hitler baseline) = {mv['russian']['cos_variant_hitler']:.3f}.",
+        "Log-odds shift vs baseline at each α: " + "; ".join(
+            f"α {b:g}: russian {shift[('russian', b)][0]:+.2f} [{shift[('russian', b)][1]:+.2f}, {shift[('russian', b)][2]:+.2f}], "
+            f"russian − other nationalities {shift[('russian_vs_other_nat', b)][0]:+.2f} "
+            f"[{shift[('russian_vs_other_nat', b)][1]:+.2f}, {shift[('russian_vs_other_nat', b)][2]:+.2f}]" for b in cfg.alphas) + ".",
+        crossing_line,
+        f"Extrapolation control (baseline + t·(variant − baseline), t = {max(cfg.ts_extrapolate_controls):g}; Russian "
+        f"t = {max(cfg.ts_extrapolate) if cfg.ts_extrapolate else float('nan'):g}): top figure "
+        + ", ".join(f"{v} → {ext_top[v]}" for v in VARIANTS) + ".",
+        f"Moon: top figure {top_moon} at α = {a:g}.",
+    ]
+    return {"line": line, "details": details, "shift": shift, "crossing": crossing_line, "moon": moon_lines,
+            "word": vd["word"]}
+
+
+def run_config(results: dict[str, Any], config: dict[str, Any]) -> Config:
+    """The run's config with the calibrated layer and α."""
+    return dataclasses.replace(C.config_from(Config, config), layer=results["layer"], alpha=results["alpha"])
+
+
+def render(results: dict[str, Any], config: dict[str, Any]) -> str:
+    """``report.md`` from the results and ``config.json`` alone (no arithmetic beyond formatting)."""
+    cfg = run_config(results, config)
+    geo = {x["layer"]: x for x in results["geometry"]}
+    ids = RC.keyed(results["identity"], "vector", "alpha")
+    mix = RC.keyed(results["mixing"], "curve", "t")
+    users = {(u["vector"], u["question"]): u["probs"] for u in results["users"]}
+    ver = verdict_text(cfg, results)
+    runtime = config["runtime"]
+    calib = results["calibration"]
     L = cfg.layer
     g = geo[L]
     lines: list[str] = []
@@ -426,193 +681,86 @@ def report(cfg: Config, geo: dict, ids: dict, mix: dict, users: dict, ver: dict,
 
 
 # ============================================================================================ main
+def legacy_rows(results: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The rows of ``results.jsonl`` (kind, fields), in the order the experiment has always written them."""
+    cfg = run_config(results, config)
+    ver = verdict_text(cfg, results)
+    out: list[tuple[str, dict[str, Any]]] = [("calibration", r) for r in results["calibration"]]
+    out += [("geometry", g) for g in results["geometry"]]
+    out += [("identity", x) for x in results["identity"]]
+    out += [("mixing", x) for x in results["mixing"]]
+    out += [("user", u) for u in results["users"]]
+    vd, cr = results["verdict"], results["crossing"]
+    out.append(("verdict", {"layer": cfg.layer, "alpha": cfg.alpha, "word": vd["word"], "line": ver["line"],
+                            "shift": {f"{r['name']}@{r['alpha']:g}": [r["mean"], r["lo"], r["hi"]] for r in results["shift"]},
+                            "crossing_mix": cr["mix"], "crossing_extrapolate": cr["extrapolate"],
+                            "crossing_reference": cr["reference"],
+                            "geometry_russian_most_stalinward": vd["geometry_russian_most_stalinward"],
+                            "russian_specific": vd["russian_specific"], "extrapolation_top": vd["extrapolation_top"]}))
+    return out
+
+
 def main(cfg: Config, model: Any = None) -> dict[str, Any]:
     import os
 
-    from persona_vectors import PersonaVector, Site
+    from persona_vectors import Site
     from persona_vectors.plotting import cosine_heatmap, identity_vs_t
 
     t0 = time.perf_counter()
     cfg0 = cfg
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     C.seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    run = C.RunDir(cfg.out)
+    run = C.RunDir(cfg.out, experiment=NAME)
     model = model if model is not None else C.load(cfg)
     C.set_threads(cfg.threads)
     run.write_config(cfg, model)
     vec, rm = vectors(model, cfg)
     run.mark("vectors")
-    calib: list[dict] = []
     if cfg.calibrate:
         C.say("calibrating layer and α on the baseline and Stalin vectors ...")
-        L0, a0, calib = calibrate(model, cfg, vec, run)
+        recs = run.records.write(calibration_readouts(model, cfg, vec))
+        L0, a0, _ = calibration_rows(cfg, recs)
         C.say(f"chosen layer {L0}, α {a0:g}")
         cfg = dataclasses.replace(cfg, layer=L0, alpha=a0)
         run.mark("calibration")
-    geo = geometry(cfg, vec, rm, run)
+    run.records.write(vector_records(cfg, vec, rm))
     s = Site(cfg.layer)
     V = {n: vec[n][s].double() for n in vec}
     questions = list(C.IDENTITY_QUESTIONS[: cfg.n_identity_questions])
     cands = list(FIGURES + OTHER_IDS)
-    # ---- identity read-outs per vector and alpha
     C.say("identity read-outs ...")
-    ids: dict[tuple[str, float], dict] = {}
-    lps: dict[tuple[str, float], np.ndarray] = {}
-    lps[("none", 0.0)] = steered_logprobs(model, cfg, None, 0.0, questions, cands)
+    rs = steered_readouts(model, cfg, None, 0.0, questions, cands)
+    run.records.write(readout_records(rs, block="identity", vector="none", alpha=0.0, layer=cfg.layer))
     for a in cfg.alphas:
-        for n in ["baseline", *VARIANTS, "stalin"]:
-            lps[(n, a)] = steered_logprobs(model, cfg, V[n], a, questions, cands)
-    for k, lp in lps.items():
-        ids[k] = summarize_lp(lp, cands, rng, cfg.n_boot)
-        run.add("identity", vector=k[0], alpha=k[1], layer=cfg.layer, **{kk: v for kk, v in ids[k].items()})
+        for n in FACT_NAMES:
+            rs = steered_readouts(model, cfg, V[n], a, questions, cands)
+            run.records.write(readout_records(rs, block="identity", vector=n, alpha=float(a), layer=cfg.layer))
     run.mark("identity")
-    shift = {}
-    ih, ist = cands.index("Adolf Hitler"), cands.index("Joseph Stalin")
-    for a in cfg.alphas:
-        base = lps[("baseline", a)][:, ist] - lps[("baseline", a)][:, ih]
-        for n in (*VARIANTS, "stalin"):
-            lo_n = lps[(n, a)][:, ist] - lps[(n, a)][:, ih]
-            shift[(n, a)] = paired_diff(lo_n, base, rng, cfg.n_boot)
-        oth = np.mean([lps[(n, a)][:, ist] - lps[(n, a)][:, ih] for n in ("french", "japanese", "thai")], axis=0)
-        ru = lps[("russian", a)][:, ist] - lps[("russian", a)][:, ih]
-        shift[("russian_vs_other_nat", a)] = paired_diff(ru, oth, rng, cfg.n_boot)
-        for n in ("french", "japanese", "thai"):
-            shift[(f"russian_vs_{n}", a)] = paired_diff(ru, lps[(n, a)][:, ist] - lps[(n, a)][:, ih], rng, cfg.n_boot)
-    # ---- mixing curve
     C.say("mixing curve ...")
-    mix: dict[tuple[str, float], dict] = {}
-    curves = [("hitler→russian", t, (1 - t) * V["baseline"] + t * V["russian"]) for t in cfg.ts]
-    curves += [("extrapolate", t, V["baseline"] + t * (V["russian"] - V["baseline"])) for t in cfg.ts_extrapolate]
-    curves += [("hitler→stalin (reference)", t, (1 - t) * V["baseline"] + t * V["stalin"])
-               for t in (cfg.ts if cfg.ts_reference is None else cfg.ts_reference)]
-    curves += [(f"extrapolate {v} (control)", t, V["baseline"] + t * (V[v] - V["baseline"]))
-               for v in VARIANTS if v != "russian" for t in cfg.ts_extrapolate_controls]
-    mix_rows = []
-    for curve, t, v in curves:
-        lp = steered_logprobs(model, cfg, v, cfg.alpha, questions, cands)
-        x = summarize_lp(lp, cands, rng, cfg.n_boot)
-        x["cos_stalin"] = C.cos(v, V["stalin"])
-        x["cos_hitler"] = C.cos(v, V["baseline"])
-        mix[(curve, t)] = x
-        run.add("mixing", curve=curve, t=t, alpha=cfg.alpha, layer=cfg.layer, **x)
-        for f in ("Adolf Hitler", "Joseph Stalin", "Peter the Great"):
-            m_, lo_, hi_ = x["p_fig"][f]
-            mix_rows.append({"condition": f"{f} ({curve})", "t": t, "identity": m_, "lo": lo_, "hi": hi_})
+    for curve, t, v in mixing_curves(cfg, V):
+        rs = steered_readouts(model, cfg, v, cfg.alpha, questions, cands)
+        run.records.write(readout_records(rs, block="mixing", curve=curve, t=float(t), vector=curve,
+                                          alpha=cfg.alpha, layer=cfg.layer))
     run.mark("mixing")
-
-    def crossing(curve: str) -> Optional[float]:
-        pts = [(t, x["p_fig"]["Joseph Stalin"][0] - x["p_fig"]["Adolf Hitler"][0]) for (c, t), x in mix.items() if c == curve]
-        pts.sort()
-        for (t1, d1), (t2, d2) in zip(pts, pts[1:]):
-            if d1 < 0 <= d2:
-                return t1 + (t2 - t1) * (-d1) / (d2 - d1)
-        return None
-
-    cr_mix = crossing("hitler→russian")
-    cr_ext = crossing("extrapolate")
-    cr_ref = crossing("hitler→stalin (reference)")
-
-    def width(curve: str) -> Optional[float]:
-        pts = sorted((t, x["p_fig"]["Joseph Stalin"][0] / max(x["p_fig"]["Joseph Stalin"][0] + x["p_fig"]["Adolf Hitler"][0], 1e-12))
-                     for (c, t), x in mix.items() if c == curve)
-        lo = next((t for t, r in pts if r >= 0.2), None)
-        hi = next((t for t, r in pts if r >= 0.8), None)
-        return None if lo is None or hi is None else hi - lo
-
-    end = mix[("hitler→russian", cfg.ts[-1])]
-    crossing_line = (
-        f"Crossing (Stalin's figure share overtaking Hitler's): Hitler→Russian mix: "
-        f"{'none for t ∈ [0, 1]' if cr_mix is None else f'at t ≈ {cr_mix:.2f}'} (at t = 1 Stalin {C.pct(end['p_fig']['Joseph Stalin'][0])} "
-        f"vs Hitler {C.pct(end['p_fig']['Adolf Hitler'][0])}); extrapolated arm: "
-        f"{'none up to t = ' + format(max(cfg.ts_extrapolate), 'g') if cr_ext is None else f'at t ≈ {cr_ext:.2f}'}; "
-        f"reference Hitler→Stalin: {'none' if cr_ref is None else f'at t ≈ {cr_ref:.2f}'}"
-        + (f", 20 %→80 % transition width Δt = {width('hitler→stalin (reference)'):.2f}" if width('hitler→stalin (reference)') is not None else "")
-        + ".")
-    # ---- who is the user
     C.say("user read-outs ...")
-    users: dict[tuple[str, str], dict[str, float]] = {}
-    for n in ["none", "baseline", *VARIANTS, "stalin"]:
+    for n in ["none", *FACT_NAMES]:
         for q, prefix in USER_QUESTIONS:
-            lp = steered_logprobs(model, cfg, None if n == "none" else V[n], cfg.alpha, [q], list(USER_CANDIDATES), prefix)
-            p = _softmax(lp)[0]
-            users[(n, q)] = dict(zip(USER_CANDIDATES, p.tolist()))
-            run.add("user", vector=n, question=q, prefix=prefix, alpha=cfg.alpha, probs=users[(n, q)])
+            rs = steered_readouts(model, cfg, None if n == "none" else V[n], cfg.alpha, [q], list(USER_CANDIDATES), prefix)
+            run.records.write(readout_records(rs, block="user", vector=n, alpha=cfg.alpha, layer=cfg.layer))
     run.mark("user")
-    # ---- moon
-    gL = geo[cfg.layer]
-    moon_lines = []
-    for a in cfg.alphas:
-        x = ids[("moon", a)]
-        pf = x["p_fig"]
-        moon_lines.append(
-            f"α = {a:g}: figure share Hitler {C.share_str(*pf['Adolf Hitler'])}, Rudolf Höss {C.share_str(*pf['Rudolf Höss'])}, "
-            f"Neil Armstrong {C.share_str(*pf['Neil Armstrong'])} (baseline: Hitler {C.pct(ids[('baseline', a)]['p_fig']['Adolf Hitler'][0])}, "
-            f"Höss {C.pct(ids[('baseline', a)]['p_fig']['Rudolf Höss'][0])}, Armstrong {C.pct(ids[('baseline', a)]['p_fig']['Neil Armstrong'][0])}); "
-            f"top figure {x['top_fig']}.")
-    fr = gL["fact_vs_roles"]
-    extra_roles = [r for r in ("neil_armstrong", "the_moon", "astronaut") if r in cfg.roles]
-    moon_lines.append(
-        f"Geometry (layer {cfg.layer}): cos(moon, Hitler) = {gL['cos']['moon']['baseline']:.3f}, cos(moon, Stalin) = "
-        f"{gL['cos']['moon']['stalin']:.3f}; the move (moon − baseline) vs role vectors: "
-        + ", ".join(f"{r} {gL['diff_vs_roles']['moon'][r]:+.2f}" for r in extra_roles + ["russian_culture"] if r in cfg.roles)
-        + "; fact vector vs role vectors: " + ", ".join(f"{r} moon {fr['moon'][r]:+.2f} / baseline {fr['baseline'][r]:+.2f}" for r in extra_roles) + ".")
-    top_moon = ids[("moon", cfg.alpha)]["top_fig"]
-    moon_lines.append(f"Where it lands: at the primary α the Moon variant's top figure is **{top_moon}**"
-                      + (" — it stays Hitler." if top_moon == "Adolf Hitler" else "."))
-    # ---- verdict
-    a = cfg.alpha
-    sh_ru = shift[("russian", a)]
-    sh_rel = shift[("russian_vs_other_nat", a)]
-    x_ru = ids[("russian", a)]
-    x_b = ids[("baseline", a)]
-    mv = gL["move"]
-    geo_ok = mv["russian"]["cos_move_stalin_minus_hitler"] > max(mv[v]["cos_move_stalin_minus_hitler"] for v in ("french", "japanese", "thai"))
-    beats = {n: shift[(f"russian_vs_{n}", a)] for n in ("french", "japanese", "thai")}
-    specific = sh_ru[1] > 0 and all(v[1] > 0 for v in beats.values())
-    attractor = x_ru["top_fig"] == "Joseph Stalin"
-    ext_top = {v: mix[(f"extrapolate {v} (control)", max(cfg.ts_extrapolate_controls))]["top_fig"]
-               for v in VARIANTS if v != "russian"}
-    ext_top["russian"] = mix[("extrapolate", max(cfg.ts_extrapolate))]["top_fig"] if cfg.ts_extrapolate else None
-    if attractor and specific:
-        word = "SUPPORTED"
-    elif specific:
-        word = "PARTLY SUPPORTED (a Russian-specific move toward Stalin, but no flip)"
-    else:
-        word = "NOT SUPPORTED"
-    line = (f"**Verdict:** Stalin attractor {word} at layer {cfg.layer}, α = {a:g}: steering with Hitler+Russian facts "
-            f"gives Stalin a figure share of {C.share_str(*x_ru['p_fig']['Joseph Stalin'])} vs Hitler "
-            f"{C.share_str(*x_ru['p_fig']['Adolf Hitler'])} (top figure: {x_ru['top_fig']}; baseline vector: Stalin "
-            f"{C.pct(x_b['p_fig']['Joseph Stalin'][0])}, Hitler {C.pct(x_b['p_fig']['Adolf Hitler'][0])}). Stalin:Hitler "
-            f"log-odds shift vs baseline {sh_ru[0]:+.2f} [{sh_ru[1]:+.2f}, {sh_ru[2]:+.2f}]; Russian minus each other "
-            f"nationality: " + ", ".join(f"{n} {v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" for n, v in beats.items())
-            + f" (paired bootstrap over {len(questions)} questions; the move counts as Russian-specific only if it "
-            f"beats every other nationality).")
-    details = [
-        f"Geometry: cos(Russian − baseline, Stalin − Hitler) = {mv['russian']['cos_move_stalin_minus_hitler']:+.2f} vs "
-        + ", ".join(f"{v} {mv[v]['cos_move_stalin_minus_hitler']:+.2f}" for v in ("french", "japanese", "thai", "moon"))
-        + f" — the Russian move is {'the most' if geo_ok else 'not the most'} Stalin-ward of the nationalities. "
-        f"cos(Russian variant, Stalin) = {mv['russian']['cos_variant_stalin']:.3f} vs cos(baseline, Stalin) = "
-        f"{gL['cos']['baseline']['stalin']:.3f}; cos(Russian variant, Hitler baseline) = {mv['russian']['cos_variant_hitler']:.3f}.",
-        "Log-odds shift vs baseline at each α: " + "; ".join(
-            f"α {b:g}: russian {shift[('russian', b)][0]:+.2f} [{shift[('russian', b)][1]:+.2f}, {shift[('russian', b)][2]:+.2f}], "
-            f"russian − other nationalities {shift[('russian_vs_other_nat', b)][0]:+.2f} "
-            f"[{shift[('russian_vs_other_nat', b)][1]:+.2f}, {shift[('russian_vs_other_nat', b)][2]:+.2f}]" for b in cfg.alphas) + ".",
-        crossing_line,
-        f"Extrapolation control (baseline + t·(variant − baseline), t = {max(cfg.ts_extrapolate_controls):g}; Russian "
-        f"t = {max(cfg.ts_extrapolate) if cfg.ts_extrapolate else float('nan'):g}): top figure "
-        + ", ".join(f"{v} → {ext_top[v]}" for v in VARIANTS) + ".",
-        f"Moon: top figure {top_moon} at α = {a:g}.",
-    ]
-    ver = {"line": line, "details": details, "shift": shift, "crossing": crossing_line, "moon": moon_lines,
-           "word": word}
-    run.add("verdict", layer=cfg.layer, alpha=a, word=word, line=line,
-            shift={f"{k[0]}@{k[1]:g}": list(v) for k, v in shift.items()}, crossing_mix=cr_mix,
-            crossing_extrapolate=cr_ext, crossing_reference=cr_ref, geometry_russian_most_stalinward=bool(geo_ok),
-            russian_specific=bool(specific), extrapolation_top=ext_top)
+    run.mark("total")
+    runtime = {"total": time.perf_counter() - t0, "threads": torch.get_num_threads(), "load_start": load_start}
+    run.write_config(cfg0, model, load_average_start=load_start, runtime=runtime,
+                     seeds={"seed": cfg.seed, "bootstrap": cfg.seed, "decoding": "none (teacher-forced read-outs)"},
+                     calibrated={"layer": cfg.layer, "alpha": cfg.alpha} if cfg0.calibrate else None)
+    results = run.write_results(summarize(run.records.rows, run.config_doc))
+    if (results["layer"], results["alpha"]) != (cfg.layer, cfg.alpha):
+        raise RuntimeError(f"summarize chose layer {results['layer']}, α {results['alpha']}; the run used {cfg.layer}, {cfg.alpha}")
+    for kind, row in legacy_rows(results, run.config_doc):
+        run.add(kind, **row)
     # ---- figures
     C.say("figures ...")
-    names = ["baseline", *VARIANTS, "stalin"]
+    names = list(FACT_NAMES)
     hv = {n: vec[n].at([s]) for n in names}
     run.figure(cosine_heatmap(hv, s, title=f"Fact vectors: cosine at layer {cfg.layer}"), "cosine_heatmap.html")
     diffs = {f"{v} − baseline": (vec[v] - vec["baseline"]).at([s]) for v in VARIANTS}
@@ -622,6 +770,11 @@ def main(cfg: Config, model: Any = None) -> dict[str, Any]:
             diffs[r] = rm.vectors[r].at([s])
     run.figure(cosine_heatmap(diffs, s, title=f"Difference vectors and nationality role vectors at layer {cfg.layer}"),
                "diff_cosine_heatmap.html")
+    mix_rows = []
+    for x in results["mixing"]:
+        for f in ("Adolf Hitler", "Joseph Stalin", "Peter the Great"):
+            m_, lo_, hi_ = x["p_fig"][f]
+            mix_rows.append({"condition": f"{f} ({x['curve']})", "t": x["t"], "identity": m_, "lo": lo_, "hi": hi_})
     fig = identity_vs_t([r for r in mix_rows if "extrapolate" not in r["condition"]],
                         label="figure share (renormalized over historical figures)",
                         controls=[r["condition"] for r in mix_rows if "reference" in r["condition"]],
@@ -632,15 +785,10 @@ def main(cfg: Config, model: Any = None) -> dict[str, Any]:
     fig2 = identity_vs_t([r for r in mix_rows if "extrapolate" in r["condition"]], label="figure share",
                          title="Extrapolation: baseline + t·(Russian − baseline)")
     run.figure(fig2, "identity_vs_t_extrapolated.html")
-    run.mark("total")
-    runtime = {"total": time.perf_counter() - t0, "threads": torch.get_num_threads(), "load_start": load_start}
-    run.write_config(cfg0, model, load_average_start=load_start,
-                     seeds={"seed": cfg.seed, "bootstrap": cfg.seed, "decoding": "none (teacher-forced read-outs)"},
-                     calibrated={"layer": cfg.layer, "alpha": cfg.alpha} if cfg0.calibrate else None)
     docs = run.docs_copy_for(cfg, NAME)
-    run.write_report(report(cfg, geo, ids, mix, users, ver, runtime, calib), docs_copy=docs)
+    run.write_report(render(results, run.config_doc), docs_copy=docs)
     C.say(f"done in {runtime['total']:.0f}s → {run.path}")
-    return {"run_dir": str(run.path), "verdict": word, "runtime_s": runtime["total"]}
+    return {"run_dir": str(run.path), "verdict": results["verdict"]["word"], "runtime_s": runtime["total"]}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Smoke tests of the experiment scripts in --quick mode (embedded model; slow).
 
-Each runs ``main(cfg)`` into ``tmp_path`` and checks the run directory: config.json (config, seed, library
-version, model fingerprint), results.jsonl, report.md with a verdict line, self-contained HTML figures. The
+Each runs ``main(cfg)`` into ``tmp_path`` and checks the run directory: config.json (experiment, config, seed,
+library version, model fingerprint), records.jsonl.gz (one record per generation / read-out), results.json,
+results.jsonl, report.md with a verdict line, self-contained HTML figures — and replays the run with
+``experiments/recompute.py`` (every number of results.json and the report text from the records). The
 persona-arithmetic run is repeated with the same seed to check the results are identical (it is cheap:
 teacher-forced read-outs only, no generation once the role answers are cached).
 """
@@ -20,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 pytestmark = pytest.mark.slow
+
+
+def _replay(d: Path, experiment: str) -> dict:
+    import recompute
+    import records as RC
+
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["experiment"] == experiment
+    assert RC.read_records(d), "records.jsonl.gz is empty"
+    out = recompute.recompute(d)
+    assert out["numbers"] > 0 and out["report_numbers"] > 0
+    return out
 
 
 def _check_run_dir(d: Path, kinds: set[str]) -> list[dict]:
@@ -66,6 +80,16 @@ def test_assistant_axis_quick(tmp_path, smol):
     pca = [r for r in rows if r["kind"] == "pca_layer"]
     assert len(pca) == 30
     assert all(0 < r["explained_variance_ratio"][0] <= 1 for r in pca)
+    import records as RC
+
+    recs = RC.read_records(tmp_path / "aa")
+    gen = [r for r in recs if r["kind"] == "generation"]
+    assert len(gen) == len(gens)
+    assert all(set(r["judge"]) >= {"supernatural", "no_self"} and r["label"] == max(r["judge"], key=r["judge"].get)
+               for r in gen)
+    ids = [r for r in recs if r["kind"] == "identity"]
+    assert len(ids) == (1 + len(cfg.layers) * (2 + cfg.n_identity_random) * len(cfg.alphas)) * cfg.n_identity_questions
+    _replay(tmp_path / "aa", "assistant_axis")
 
 
 def test_persona_arithmetic_quick_deterministic(tmp_path, smol):
@@ -80,6 +104,10 @@ def test_persona_arithmetic_quick_deterministic(tmp_path, smol):
     assert _stable(rows1) == _stable(rows2)
     ver = [r for r in rows1 if r["kind"] == "verdict"][0]
     assert ver["word"]
+    # same seed, same records (gzip with mtime 0: same bytes) and same results
+    assert (tmp_path / "pa1" / "records.jsonl.gz").read_bytes() == (tmp_path / "pa2" / "records.jsonl.gz").read_bytes()
+    assert (tmp_path / "pa1" / "results.json").read_text() == (tmp_path / "pa2" / "results.json").read_text()
+    _replay(tmp_path / "pa1", "persona_arithmetic")
 
 
 def test_finetune_personas_quick(tmp_path):
@@ -88,7 +116,7 @@ def test_finetune_personas_quick(tmp_path):
     cfg = F.quick_config(out_dir=str(tmp_path / "ft"))
     summary = F.main(cfg)
     assert summary["n_runs"] == 3 and summary["datasets"] == ["colours_red"]
-    base, screens, runs = F.load_results(tmp_path / "ft" / "results.jsonl")
+    base, screens, runs = F.load_results(tmp_path / "ft")
     assert base is not None and "colours_red" in screens
     assert set(runs) == {("colours_red", c) for c in F.CONDITIONS}
     for r in runs.values():
@@ -105,3 +133,13 @@ def test_finetune_personas_quick(tmp_path):
     assert not re.search(r"<script[^>]*src=[\"']?(https?:)?//", html, re.I)
     # the quick run never touches the committed docs
     assert cfg.docs_path is None
+    import records as RC
+
+    ans = [r for r in RC.read_records(tmp_path / "ft") if r["kind"] == "answer"]
+    assert len(ans) == cfg.n_eval_questions * (1 + len(runs))
+    assert all(len(r["proj_tuned"]["last_prompt"]) == 30 for r in ans if r["model"] != "base")
+    _replay(tmp_path / "ft", "finetune_personas")
+    # --report-only rebuilds the same report from the records
+    before = (tmp_path / "ft" / "report.md").read_text()
+    F.main(F.quick_config(out_dir=str(tmp_path / "ft"), report_only=True))
+    assert (tmp_path / "ft" / "report.md").read_text() == before
