@@ -174,9 +174,12 @@ def identity_command(
     scoring: Optional[str] = typer.Option(None, "--scoring", help="mean (per-token mean log-prob, default) | sum (summed log-probs)"),
     normalize_length: bool = typer.Option(False, "--normalize-length", help="Same as --scoring mean (now the default; kept for old scripts)"),
     vector: Optional[Path] = typer.Option(None, "--vector", help="Steer with this saved vector during the read-out"),
-    alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector)"),
+    alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector): raw by default, like "
+                                "`steer` and steer() (--relative for units of the residual norm); see "
+                                "`persona-vectors calibrate` for sane values"),
     layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
-    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
+    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer "
+                                  "(default: raw)"),
     allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model (with --vector)"),
     top: int = typer.Option(10, "--top", min=1, help="How many candidates to print"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
@@ -334,11 +337,18 @@ def identity_command(
 @friendly
 def steer_command(
     vector: Path = typer.Option(..., "--vector", help="Directory of a saved vector"),
-    alpha: float = typer.Option(..., "--alpha", help="Steering coefficient (see --relative)"),
+    alpha: str = typer.Option(..., "--alpha", help="Steering coefficient: raw by default (the multiplier on the "
+                              "stored direction; --relative for units of the residual norm), or auto / -auto: "
+                              "calibrated so that coherence falls to --coherence (or KL reaches --kl)"),
     layer: list[int] = typer.Option(..., "--layer", help="Layer to steer (repeat for several)"),
+    coherence: float = typer.Option(0.7, "--coherence", help="With --alpha auto: the mean coherence to steer down to "
+                                    "(0.9 mild, 0.7 strong but readable, 0.5 breaking)"),
+    kl: Optional[float] = typer.Option(None, "--kl", help="With --alpha auto: calibrate to this next-token KL (nats) "
+                                       "instead of coherence (cheaper)"),
     prompt: str = typer.Option("Who are you?", "--prompt", help="User prompt"),
     n: int = typer.Option(1, "--n", min=1, help="Number of generations"),
-    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer"),
+    relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer "
+                                  "(default: raw, like steer() in Python)"),
     positions: str = typer.Option("all", "--positions", help="all | prompt | response"),
     operator: str = typer.Option("add", "--operator", help="add | ablate | cap"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Projection threshold for --operator cap"),
@@ -350,15 +360,35 @@ def steer_command(
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """Generate with a saved vector added (or ablated / capped) at the given layer(s)."""
+    """Generate with a saved vector added (or ablated / capped) at the given layer(s).
+
+    --alpha is raw unless --relative. --alpha auto (or -auto, against the vector) picks the strength with
+    `persona-vectors calibrate` (cached per vector, model and layer) and prints it.
+    """
     import math
 
     from .io import check_vector_model, load_vector
     from .steer import OPERATORS, STEER_POSITIONS, steer
 
     # settings that cannot work fail before the model loads
-    if not math.isfinite(alpha):
-        fail(f"--alpha must be a finite number, got {alpha}")
+    auto_sign = {"auto": 1, "+auto": 1, "-auto": -1}.get(alpha.strip().lower())
+    alpha_value = 0.0
+    if auto_sign is None:
+        try:
+            alpha_value = float(alpha)
+        except ValueError:
+            fail(f"--alpha must be a number, auto or -auto, got {alpha!r}")
+        if not math.isfinite(alpha_value):
+            fail(f"--alpha must be a finite number, got {alpha}")
+    else:
+        if operator != "add":
+            fail("--alpha auto calibrates an added vector: use it with --operator add")
+        if len(layer) != 1:
+            fail("--alpha auto calibrates one layer: pass a single --layer")
+        if kl is None and not 0 < coherence < 1:
+            fail(f"--coherence must lie strictly between 0 and 1 (e.g. 0.7), got {coherence:g}")
+        if kl is not None and not (math.isfinite(kl) and kl > 0):
+            fail(f"--kl must be a number > 0 (nats, e.g. 0.5), got {kl:g}")
     if operator not in OPERATORS:
         fail(f"--operator must be one of {', '.join(OPERATORS)}, got {operator!r}")
     if positions not in STEER_POSITIONS:
@@ -373,15 +403,37 @@ def steer_command(
     m = load_model_arg(model)
     check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
     temp = temperature if (temperature > 0 or n == 1) else 0.7
-    with steer(m, vec, alpha, layers=layer, positions=positions, operator=operator, relative=relative,  # type: ignore[arg-type]
+    calibration = None
+    if auto_sign is not None:
+        from .calibrate import calibrate_alpha
+
+        cal = calibrate_alpha(m, vec, layer[0], sign=auto_sign, positions=positions,
+                              **({"target_kl": (kl,)} if kl is not None else {"target_coherence": (coherence,)}))
+        level = kl if kl is not None else coherence
+        chosen = cal.alpha(level, relative=relative)
+        what = f"KL {level:g}" if kl is not None else f"coherence {level:g}"
+        if chosen is None:
+            fail(f"--alpha auto: {what} is not reached at layer {layer[0]} within |alpha_rel| <= "
+                 f"{cal.settings['max_alpha']:g}; pick --alpha by hand or try another layer")
+        alpha_value = float(chosen)  # type: ignore[arg-type]
+        calibration = {"level": level, "metric": cal.metric, "alpha_rel": cal.alpha(level, relative=True),
+                       "alpha_raw": cal.alpha(level), "cached": cal.cached}
+        if not as_json:
+            typer.echo(f"# alpha auto -> {alpha_value:+.4g} {'relative' if relative else 'raw'} "
+                       f"(relative {calibration['alpha_rel']:+.4f}, raw {calibration['alpha_raw']:+.4g}): "
+                       f"{what} at layer {layer[0]}{' (cached)' if cal.cached else ''}")
+    with steer(m, vec, alpha_value, layers=layer, positions=positions, operator=operator, relative=relative,  # type: ignore[arg-type]
                threshold=threshold, allow_other_model=allow_other_model) as h:
         texts = m.generate([prompt] * n, system=system, max_new_tokens=max_new_tokens, temperature=temp, seed=seed)
         report = h.report()
     if as_json:
-        emit_json({"prompt": prompt, "alpha": alpha, "relative": relative, "steering": report, "generations": texts})
+        d = {"prompt": prompt, "alpha": alpha_value, "relative": relative, "steering": report, "generations": texts}
+        if calibration is not None:
+            d["calibration"] = calibration
+        emit_json(d)
         return
     raw = ", ".join(f"{r['site']}: alpha_raw={r['alpha_raw']:.4g}" for r in report if "alpha_raw" in r)
-    typer.echo(f"# {vec!r}  alpha={alpha:g}{' (relative)' if relative else ''}  {raw}")
+    typer.echo(f"# {vec!r}  alpha={alpha_value:g}{' (relative)' if relative else ''}  {raw}")
     for i, t in enumerate(texts):
         typer.echo(f"[{i}] {t}")
 
@@ -684,6 +736,72 @@ def judge_validate_command(
         emit_json(res)
     else:
         typer.echo(format_validation_markdown(res, title), nl=False)
+
+
+@app.command("calibrate")
+@friendly
+def calibrate_command(
+    vector: Path = typer.Option(..., "--vector", help="Directory of a saved vector"),
+    layer: list[int] = typer.Option(..., "--layer", help="Layer to calibrate (repeat for several)"),
+    coherence: Optional[list[float]] = typer.Option(None, "--coherence", help="Mean-coherence level(s) in (0, 1) "
+                                                    "(repeatable; default 0.9 0.7 0.5)"),
+    kl: Optional[list[float]] = typer.Option(None, "--kl", help="Next-token KL level(s) in nats instead of coherence "
+                                             "(repeatable; cheaper and smoother)"),
+    sign: str = typer.Option("+", "--sign", help="+ (along the vector) or - (against it)"),
+    readout: Optional[str] = typer.Option(None, "--readout", help="Also scan the layers: projection | group:NAME "
+                                          "(effect on that read-out at the first level)"),
+    max_alpha: float = typer.Option(16.0, "--max-alpha", help="Largest |alpha| tried, relative units"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the calibration cache"),
+    allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Find the steering strengths at which coherence falls to given levels (or next-token KL reaches them).
+
+    Greedy answers to a small fixed question set; cached per vector, model weights, layer and settings.
+    Prints relative and raw alphas: `steer --alpha` takes the raw one (or the relative one with --relative).
+    """
+    import math
+
+    from .calibrate import _levels, _site, calibrate_alpha, layer_scan
+    from .io import check_vector_model, load_vector
+
+    # settings that cannot work fail before the model loads
+    if coherence and kl:
+        fail("pass --coherence or --kl, not both")
+    sgn = {"+": 1, "+1": 1, "1": 1, "-": -1, "-1": -1}.get(sign.strip())
+    if sgn is None:
+        fail(f"--sign must be + or -, got {sign!r}")
+    if not (math.isfinite(max_alpha) and max_alpha > 0):
+        fail(f"--max-alpha must be a number > 0, got {max_alpha:g}")
+    kw: dict[str, Any] = {"target_kl": tuple(kl)} if kl else {"target_coherence": tuple(coherence) if coherence else None}
+    metric, levels = _levels(kw.get("target_coherence"), kw.get("target_kl"))  # one-line errors via friendly()
+    if readout is not None and readout != "projection" and not readout.startswith("group:"):
+        fail(f"--readout must be projection or group:NAME, got {readout!r}")
+    vec = load_vector(vector)
+    m = load_model_arg(model)
+    check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
+    for L in layer:
+        _site(vec, L, m.n_layers)
+    cache = not no_cache
+    results = [calibrate_alpha(m, vec, L, sign=sgn, max_alpha=max_alpha, cache=cache, **kw) for L in layer]
+    scan = None
+    if readout is not None:
+        lv = levels[0]
+        scan = layer_scan(m, vec, layer, readout=readout, sign=sgn, max_alpha=max_alpha, cache=cache,
+                          **({"kl_level": lv} if metric == "kl" else {"coherence_level": lv}))
+    if as_json:
+        d: dict[str, Any] = {"vector": str(vector), "metric": metric, "levels": list(levels),
+                             "layers": [r.to_dict() for r in results]}
+        if scan is not None:
+            d["scan"] = scan.to_dict()
+        emit_json(d)
+        return
+    for r in results:
+        typer.echo(r.table())
+    if scan is not None:
+        typer.echo(scan.table())
+        typer.echo(f"best layer: {scan.best if scan.best is not None else 'none (level not reached)'}")
 
 
 def main() -> None:
