@@ -288,7 +288,7 @@ def test_cli_map_builds_role_vectors_from_the_model(tmp_path, smol, monkeypatch)
     assert "3 roles" in res.output and "layers 12" in res.output
     text = (tmp_path / "built.html").read_text()
     assert "pirate_captain" in text and "Q: " in text  # hover carries a sample answer
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(roles)
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(roles + ["assistant"])
     assert any((tmp_path / "cache").rglob("*")), "answers/activations were not cached"
 
 

@@ -172,3 +172,50 @@ def test_map_results_draws_a_trajectory_from_a_cli_sweep(tiny, tmp_path):
     assert "no label shares" in text and "--judge" in text
     r = CliRunner().invoke(app, ["summarize", str(out2)])
     assert r.exit_code == 0 and "summarize" in r.output and "--judge" in r.output
+
+
+# ------------------------------------------------------------------------------------------------ map: roles and axis
+
+
+def test_map_help_names_only_catalogue_roles():
+    from persona_vectors.datasets import load_roles
+
+    r = CliRunner().invoke(app, ["map", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert r.exit_code == 0
+    names = {x.name for x in load_roles()}
+    mentioned = set(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", r.output))
+    assert mentioned, "map --help should give an example role"
+    not_roles = {"mean_activation", "record_activations"}  # the sweep keys --results explains
+    assert mentioned - not_roles <= names, f"map --help names roles not in the catalogue: {mentioned - not_roles - names}"
+    assert "pirate_captain" in mentioned and "ai_assistant" not in r.output
+    assert "persona-vectors personas" in r.output
+
+
+def test_map_unknown_role_points_to_the_personas_command(tmp_path):
+    r = CliRunner().invoke(app, ["map", "--role", "pirate_captian", "--out", str(tmp_path / "m.html")])
+    assert r.exit_code == 2
+    assert "persona-vectors personas" in r.output and "load_roles" not in r.output and "pirate_captain" in r.output
+    r = CliRunner().invoke(app, ["map", "--role", "ai_assistant", "--out", str(tmp_path / "m.html")])
+    assert r.exit_code == 2 and "at least one catalogue role" in r.output
+
+
+def test_map_builds_with_the_default_assistant_and_its_axis(tiny, tmp_path, monkeypatch):
+    from persona_vectors import cli
+
+    monkeypatch.setattr(cli, "load_model_arg", lambda model, device="cpu", **kw: tiny)
+    monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
+    args = ["map", "--questions", "1", "--layer", "2", "--role", "ghost", "--role", "pirate_captain",
+            "--role", "librarian", "--role", "ai_assistant", "--save-vectors", str(tmp_path / "saved"),
+            "--out", str(tmp_path / "m.html")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "the default assistant is always drawn" in r.output and "(4 roles" in r.output
+    html = (tmp_path / "m.html").read_text()
+    assert "assistant axis (cos with PC1" in html
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["assistant", "ghost", "librarian",
+                                                                       "pirate_captain"]
+    # the saved set maps the same way, axis included
+    r = CliRunner().invoke(app, ["map", "--vectors", str(tmp_path / "saved"), "--layer", "2",
+                                 "--out", str(tmp_path / "m2.html")])
+    assert r.exit_code == 0, r.output
+    assert "assistant axis (cos with PC1" in (tmp_path / "m2.html").read_text()

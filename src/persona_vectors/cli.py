@@ -605,9 +605,9 @@ def map_command(
     layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer to map (repeatable; default: all common layers, with a slider)"),
     vectors: Optional[Path] = typer.Option(None, "--vectors", help="Directory of saved role vectors, one sub-directory per role (dir name = role name)"),
     results: Optional[Path] = typer.Option(None, "--results", help="Sweep results JSONL; rows with mean_activation (a sweep run with record_activations = true) are drawn as a trajectory"),
-    axis_vector: Optional[Path] = typer.Option(None, "--axis", help="Saved vector drawn as the assistant axis (default: ai_assistant minus the role mean, if present)"),
+    axis_vector: Optional[Path] = typer.Option(None, "--axis", help="Saved vector drawn as the assistant axis (default: the default assistant minus the mean of the roles; with --vectors, needs an 'assistant' sub-directory)"),
     demo_synthetic: bool = typer.Option(False, "--demo-synthetic", help="Map clearly-synthetic vectors for the role catalogue (no model needed)"),
-    role: Optional[list[str]] = typer.Option(None, "--role", help="Role to build (repeatable; default: the whole catalogue). Ignored with --vectors"),
+    role: Optional[list[str]] = typer.Option(None, "--role", help="Role to build (repeatable; names from `persona-vectors personas`, e.g. pirate_captain; default: the whole catalogue). The default assistant is always drawn, as 'assistant'. Ignored with --vectors"),
     questions: int = typer.Option(3, "--questions", min=1, help="Extraction questions per role when building role vectors"),
     prompts: int = typer.Option(1, "--prompts", min=1, help="System prompts per role when building role vectors"),
     save_vectors: Optional[Path] = typer.Option(None, "--save-vectors", help="Also save the built role vectors here (reusable with --vectors)"),
@@ -620,8 +620,14 @@ def map_command(
 
     Without --vectors the role vectors are built from the model's own answers (role prompt vs default
     assistant, every layer) and cached on disk: the first full-catalogue run generates ~430 short answers
-    (roughly 10-20 minutes on 2 CPU cores), later runs take seconds.
+    (roughly 10-20 minutes on 2 CPU cores), later runs take seconds. The default assistant (every default
+    system prompt, the origin of these differences) is drawn as the point 'assistant', and the assistant axis
+    is the default assistant minus the mean of the roles (personas.RoleMeans.axis).
     """
+    import re
+
+    import torch
+
     from .plotting import map_from_vectors, overlay_results, write_html
     from .space import load_role_vectors, synthetic_role_vectors
     from .vector import PersonaVector
@@ -638,17 +644,36 @@ def map_command(
     elif demo_synthetic:
         role_vectors = synthetic_role_vectors(include_assistant=True)
     else:
+        from .datasets import DataError, get_role
         from .personas import role_means
+        from .plotting import ASSISTANT_NAMES
 
+        wanted: list[str] = []
+        for r in role or ():  # names fail before the model loads; the assistant side needs no --role
+            if r.strip().lower() in ASSISTANT_NAMES:
+                typer.echo(f"note: --role {r}: the default assistant is always drawn (as 'assistant'), "
+                           "no --role needed", err=True)
+                continue
+            try:
+                wanted.append(get_role(r).name)
+            except DataError as err:
+                fail(re.sub(r"\s*\(list names with load_roles\(\)\)", "", str(err).splitlines()[0])
+                     + " (list them with `persona-vectors personas`)")
+        if role and not wanted:
+            fail("pass at least one catalogue role with --role (see `persona-vectors personas`), or none for all")
         m = load_model_arg(model, allow_download=allow_download)
-        n_roles = len(role) if role else "all catalogue"
+        n_roles = len(wanted) if wanted else "all catalogue"
         typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached)", err=True)
-        rm = role_means(m, role or None, n_questions=questions, n_prompts=prompts, layers="all",
+        rm = role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all",
                         progress=lambda msg: typer.echo(f"  {msg}", err=True))
         role_vectors = dict(rm.vectors)
+        first = next(iter(role_vectors.values()))  # the default assistant: role mean - default mean = 0
+        role_vectors["assistant"] = PersonaVector(first.sites, torch.zeros_like(first.directions),
+                                                  first.provenance).replace(name="assistant", extra={})
         if save_vectors is not None:
             rm.save(save_vectors)
-            typer.echo(f"saved {len(role_vectors)} role vectors under {save_vectors}", err=True)
+            role_vectors["assistant"].save(save_vectors / "assistant")
+            typer.echo(f"saved {len(role_vectors)} role vectors under {save_vectors} (with 'assistant')", err=True)
     axis = PersonaVector.load(axis_vector) if axis_vector is not None else "auto"
     title = "Persona space (SYNTHETIC demo data)" if demo_synthetic else "Persona space"
     fig, spaces = map_from_vectors(role_vectors, layer or None, dims=dims, axis=axis, title=title)

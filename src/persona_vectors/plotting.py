@@ -46,7 +46,7 @@ __all__ = [
     "write_html",
 ]
 
-DEFAULT_HIGHLIGHT: tuple[str, ...] = ("adolf_hitler", "joseph_stalin", "voyager_1", "ai_assistant")
+DEFAULT_HIGHLIGHT: tuple[str, ...] = ("adolf_hitler", "joseph_stalin", "voyager_1", "ai_assistant", "assistant")
 
 _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
