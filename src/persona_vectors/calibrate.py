@@ -13,8 +13,9 @@ levels:
   unsteered: mean ``KL(unsteered || steered)``. One forward per strength: cheaper and smoother.
 
 Search: ``|alpha|`` (in relative units, see below) doubles from ``start`` until every level is reached or
-``max_alpha`` is passed; inside the first bracket that reaches each level it bisects ``steps`` times and
-interpolates linearly. Everything is greedy and deterministic. Every measured point is kept
+``max_alpha`` is passed; the first bracket that reaches each level is refined ``rounds`` times by
+``points`` evenly spaced strengths, then interpolated linearly. Strengths are evaluated several at a time in
+one batched pass (per-row steering, one row per question and strength). Greedy and deterministic. Every measured point is kept
 (:attr:`CalibrationResult.curve`) for plotting.
 
 Units (the library's one convention): ``steer()``, ``persona-vectors steer`` and ``persona-vectors identity``
@@ -103,6 +104,7 @@ class CalibrationResult:
     cached: bool = False
     seconds: float = 0.0
     n_evaluations: int = 0
+    n_passes: int = 0
 
     @property
     def unit(self) -> float:
@@ -139,7 +141,7 @@ class CalibrationResult:
         name = "coherence" if self.metric == "coherence" else "KL (nats)"
         head = (f"# layer {self.layer} ({self.site}), sign {'+' if self.sign > 0 else '-'}, {self.metric}: "
                 f"unsteered {self.baseline:.3f}; 1 relative = {self.unit:.4g} raw"
-                + (" (cached)" if self.cached else f" ({self.n_evaluations} evaluations, {self.seconds:.1f} s)"))
+                + (" (cached)" if self.cached else f" ({self.n_evaluations} strengths in {self.n_passes} passes, {self.seconds:.1f} s)"))
         lines = [head, f"{name:>10}  {'alpha_rel':>10}  {'alpha_raw':>10}"]
         for r in self.rows():
             if r["reached"] and r["alpha_rel"] == 0:
@@ -157,7 +159,7 @@ class CalibrationResult:
                 "curve": [list(p) for p in self.curve], "residual_norm": self.residual_norm,
                 "vector_norm": self.vector_norm, "unit": self.unit, "questions": list(self.questions),
                 "settings": dict(self.settings), "key": self.key, "cached": self.cached,
-                "seconds": self.seconds, "n_evaluations": self.n_evaluations}
+                "seconds": self.seconds, "n_evaluations": self.n_evaluations, "n_passes": self.n_passes}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CalibrationResult":
@@ -169,48 +171,62 @@ class CalibrationResult:
                    float(d["baseline"]), [tuple(float(x) for x in p) for p in d["curve"]],  # type: ignore[misc]
                    float(d["residual_norm"]), float(d["vector_norm"]), tuple(d["questions"]), dict(d["settings"]),
                    d.get("key", ""), bool(d.get("cached", False)), float(d.get("seconds", 0.0)),
-                   int(d.get("n_evaluations", 0)))
+                   int(d.get("n_evaluations", 0)), int(d.get("n_passes", 0)))
 
 
 # ------------------------------------------------------------------------------------------------ metrics
 
 
 class _Metric:
-    """Evaluates the damage metric at a raw coefficient (memoized per coefficient)."""
+    """Evaluates the damage metric at several raw coefficients in one batched pass (per-row steering)."""
 
     higher_is_worse: bool
 
     def __init__(self, model: PersonaModel, vector: PersonaVector, site: Site, questions: Sequence[str],
-                 max_new_tokens: int, positions: str, system: Optional[str]) -> None:
+                 max_new_tokens: int, positions: str, system: Optional[str], max_rows: int = 32) -> None:
         self.model, self.vector, self.site = model, vector, site
         self.questions = list(questions)
         self.max_new_tokens = max_new_tokens
         self.positions = positions
         self.system = system
-        self.n = 0
+        self.per_call = max(1, max_rows // len(self.questions))  # coefficients per batched forward
+        self.n = 0  # coefficients evaluated
+        self.calls = 0  # batched passes
 
-    def _steer(self, alpha_raw: float) -> Any:
+    def _steer(self, alphas_raw: Sequence[float]) -> Any:
+        """Row ``i * len(questions) + j`` gets coefficient ``alphas_raw[i]``."""
         from .steer import steer
 
-        return steer(self.model, self.vector, alpha_raw, layers=[self.site], positions=self.positions,  # type: ignore[arg-type]
+        rows = [float(a) for a in alphas_raw for _ in self.questions]
+        return steer(self.model, self.vector, rows, layers=[self.site], positions=self.positions,  # type: ignore[arg-type]
                      allow_other_model=True)
 
-    def __call__(self, alpha_raw: float) -> float:
+    def __call__(self, alphas_raw: Sequence[float]) -> list[float]:
+        out: list[float] = []
+        for i in range(0, len(alphas_raw), self.per_call):
+            chunk = list(alphas_raw[i : i + self.per_call])
+            out += self._batch(chunk)
+            self.n += len(chunk)
+            self.calls += 1
+        return out
+
+    def _batch(self, alphas_raw: Sequence[float]) -> list[float]:
         raise NotImplementedError
 
 
 class _Coherence(_Metric):
     higher_is_worse = False
 
-    def __call__(self, alpha_raw: float) -> float:
+    def _batch(self, alphas_raw: Sequence[float]) -> list[float]:
         from .readout import coherence
 
-        self.n += 1
-        with self._steer(alpha_raw):
-            texts = self.model.generate(self.questions, system=self.system, max_new_tokens=self.max_new_tokens,
+        prompts = [q for _ in alphas_raw for q in self.questions]
+        with self._steer(alphas_raw):
+            texts = self.model.generate(prompts, system=self.system, max_new_tokens=self.max_new_tokens,
                                         temperature=0.0)
-        scores = coherence(self.model, texts, prompts=self.questions, system=self.system)
-        return float(np.mean([s.score for s in scores]))
+        scores = [s.score for s in coherence(self.model, texts, prompts=prompts, system=self.system)]
+        nq = len(self.questions)
+        return [float(np.mean(scores[i * nq : (i + 1) * nq])) for i in range(len(alphas_raw))]
 
 
 class _KL(_Metric):
@@ -229,25 +245,32 @@ class _KL(_Metric):
             # logits at position i predict token i+1: the response tokens are predicted from len(p)-1 on
             sel.append((len(p) - 1, len(p) + len(r) - 1))
         self.rows, self.sel = rows, sel
-        self.base = self._logprobs()
+        self.base = self._logprobs(1)[0]
 
-    def _logprobs(self) -> torch.Tensor:
+    def _logprobs(self, copies: int) -> list[torch.Tensor]:
+        """Response-position log-probs ``[positions, vocab]`` per copy of the question set."""
         from .models import position_ids_from_mask
 
         m = self.model
-        enc = m._rows_to_batch(self.rows, "right")
+        enc = m._rows_to_batch(self.rows * copies, "right")
         with torch.inference_mode():
             logits = m.hf(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), use_cache=False).logits
-        parts = [logits[i, a:b] for i, (a, b) in enumerate(self.sel)]
-        return torch.log_softmax(torch.cat(parts).float(), dim=-1)
+        nq = len(self.rows)
+        out = []
+        for c in range(copies):
+            parts = [logits[c * nq + i, a:b] for i, (a, b) in enumerate(self.sel)]
+            out.append(torch.log_softmax(torch.cat(parts).float(), dim=-1))
+        return out
 
-    def __call__(self, alpha_raw: float) -> float:
-        self.n += 1
-        with self._steer(alpha_raw):
-            lp = self._logprobs()
-        kl = (self.base.exp() * (self.base - lp)).sum(-1)
-        v = float(kl.mean())
-        return v if math.isfinite(v) else float("inf")
+    def _batch(self, alphas_raw: Sequence[float]) -> list[float]:
+        with self._steer(alphas_raw):
+            lps = self._logprobs(len(alphas_raw))
+        p0 = self.base.exp()
+        vals = []
+        for lp in lps:
+            v = float((p0 * (self.base - lp)).sum(-1).mean())
+            vals.append(v if math.isfinite(v) else float("inf"))
+        return vals
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -264,40 +287,55 @@ def _interp(lo: float, flo: float, hi: float, fhi: float, level: float) -> float
     return lo + t * (hi - lo)
 
 
-def _search(f: Callable[[float], float], levels: Sequence[float], higher_is_worse: bool, *, start: float,
-            max_alpha: float, steps: int) -> tuple[dict[float, Optional[float]], dict[float, float]]:
-    """Bracket by doubling ``|alpha|`` (relative units), bisect per level; returns (alpha per level, curve)."""
+def _search(f: Callable[[Sequence[float]], list[float]], levels: Sequence[float], higher_is_worse: bool, *,
+            start: float, max_alpha: float, rounds: int, points: int, per_call: int
+            ) -> tuple[dict[float, Optional[float]], dict[float, float]]:
+    """Batched bracketing on ``|alpha|`` (relative units): a doubling grid from ``start`` (evaluated
+    ``per_call`` coefficients at a time, stopping once every level is reached), then ``rounds`` rounds
+    that evaluate ``points`` evenly spaced coefficients inside each level's bracket at once, and a final
+    linear interpolation. Returns (``|alpha|`` per level, every measured point)."""
     curve: dict[float, float] = {}
 
-    def ev(a: float) -> float:
-        if a not in curve:
-            curve[a] = f(a)
-        return curve[a]
+    def evs(pts: Iterable[float]) -> None:
+        todo = [p for p in dict.fromkeys(pts) if p not in curve]
+        if todo:
+            for p, v in zip(todo, f(todo)):
+                curve[p] = v
 
-    base = ev(0.0)
     grid = [0.0]
     a = start
     while a <= max_alpha * (1 + 1e-9):
         grid.append(a)
-        if all(_reached(ev(a), lv, higher_is_worse) for lv in levels):
-            break
         a *= 2
+    done = 0
+    while done < len(grid):
+        evs(grid[done : done + per_call])
+        done = min(len(grid), done + per_call)
+        if all(any(_reached(curve[g], lv, higher_is_worse) for g in grid[:done]) for lv in levels):
+            break
+    grid = grid[:done]
     found: dict[float, Optional[float]] = {}
+    brackets: dict[float, tuple[float, float]] = {}
     for lv in levels:
-        if _reached(base, lv, higher_is_worse):
+        if _reached(curve[0.0], lv, higher_is_worse):
             found[lv] = 0.0
             continue
-        hit = next((i for i, g in enumerate(grid) if g > 0 and _reached(ev(g), lv, higher_is_worse)), None)
+        hit = next((i for i, g in enumerate(grid) if g > 0 and _reached(curve[g], lv, higher_is_worse)), None)
         if hit is None:
             found[lv] = None
-            continue
-        lo, hi = grid[hit - 1], grid[hit]
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            if _reached(ev(mid), lv, higher_is_worse):
-                hi = mid
+        else:
+            brackets[lv] = (grid[hit - 1], grid[hit])
+    for _ in range(rounds):
+        evs(lo + (hi - lo) * j / (points + 1) for lo, hi in brackets.values() for j in range(1, points + 1))
+        for lv, (lo, hi) in brackets.items():
+            inner = sorted(p for p in curve if lo < p < hi)
+            first = next((p for p in inner if _reached(curve[p], lv, higher_is_worse)), None)
+            if first is None:
+                brackets[lv] = (inner[-1] if inner else lo, hi)
             else:
-                lo = mid
+                before = [p for p in inner if p < first]
+                brackets[lv] = (before[-1] if before else lo, first)
+    for lv, (lo, hi) in brackets.items():
         found[lv] = _interp(lo, curve[lo], hi, curve[hi], lv)
     return found, curve
 
@@ -383,7 +421,9 @@ def calibrate_alpha(
     system: Optional[str] = None,
     start: float = 0.0625,
     max_alpha: float = 16.0,
-    steps: int = 5,
+    rounds: int = 2,
+    points: int = 3,
+    max_rows: int = 32,
     cache: CacheArg = True,
     progress: ProgressArg = True,
 ) -> CalibrationResult:
@@ -397,8 +437,10 @@ def calibrate_alpha(
         sign: ``+1`` (along the vector) or ``-1`` (against it); the returned alphas carry it.
         questions: the fixed question set (default :data:`CALIBRATION_QUESTIONS`).
         positions: steered positions, as in :func:`~persona_vectors.steer.steer`.
-        start, max_alpha: first and largest ``|alpha|`` tried, in relative units; ``steps``: bisections
-            per level (the bracket shrinks ``2**steps``-fold).
+        start, max_alpha: first and largest ``|alpha|`` of the doubling grid, in relative units.
+        rounds, points: refinement: each round evaluates ``points`` strengths inside every level's bracket
+            (it shrinks ``(points + 1) ** rounds``-fold, 16-fold by default), then interpolates linearly.
+        max_rows: rows per batched pass (each strength steers one row per question, per-row steering).
         cache: ``True`` (``cache_dir()``), a directory, or ``False``.
         progress: ``True`` shows a tqdm counter of evaluations on stderr; ``False`` is silent.
 
@@ -416,8 +458,9 @@ def calibrate_alpha(
             raise CalibrationError(f"{name} must be a finite number > 0, got {val}")
     if start > max_alpha:
         raise CalibrationError(f"start ({start}) must not exceed max_alpha ({max_alpha})")
-    if not isinstance(steps, int) or steps < 0:
-        raise CalibrationError(f"steps must be an integer >= 0, got {steps!r}")
+    for name, val, lo in (("rounds", rounds, 0), ("points", points, 1), ("max_rows", max_rows, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+            raise CalibrationError(f"{name} must be an integer >= {lo}, got {val!r}")
     qs = tuple(questions) if questions is not None else CALIBRATION_QUESTIONS
     if not qs or isinstance(questions, str):
         raise CalibrationError("questions must be a non-empty list of strings")
@@ -430,7 +473,7 @@ def calibrate_alpha(
     if vnorm == 0:
         raise CalibrationError(f"the vector's direction at {site} is zero: nothing to calibrate")
     fp = model.weights_fingerprint()
-    settings = {"start": start, "max_alpha": max_alpha, "steps": steps, "max_new_tokens": mnt,
+    settings = {"start": start, "max_alpha": max_alpha, "rounds": rounds, "points": points, "max_new_tokens": mnt,
                 "positions": positions, "system": system}
     key = _key({"direction": _direction_checksum(v), "vector_fp": vector.provenance.fingerprint, "weights": fp,
                 "site": str(site), "metric": metric, "levels": levels, "sign": sign, "questions": qs, **settings})
@@ -445,20 +488,21 @@ def calibrate_alpha(
     resid = float(model.residual_norm(site, fingerprint=fp))
     unit = resid / vnorm
     cls = _Coherence if metric == "coherence" else _KL
-    f = cls(model, vector, site, qs, mnt, positions, system)
+    f = cls(model, vector, site, qs, mnt, positions, system, max_rows)
     bar = _bar(progress, f"calibrate layer {site.layer}")
 
-    def at(rel: float) -> float:
-        val = f(sign * rel * unit)
+    def at(rels: Sequence[float]) -> list[float]:
+        vals = f([sign * r * unit for r in rels])
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"|alpha_rel|={rel:.3g} {metric}={val:.3f}")
+            bar.update(len(rels))
+            bar.set_postfix_str(f"|alpha_rel| up to {max(rels):.3g}")
         elif callable(progress):
-            progress(f"layer {site.layer}: |alpha_rel|={rel:.3g} {metric}={val:.3f}")
-        return val
+            progress(f"layer {site.layer}: " + ", ".join(f"|alpha_rel|={r:.3g}: {v:.3f}" for r, v in zip(rels, vals)))
+        return vals
 
     try:
-        found, curve = _search(at, levels, f.higher_is_worse, start=start, max_alpha=max_alpha, steps=steps)
+        found, curve = _search(at, levels, f.higher_is_worse, start=start, max_alpha=max_alpha, rounds=rounds,
+                               points=points, per_call=f.per_call)
     finally:
         if bar is not None:
             bar.close()
@@ -468,7 +512,7 @@ def calibrate_alpha(
     res = CalibrationResult(
         metric, site.layer, str(site), sign, levels, alphas_rel, alphas_raw, curve[0.0],
         [(sign * a, sign * a * unit, val) for a, val in pts], resid, vnorm, qs, settings, key, False,
-        time.perf_counter() - t0, f.n)
+        time.perf_counter() - t0, f.n, f.calls)
     if path is not None:
         from .models import _atomic_write_text
 
