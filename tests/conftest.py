@@ -64,6 +64,18 @@ def _threads():
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module: small latency-bound forwards are faster on shared cores.
+
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
 def tiny():
     return make_tiny_model()
 

@@ -29,11 +29,8 @@ def n_hooks(model) -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+def _one_thread(one_thread):
+    """Every test of this module runs with one torch thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(autouse=True)

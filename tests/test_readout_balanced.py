@@ -35,12 +35,8 @@ QS = ["Who are you?", "What are you?"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small latency-bound forwards: one intra-op thread is faster on shared cores (see test_readout.py)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+def _one_thread(one_thread):
+    """Every test of this module runs with one torch thread (see conftest.one_thread)."""
 
 
 def _write(tmp: Path, doc: dict) -> Path:
