@@ -217,3 +217,8 @@ __all__ += [
     "reliability_curve",
     "wilson",
 ]
+
+# choosing a steering strength
+from .calibrate import CalibrationError, CalibrationResult, LayerScan, calibrate_alpha, layer_scan  # noqa: E402
+
+__all__ += ["CalibrationError", "CalibrationResult", "LayerScan", "calibrate_alpha", "layer_scan"]
