@@ -24,6 +24,11 @@ souls, angels), and steering away from the AI-assistant direction produces ghost
 5. **Verdict:** supernatural share among coherent generations under anti-assistant steering vs the random
    controls over the same α (matched norm; coherence-matched by restricting to coherent texts, and per α to
    the random cell of nearest mean coherence), with Newcombe 95 % intervals on the difference.
+
+Records (``records.jsonl.gz``): one ``generation`` record per generated answer (condition, layer, α, direction,
+question, text, judge label and probabilities, coherence) and one ``identity`` record per (cell, question);
+``results.json`` = :func:`summarize` of them, ``report.md`` = :func:`render` of that;
+``python experiments/recompute.py <run dir>`` replays both.
 """
 
 from __future__ import annotations

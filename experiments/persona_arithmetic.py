@@ -19,6 +19,12 @@ Moon: 8 of 92 facts swapped for another culture's), and Stalin.
 
 Steering: ``steer(model, v, α, layers=[L], relative=True)`` — α in units of the mean residual norm at layer L;
 only the direction of ``v`` matters.
+
+Records (``records.jsonl.gz``): one ``readout`` record per teacher-forced read-out of one question (block,
+steering vector or curve point, α, layer, every candidate's log-prob score) and the fact / role vectors at the
+geometry layers (``vector``, exact); ``results.json`` = :func:`summarize` of them (bootstrap draws seeded by the
+run's seed, in a fixed order), ``report.md`` = :func:`render` of that; ``python experiments/recompute.py <run
+dir>`` replays both.
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ def experiment_module(config: dict[str, Any], where: Path) -> Any:
     return mod
 
 
-def recompute(run_dir: str | Path, *, rel: float = 1e-9, verbose: bool = False, out: Any = sys.stdout) -> dict[str, Any]:
+def recompute(run_dir: str | Path, *, rel: float = 1e-9, verbose: bool = False, out: Any = None) -> dict[str, Any]:
     """Replay one run directory; raise :class:`RecomputeError` on the first mismatch, else return counts."""
+    out = sys.stdout if out is None else out
     d = Path(run_dir)
     config = RC.read_json(d / RC.CONFIG)
     mod = experiment_module(config, d)
