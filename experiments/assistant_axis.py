@@ -249,6 +249,7 @@ def identity_records(model: Any, cfg: Config, dirs: dict, questions: list[str]) 
         rs = identity_readout_batch(model, cands, questions, system=cfg.system, batch_size=64)
         return [{"kind": "identity", "condition": cond, "layer": L, "alpha": a, "direction": k,
                  "direction_id": _dir_id(cond, k), "question_id": qi, "question": q,
+                 "scoring": "mean" if getattr(r, "normalize_length", False) else "sum",
                  "probs": dict(zip(cands, r.probs)), "logprobs": dict(zip(cands, r.logprobs))}
                 for qi, (q, r) in enumerate(zip(questions, rs))]
 

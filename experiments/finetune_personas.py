@@ -277,6 +277,7 @@ def identity_records(model: Any, candidates: list[str], model_key: str, stage: s
 
     rs = identity_readout_batch(model, candidates, list(IDENTITY_QUESTIONS))
     return [{"kind": "identity", "model": model_key, "stage": stage, "question_id": i, "question": q,
+             "scoring": "mean" if getattr(r, "normalize_length", False) else "sum",
              "probs": {c: r.prob(c) for c in candidates}} for i, (q, r) in enumerate(zip(IDENTITY_QUESTIONS, rs))]
 
 

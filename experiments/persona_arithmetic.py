@@ -217,6 +217,7 @@ def steered_readouts(model: Any, cfg: Config, v: Optional[torch.Tensor], alpha: 
 def readout_records(rs: list[Any], **key: Any) -> list[dict[str, Any]]:
     """One ``readout`` record per question: the condition ``key`` and every candidate's log-prob score."""
     return [{"kind": "readout", **key, "question_id": i, "question": r.question, "prefix": r.prefix,
+             "scoring": "mean" if getattr(r, "normalize_length", False) else "sum",
              "logprobs": dict(zip(r.candidates, r.logprobs))} for i, r in enumerate(rs)]
 
 
