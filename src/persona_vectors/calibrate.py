@@ -36,6 +36,7 @@ every setting, so a second call costs no forward pass.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import math
@@ -177,7 +178,7 @@ class CalibrationResult:
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-class _Metric:
+class _Metric(abc.ABC):
     """Evaluates the damage metric at several raw coefficients in one batched pass (per-row steering)."""
 
     higher_is_worse: bool
@@ -210,8 +211,9 @@ class _Metric:
             self.calls += 1
         return out
 
+    @abc.abstractmethod
     def _batch(self, alphas_raw: Sequence[float]) -> list[float]:
-        raise NotImplementedError
+        """The metric at each raw strength (one batched pass)."""
 
 
 class _Coherence(_Metric):
