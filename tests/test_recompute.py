@@ -242,10 +242,10 @@ def test_docs_data_is_committed():
         assert (d / RC.RESULTS).is_file() and (d / RC.REPORT).is_file()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("run_dir", COMMITTED, ids=[d.name for d in COMMITTED])
 def test_committed_run_replays(run_dir, tmp_path):
-    """CI: every number of each committed report is recomputed from its records; a tampered copy fails."""
+    """CI: every number of each committed report is recomputed from its records; a tampered copy fails
+    (about 1 s per run, so not in the slow tier: ``make test-fast`` checks the committed data too)."""
     res = recompute.recompute(run_dir)
     assert res["numbers"] > 0 and res["report_numbers"] > 0
     cp = tmp_path / run_dir.name
