@@ -38,11 +38,10 @@ TARGETS = {"accuracy": 0.85, "supernatural_precision": 0.85, "supernatural_recal
 
 
 def temper(proba: np.ndarray, T: float) -> np.ndarray:
-    """Probabilities with temperature ``T`` applied to their logs (renormalised)."""
-    logp = np.log(np.clip(proba, 1e-12, 1.0)) / T
-    logp -= logp.max(axis=1, keepdims=True)
-    p = np.exp(logp)
-    return p / p.sum(axis=1, keepdims=True)
+    """Probabilities with temperature ``T`` applied exactly as the shipped judge applies it."""
+    from persona_vectors.judge import apply_temperature
+
+    return apply_temperature(proba, T)
 
 
 def fit_temperature(proba: np.ndarray, y_idx: np.ndarray) -> float:

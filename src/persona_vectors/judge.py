@@ -412,6 +412,13 @@ def _single_thread_blas() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities with their logs divided by ``temperature`` and renormalised (rows sum to 1)."""
+    logp = np.log(np.clip(proba, 1e-12, 1.0)) / temperature
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
 class EmbeddingJudge:
     """Offline judge: logistic regression on MiniLM embeddings + incoherence features.
 
@@ -481,9 +488,7 @@ class EmbeddingJudge:
         with _single_thread_blas():
             raw = self.classifier_.predict_proba(X)
         if self.temperature != 1.0:
-            logp = np.log(np.clip(raw, 1e-12, 1.0)) / self.temperature
-            raw = np.exp(logp - logp.max(axis=1, keepdims=True))
-            raw /= raw.sum(axis=1, keepdims=True)
+            raw = apply_temperature(raw, self.temperature)
         out = np.zeros((X.shape[0], len(LABELS)), dtype=np.float64)
         for j, lab in enumerate(self.classes_):
             out[:, LABELS.index(str(lab))] = raw[:, j]
