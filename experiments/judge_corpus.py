@@ -2,6 +2,7 @@
 
     python experiments/judge_corpus.py [--out src/persona_vectors/data/judge_real/generations.jsonl]
                                        [--quick] [--no-finetune] [--seed 0]
+    python experiments/judge_corpus.py --enrich     # append batch 2 (rare archetypes), see below
 
 Every text is produced by the library's own machinery on the embedded SmolLM2-135M-Instruct, under the
 conditions the experiments use — and past them:
@@ -15,6 +16,16 @@ conditions the experiments use — and past them:
 
 at relative strengths from mild to past the coherence cliff, at layers 8, 14 and 20, greedy and sampled
 (T = 0.8, seeded), on identity questions and open questions of the evaluation split.
+
+**Batch 2 (``--enrich``)** appends generations aimed at the archetypes that are rare in batch 1 (17
+supernatural, 14 cosmic, 13 fantasy, 8 animal texts of 848), so the judge can be trained and its per-label
+precision/recall measured on more than a handful of items: role system prompts of every supernatural,
+cosmic/nature, animal and fictional role of the catalogue (and a few historical, profession, object and AI
+roles), and steering along each of those roles' ``role mean − default mean`` directions at layers 8 and 14
+and mild-to-strong relative strengths. Its rows carry ``"batch": 2``; a steered row's direction id is
+``role:<name>``, the same unit as that role's system prompt, so the grouped split never puts one role's
+prompt and its direction on opposite sides. It is *enriched*, not representative: the validation report
+gives figures on batch 1 alone beside the pooled ones.
 
 One JSON line per generation: ``id`` (sha256 of the text, 16 hex — the key labels are stored under),
 ``text`` and ``condition`` (kind, direction id, layer, alpha, temperature, seed, question id and text,
@@ -115,6 +126,57 @@ def plan_rows(rm: Any, questions: list[Any], rng: random.Random, d_model: int, s
     return rows, dirs
 
 
+ENRICH_ROLES = {"supernatural": 19, "cosmic_nature": 15, "animal": 12, "fictional_character": 12,
+                "historical_figure": 8, "profession": 6, "object_concept": 6, "ai_robot": 4}
+"""Batch 2: how many roles of each catalogue category (first N, catalogue order)."""
+ENRICH_PROMPTS = {"supernatural": 4, "cosmic_nature": 2, "animal": 2, "fictional_character": 2}
+"""Batch 2: role-prompt generations per role (1 for categories not listed)."""
+ENRICH_STEER = ("supernatural", "cosmic_nature", "animal", "fictional_character")
+ENRICH_ALPHAS = (0.25, 0.5, 1.0)
+ENRICH_LAYERS = (8, 14)
+
+
+def enrich_roles() -> list[str]:
+    """The batch-2 role list (see :data:`ENRICH_ROLES`)."""
+    from persona_vectors.datasets import load_roles
+
+    return [r.name for c, n in ENRICH_ROLES.items() for r in load_roles(c)[:n]]
+
+
+def plan_enrichment(rm: Any, questions: list[Any], rng: random.Random, seed: int
+                    ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """Batch-2 plan: role prompts and role-direction steering, mostly on identity questions."""
+    from persona_vectors import Site
+    from persona_vectors.datasets import get_role, load_roles
+
+    ident = [q for q in questions if q.topic == "identity"]
+    other = [q for q in questions if q.topic != "identity"]
+    sites = [Site(L) for L in ENRICH_LAYERS]
+    rows: list[dict[str, Any]] = []
+    dirs: dict[str, torch.Tensor] = {}
+
+    def add(**cond: Any) -> None:
+        i = len(rows)
+        q = rng.choice(ident) if rng.random() < 0.75 else rng.choice(other)
+        sampled = rng.random() < 0.5
+        rows.append({"batch": 2, "temperature": 0.8 if sampled else 0.0, "seed": seed + 10_000 + i if sampled else None,
+                     "question_id": q.id, "question": q.text, **cond})
+
+    for cat, n in ENRICH_ROLES.items():
+        for r in load_roles(cat)[:n]:
+            prompts = get_role(r.name).prompts
+            for j in range(ENRICH_PROMPTS.get(cat, 1)):
+                add(kind="role_prompt", direction=None, layer=None, alpha=0.0, system=prompts[j % len(prompts)],
+                    role=r.name)
+            if cat in ENRICH_STEER:
+                did = f"role:{r.name}"
+                dirs[did] = torch.stack([rm.vectors[r.name][s].double() for s in sites])
+                for a in ENRICH_ALPHAS:
+                    add(kind="role_steer", direction=did, layer=rng.choice(ENRICH_LAYERS), alpha=a, system=None,
+                        role=r.name)
+    return rows, dirs
+
+
 def generate(model: Any, rows: list[dict[str, Any]], dirs: dict[str, torch.Tensor], layers: tuple[int, ...],
              max_new_tokens: int, batch_size: int) -> None:
     """Fill ``row["text"]`` for every planned row: per-row directions and relative alphas, one call per batch."""
@@ -186,6 +248,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a few dozen generations (smoke test)")
     ap.add_argument("--no-finetune", action="store_true", help="skip the finetuned-model answers")
+    ap.add_argument("--enrich", action="store_true",
+                    help="append batch 2 (rare archetypes: role prompts and role directions) to --out")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0)
@@ -199,6 +263,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
     t0 = time.perf_counter()
     model = pv.load_model(progress=True)
     questions = load_questions("evaluation")
+    if args.enrich:
+        return _enrich(model, questions, Path(args.out), args, t0)
     roles = panel_roles(2 if args.quick else 5)
     C.say(f"role means for {len(roles)} roles (cached)")
     rm = pv.role_means(model, roles, n_questions=2 if args.quick else 3, n_prompts=1, layers=list(LAYERS),
@@ -223,6 +289,37 @@ def main(argv: Optional[list[str]] = None) -> Path:
     with atomic_file(out.with_suffix(".meta.json")) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
     C.say(f"wrote {len(records)} generations ({meta['n_unique_texts']} distinct texts) to {out} in {meta['seconds']} s")
+    return out
+
+
+def _enrich(model: Any, questions: list[Any], out: Path, args: argparse.Namespace, t0: float) -> Path:
+    """Append batch 2 to an existing corpus file (atomic rewrite; batch-1 lines are kept byte for byte)."""
+    import persona_vectors as pv
+    from persona_vectors.io import atomic_file
+
+    if not out.is_file():
+        raise SystemExit(f"--enrich appends to {out}, which does not exist: build batch 1 first")
+    old = out.read_text(encoding="utf-8")
+    if any(json.loads(line)["condition"].get("batch") == 2 for line in old.splitlines() if line.strip()):
+        raise SystemExit(f"{out} already holds batch 2; nothing to do")
+    roles = enrich_roles()
+    C.say(f"role means for {len(roles)} batch-2 roles (cached)")
+    rm = pv.role_means(model, roles, n_questions=3, n_prompts=1, layers=list(ENRICH_LAYERS), max_new_tokens=32,
+                       progress=C.say)
+    rows, dirs = plan_enrichment(rm, questions, random.Random(args.seed + 2), args.seed)
+    generate(model, rows, dirs, ENRICH_LAYERS, args.max_new_tokens, args.batch_size)
+    new = "".join(json.dumps({"id": text_id(r["text"]), "text": r["text"],
+                              "condition": {k: v for k, v in r.items() if k != "text"}}, ensure_ascii=False) + "\n"
+                  for r in rows)
+    with atomic_file(out) as tmp:
+        tmp.write_text(old + new, encoding="utf-8")
+    meta_path = out.with_suffix(".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta["batch2"] = {"n": len(rows), "roles": roles, "layers": list(ENRICH_LAYERS), "alphas": list(ENRICH_ALPHAS),
+                      "seconds": round(time.perf_counter() - t0, 1), "library_version": pv.__version__}
+    with atomic_file(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    C.say(f"appended {len(rows)} batch-2 generations to {out} in {meta['batch2']['seconds']} s")
     return out
 
 
