@@ -516,7 +516,7 @@ def calibrate_alpha(
         [(sign * a, sign * a * unit, val) for a, val in pts], resid, vnorm, qs, settings, key, False,
         time.perf_counter() - t0, f.n, f.calls)
     if path is not None:
-        from .models import _atomic_write_text
+        from ._infra.files import atomic_write_text as _atomic_write_text
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -137,7 +137,7 @@ def export_control_vector_gguf(
         raise ValueError(f"{target} is a directory: pass a file path such as {target / 'vector.gguf'}")
     target.parent.mkdir(parents=True, exist_ok=True)
     prov = vector.provenance
-    from .io import atomic_file
+    from ._infra.files import atomic_file
 
     with atomic_file(target) as tmp:
         writer = gguf.GGUFWriter(str(tmp), ARCH)

@@ -30,10 +30,14 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
+from ._infra.files import atomic_file  # noqa: F401 - re-exported: the public home of atomic writes
+from ._infra.files import dir_lock as _dir_lock
+from ._infra.files import fsync_dir as _fsync_dir
+from ._infra.files import write_temp as _write_temp
 from .sites import Site
 from .vector import SCHEMA_VERSION, PersonaVector, Provenance, VectorMismatchError
 
@@ -43,7 +47,6 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".npy")
 # our own temporary files (``.tmp``: a save in progress; ``.bak``: the previous tensor during the swap)
 _OWN_TEMP = re.compile(r"^\.vector\.(json|safetensors)\.[A-Za-z0-9_-]+\.(tmp|bak)$")
 _STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a save that was killed
-_LOCK_TIMEOUT_S = 60.0
 _SNIFF_LIMIT = 1 << 20  # bytes read to recognize a vector.json / safetensors header as ours
 _FORCE_HINT = "overwrite=True"
 
@@ -51,91 +54,6 @@ _FORCE_HINT = "overwrite=True"
 class VectorFileError(ValueError):
     """A saved vector is missing, corrupt, unsafe or incompatible, or a save target is unsuitable; the
     message names the file and the fix."""
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (``os.umask`` is process-wide)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Any:
-    """Write a file atomically: yields a temporary sibling path to write; on success it is fsynced and renamed
-    over ``path``, on any error (or interrupt) it is deleted and ``path`` keeps its previous content.
-
-    >>> with atomic_file("out.html") as tmp:   # doctest: +SKIP
-    ...     tmp.write_text(text)
-    """
-    import tempfile
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _dir_lock(directory: Path, *, exclusive: bool, timeout: float = _LOCK_TIMEOUT_S) -> Iterator[bool]:
-    """Hold ``flock`` on the directory itself (no lock file is created); yields whether the lock is held.
-
-    Yields False where the platform or filesystem has no ``flock`` (the caller then works unlocked), and
-    False after ``timeout`` seconds of waiting for a holder that does not let go.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield False
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        yield False
-        return
-    try:
-        op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-        deadline, pause, held = time.monotonic() + timeout, 0.0005, False
-        while True:
-            try:
-                fcntl.flock(fd, op)
-                held = True
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(pause)
-                pause = min(pause * 2, 0.02)
-            except OSError:  # no flock on this filesystem
-                break
-        yield held
-    finally:
-        os.close(fd)  # releases the lock
 
 
 # ------------------------------------------------------------------------------------------------ save
@@ -214,28 +132,6 @@ def check_save_target(directory: str | os.PathLike[str], overwrite: bool | None 
             f"{target} is not empty ({shown}) and holds no saved vector: choose a new or empty directory, or pass "
             f"{fix} to write {META_FILE} and {TENSOR_FILE} alongside the existing files (nothing is deleted)")
     return target
-
-
-def _write_temp(directory: Path, final_name: str, data: bytes) -> Path:
-    """Write ``data`` to a new unique hidden file next to ``final_name``, fsynced, with umask permissions."""
-    mode = 0o666 & ~_umask()
-    for _ in range(100):
-        tmp = directory / f".{final_name}.{secrets.token_hex(8)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:  # pragma: no cover - 64 random bits
-            continue
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return tmp
-    raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
 
 
 def _encode(vec: PersonaVector) -> tuple[bytes, bytes]:

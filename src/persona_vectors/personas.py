@@ -67,7 +67,7 @@ from .datasets import (
     load_roles,
 )
 from .extract import PromptContrast, pick_layer, relative_norms, separation_auroc, vector_from_recordings
-from .io import atomic_file
+from ._infra.files import atomic_file
 from .models import PersonaModel
 from .record import Conversation, Recording, conversations_hash
 from .sites import Site, as_sites

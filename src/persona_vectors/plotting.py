@@ -707,7 +707,7 @@ def write_html(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
                        config={"displaylogo": False, "responsive": True})
     if _REMOTE_SCRIPT.search(text):
         raise RuntimeError("The generated HTML would load a remote script; refusing to write it")
-    from .io import atomic_file
+    from ._infra.files import atomic_file
 
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

