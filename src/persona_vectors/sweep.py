@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from ._infra.jsonl import JsonlLog
 from .steer import CAP_MODES, OPERATORS, STEER_POSITIONS, SteeringError, steer
 from .vector import PersonaVector, library_version
 
@@ -409,6 +410,7 @@ class JsonlStore:
         self.path = Path(path)
         self.dropped_bytes = 0
         self._ids: set[str] = set()
+        self._log = JsonlLog(self.path, _parse_row)
         self._n = 0
         self._scan(repair)
 
@@ -418,54 +420,35 @@ class JsonlStore:
         if not self.path.is_file():
             raise SweepStoreError(f"{self.path} is not a file (a directory?): pass a results file path such as "
                                   f"{self.path / 'results.jsonl'}")
-        data = self.path.read_bytes()
-        good_end = 0
-        pos = 0
-        bad_at: int | None = None
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            end = len(data) if nl < 0 else nl + 1
-            line = data[pos:end]
-            try:
-                if nl < 0:
-                    raise ValueError("no newline")
-                obj = _parse_row(line)
-            except ValueError:
-                if line.strip() == b"" and nl >= 0:
-                    pos = end
-                    good_end = end
-                    continue
-                bad_at = pos
+        scan = self._log.scan()
+        problems = scan.problems
+        first_bad = problems[0] if problems else None
+        for line_no, obj in scan.entries:
+            if first_bad is not None and line_no > first_bad[0]:
                 break
             self._ids.add(obj["row_id"])
             self._n += 1
-            good_end = end
-            pos = end
-        if bad_at is None:
+        if first_bad is None:
             return
-        rest = data[bad_at:]
-        if rest.count(b"\n") > 1 or (rest.count(b"\n") == 1 and not rest.endswith(b"\n")):
-            line_no = data[:bad_at].count(b"\n") + 1
+        line_no, bad_at, bad_end = first_bad
+        if len(problems) > 1 or bad_end != scan.size:  # only the very last line may be a crash artefact
             raise StoreCorruptError(
                 f"{self.path}: line {line_no} is corrupt and is not the last line; this is not a crash artefact: "
                 "inspect the file (or start over with resume=False)"
             )
-        first_line = data.split(b"\n", 1)[0]
+        first_line = scan.first_line
         if bad_at == 0 and not (first_line.startswith(_ROW_SIGNATURE) or _ROW_SIGNATURE.startswith(first_line)):
             raise StoreCorruptError(
                 f"{self.path}: line 1 is not a results row: this is not a results file of persona-vectors (nothing "
                 "was changed); pass another results path"
             )
-        self.dropped_bytes = len(data) - good_end
+        self.dropped_bytes = scan.size - bad_at
         msg = (f"{self.path}: dropped a partial trailing line ({self.dropped_bytes} bytes) left by an "
                "interrupted run; its rows will be regenerated")
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
         if repair:
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-                f.flush()
-                os.fsync(f.fileno())
+            self._log.truncate(bad_at)
 
     @property
     def row_ids(self) -> set[str]:
@@ -492,12 +475,7 @@ class JsonlStore:
             new.append(r)
         if not new:
             return 0
-        blob = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n" for r in new)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(blob.encode())
-            f.flush()
-            os.fsync(f.fileno())
+        self._log.append(new, fsync=True, allow_nan=False, default=_json_default)
         for r in new:
             self._ids.add(r["row_id"])
         self._n += len(new)
@@ -512,14 +490,7 @@ class JsonlStore:
         """``(line number, row)`` of the stored rows, in file order (1-based; for error messages)."""
         if not self.path.is_file():
             return
-        with open(self.path, "rb") as f:
-            for line_no, raw in enumerate(f, start=1):
-                if not raw.endswith(b"\n") or not raw.strip():
-                    continue
-                try:
-                    yield line_no, _parse_row(raw)
-                except ValueError:
-                    continue
+        yield from self._log.scan().entries
 
     def rows(self) -> list[dict[str, Any]]:
         """All stored rows (first occurrence of each ``row_id``)."""
@@ -588,7 +559,7 @@ def _diff_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def _write_sidecar(path: Path, meta: Mapping[str, Any]) -> None:
-    from .io import atomic_file
+    from ._infra.files import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
