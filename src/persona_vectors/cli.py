@@ -350,7 +350,8 @@ def steer_command(
     relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer "
                                   "(default: raw, like steer() in Python)"),
     positions: str = typer.Option("all", "--positions", help="all | prompt | response"),
-    operator: str = typer.Option("add", "--operator", help="add | ablate | cap"),
+    operator: str = typer.Option("add", "--operator", help="A registered steering operator: add | ablate | cap "
+                                 "(persona_vectors.operators.register_operator adds more)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Projection threshold for --operator cap"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default 0.7 when --n > 1)"),
@@ -368,7 +369,8 @@ def steer_command(
     import math
 
     from .io import check_vector_model, load_vector
-    from .steer import OPERATORS, STEER_POSITIONS, steer
+    from .operators import SteerSpecError
+    from .steer import SteerSpec, steer
 
     # settings that cannot work fail before the model loads
     auto_sign = {"auto": 1, "+auto": 1, "-auto": -1}.get(alpha.strip().lower())
@@ -389,14 +391,12 @@ def steer_command(
             fail(f"--coherence must lie strictly between 0 and 1 (e.g. 0.7), got {coherence:g}")
         if kl is not None and not (math.isfinite(kl) and kl > 0):
             fail(f"--kl must be a number > 0 (nats, e.g. 0.5), got {kl:g}")
-    if operator not in OPERATORS:
-        fail(f"--operator must be one of {', '.join(OPERATORS)}, got {operator!r}")
-    if positions not in STEER_POSITIONS:
-        fail(f"--positions must be one of {', '.join(STEER_POSITIONS)}, got {positions!r}")
-    if threshold is not None and not math.isfinite(threshold):
-        fail(f"--threshold must be a finite number, got {threshold} (see projection_threshold())")
-    if operator == "cap" and threshold is None:
-        fail("--operator cap needs --threshold (a projection value; see projection_threshold())")
+    try:  # the steering rules live in SteerSpec.validate (operators from the registry)
+        SteerSpec(None, layers=layer, positions=positions, operator=operator, relative=relative,
+                  threshold=threshold).validate()
+    except SteerSpecError as err:
+        fail(f"--{err.field} must be one of {', '.join(err.choices)}, got {err.value!r}" if err.choices
+             else f"--{err.field} {err.reason}")
     if not (math.isfinite(temperature) and temperature >= 0):
         fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     vec = load_vector(vector)

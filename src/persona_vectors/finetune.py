@@ -99,18 +99,35 @@ class PreventativeSteering:
             component along ``v/|v|`` removed (1 = all of it).
         layers: layers to steer at (must be among the vector's sites). ``None``: the vector's site closest to
             60 % depth (the Persona Vectors paper steers one mid-to-late layer).
-        operator: ``"add"`` (preventative steering) or ``"ablate"`` (CAFT-style projection removal).
+        operator: ``"add"`` (preventative steering), ``"ablate"`` (CAFT-style projection removal), or any
+            registered operator (:mod:`persona_vectors.operators`; ``"cap"`` with ``threshold``).
         positions: forwarded to :func:`persona_vectors.steer.patch`; training forwards are plain forwards, so
             ``"all"`` (default) steers every token.
         allow_other_model: accept a vector whose fingerprint differs from the model's.
+        threshold / cap: for ``operator="cap"``, as in :func:`persona_vectors.steer.steer`.
+
+    The settings are checked by :meth:`persona_vectors.steer.SteerSpec.validate` when the object is built.
     """
 
     vector: PersonaVector
     alpha: float = 4.0
     layers: Sequence[int] | int | None = None
-    operator: Literal["add", "ablate"] = "add"
+    operator: str = "add"
     positions: str = "all"
     allow_other_model: bool = False
+    threshold: Any = None
+    cap: str = "min"
+
+    def __post_init__(self) -> None:
+        self.spec().validate()
+
+    def spec(self, sites: Sequence[Site] | None = None) -> Any:
+        """The :class:`~persona_vectors.steer.SteerSpec` applied in training forwards (at ``sites`` when given)."""
+        from .steer import SteerSpec
+
+        return SteerSpec(self.vector, self.alpha, layers=self.layers if sites is None else list(sites),
+                         positions=self.positions, operator=self.operator, threshold=self.threshold, cap=self.cap,
+                         allow_other_model=self.allow_other_model)
 
     def resolved_layers(self, n_layers: int) -> tuple[Site, ...]:
         """The sites that will be steered."""
@@ -198,8 +215,8 @@ class FinetuneConfig:
             raise ValueError("checkpoint_every needs out_dir")
         if self.monitor_every is not None and not self.monitor_vectors:
             raise ValueError("monitor_every needs monitor_vectors")
-        if self.preventative is not None and self.preventative.operator not in ("add", "ablate"):
-            raise ValueError(f"preventative operator must be 'add' or 'ablate', got {self.preventative.operator!r}")
+        if self.preventative is not None:
+            self.preventative.spec().validate()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serializable summary (vectors by name)."""
@@ -786,8 +803,7 @@ class Trainer:
 
         pv = self.cfg.preventative
         assert pv is not None
-        return patch(self.model, pv.vector, pv.alpha, layers=list(self._prev_sites), positions=pv.positions,  # type: ignore[arg-type]
-                           operator=pv.operator, allow_other_model=pv.allow_other_model)
+        return patch(self.model, pv.spec(self._prev_sites))
 
     def train_step(self, batch: Batch, *, preventative: bool | None = None) -> float:
         """One optimizer step on ``batch``; returns its loss.

@@ -4,7 +4,9 @@
 ...     model.generate(["Who are you?"])
 >>> h = patch(model, vec, alpha=-2.0, layers=[14]); ...; h.remove()  # training loops  # doctest: +SKIP
 
-Operators, on the residual ``h`` at each steered site (``v`` the direction, ``û = v/|v|``):
+Operators, on the residual ``h`` at each steered site (``v`` the direction, ``û = v/|v|``); they are registered
+objects (:mod:`persona_vectors.operators`: one class and :func:`~persona_vectors.operators.register_operator`
+add another, which ``steer``, sweep configs, preventative steering and the CLI then accept):
 
 - ``"add"``: ``h + α·v`` (with ``relative=True``: ``h + α·N·û``, ``N`` = mean residual norm at the site, see
   :meth:`PersonaModel.residual_norm`; ``α = 1`` then adds a vector as long as a typical residual).
@@ -64,16 +66,26 @@ import torch
 
 from .io import check_vector_model
 from .models import steering_is_bypassed
+from .operators import (
+    CAP_MODES,
+    STEER_POSITIONS,
+    PrepareContext,
+    SteeringError,
+    SteerSpecError,
+    as_float_list as _as_float_list,
+    describe as _describe,
+    get_operator,
+    operator_names,
+    state_to,
+    validate_spec,
+)
 from .sites import Site, as_sites, check_sites
 from .vector import PersonaVector
 
 log = logging.getLogger(__name__)
 
-Operator = Literal["add", "ablate", "cap"]
+Operator = str  # a registered operator's name: "add", "ablate", "cap" or one of operator_names()
 StepPositions = Literal["all", "prompt", "response"]
-OPERATORS: tuple[str, ...] = ("add", "ablate", "cap")
-STEER_POSITIONS: tuple[str, ...] = ("all", "prompt", "response")
-CAP_MODES: tuple[str, ...] = ("min", "max")
 
 VectorLike = Union[PersonaVector, torch.Tensor, Sequence[PersonaVector]]
 AlphaLike = Union[float, int, Sequence[float], torch.Tensor]
@@ -83,27 +95,6 @@ ThresholdLike = Union[float, Mapping[Union[int, str, Site], float], None]
 
 class SteeringBatchError(ValueError):
     """A per-row steering hook saw a forward whose batch size differs from its number of rows."""
-
-
-class SteeringError(RuntimeError):
-    """Steering produced a non-finite residual stream (or was given a non-finite setting).
-
-    The message names the spec (operator, alpha, threshold, site) and the fix; ``rows`` holds the batch rows
-    that went non-finite when that is known (``None``: all of them, or not row-specific), so a batched caller
-    such as a sweep can drop exactly those generations and keep the others.
-    """
-
-    def __init__(self, message: str, rows: Sequence[int] | None = None) -> None:
-        super().__init__(message)
-        self.rows: tuple[int, ...] | None = None if rows is None else tuple(int(r) for r in rows)
-
-
-def _nonfinite_rows(t: torch.Tensor) -> list[int] | None:
-    """Batch rows of ``t`` ([rows, ...]) holding a non-finite value; None when ``t`` has no row dimension."""
-    if t.ndim < 2:
-        return None
-    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1)
-    return torch.nonzero(bad).flatten().tolist()
 
 
 @dataclass(frozen=True)
@@ -125,26 +116,30 @@ class SteerSpec:
     cap: str = "min"
     allow_other_model: bool = False
 
+    def validate(self) -> "SteerSpec":
+        """Check every setting that can be checked without a model; returns ``self``.
+
+        This is the one validator of steering settings (:func:`steer`, sweep configs, preventative steering
+        and the CLI all call it): the operator must be registered (:func:`persona_vectors.operators.operator_names`),
+        ``positions`` one of ``all | prompt | response``, ``cap`` ``min | max``, ``relative`` only for operators
+        that support it, thresholds finite numbers, plus the operator's own rules (``cap`` needs a threshold).
+        Raises :class:`~persona_vectors.operators.SteerSpecError` (a ``ValueError``) whose ``field`` and
+        ``reason`` let a front end name the setting its own way.
+        """
+        validate_spec(self)
+        return self
+
 
 @dataclass
 class _Plan:
-    """One resolved hook: everything precomputed in the model's dtype/device."""
+    """One resolved hook: the operator and its state, precomputed in the model's dtype/device."""
 
     site: Site
-    operator: str
+    operator: Any  # a registered Operator
     positions: str
     rows: int | None
-    delta: torch.Tensor | None  # add: [d] or [rows, 1, d]
-    unit: torch.Tensor | None  # ablate/cap: [d] or [rows, 1, d]
-    coef: torch.Tensor | float  # ablate/cap: float or [rows, 1, 1]
-    threshold: float | None
-    cap: str
+    state: Any
     info: dict[str, Any]
-
-
-def _as_float_list(x: torch.Tensor) -> float | list[float]:
-    x = x.detach().double().cpu().reshape(-1)
-    return float(x[0]) if x.numel() == 1 else [float(v) for v in x]
 
 
 def _is_spec_list(vector: Any) -> bool:
@@ -236,34 +231,6 @@ def _resolve_directions(
     )
 
 
-def _finite_threshold(value: Any, site: Site, dtype: torch.dtype) -> float:
-    """A cap threshold as a float that is finite and representable in the model's dtype."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) and not (
-        isinstance(value, torch.Tensor) and value.numel() == 1
-    ):
-        raise TypeError(f"threshold for {site} must be a number, got {value!r}")
-    t = float(value)
-    if not math.isfinite(t):
-        raise ValueError(f"threshold for {site} must be finite, got {t!r}: pass a finite number (see projection_threshold())")
-    big = float(torch.finfo(dtype).max) if dtype.is_floating_point else math.inf
-    if abs(t) >= big:
-        raise ValueError(f"threshold for {site} is {t:g}, beyond the range of the model's {dtype} "
-                         f"(|t| < {big:.3g}): pass a projection threshold on the residual's scale "
-                         "(see projection_threshold())")
-    return t
-
-
-def _threshold_for(threshold: ThresholdLike, site: Site, dtype: torch.dtype = torch.float32) -> float:
-    if threshold is None:
-        raise ValueError("operator='cap' needs threshold= (a float or {layer: float}); see projection_threshold()")
-    if isinstance(threshold, Mapping):
-        for k, v in threshold.items():
-            if Site.parse(k) == site:
-                return _finite_threshold(v, site, dtype)
-        raise ValueError(f"threshold has no entry for {site} (keys: {', '.join(str(Site.parse(k)) for k in threshold)})")
-    return _finite_threshold(threshold, site, dtype)
-
-
 class _Fingerprint:
     """The model's current weight fingerprint, computed at most once per :func:`patch` call (it costs ~40 ms
     on SmolLM2 and keys the residual-norm cache)."""
@@ -302,20 +269,13 @@ def _norm_warning(model: Any, site: Site, fp: _Fingerprint | None = None) -> Non
         warnings.warn(
             f"Measuring the residual norm at {site} while {len(foreign)} non-steering hook(s) are active: the unit "
             "of relative=True includes their effect. Call model.residual_norm(site) before adding such hooks.",
-            stacklevel=4,
+            stacklevel=6,
         )
 
 
 def _resolve_spec(model: Any, spec: SteerSpec, fp: _Fingerprint | None = None) -> list[_Plan]:
-    """Validate one spec and precompute its per-site tensors (no hooks are touched)."""
-    if spec.operator not in OPERATORS:
-        raise ValueError(f"operator must be one of {OPERATORS}, got {spec.operator!r}")
-    if spec.positions not in STEER_POSITIONS:
-        raise ValueError(f"positions must be one of {STEER_POSITIONS}, got {spec.positions!r}")
-    if spec.cap not in CAP_MODES:
-        raise ValueError(f"cap must be 'min' or 'max', got {spec.cap!r}")
-    if spec.relative and spec.operator != "add":
-        raise ValueError("relative=True only applies to operator='add' (ablate's alpha is already a fraction; cap uses threshold)")
+    """Validate one spec and let its operator precompute each site's state (no hooks are touched)."""
+    op = validate_spec(spec)
     alpha, alpha_per_row = _resolve_alpha(spec.alpha)
     sites, dirs, vec_rows, label = _resolve_directions(model, spec.vector, spec.layers, spec.allow_other_model)
     rows: int | None = vec_rows
@@ -323,90 +283,37 @@ def _resolve_spec(model: Any, spec: SteerSpec, fp: _Fingerprint | None = None) -
         if rows is not None and rows != alpha.numel():
             raise ValueError(f"{alpha.numel()} per-row alphas but {rows} per-row vectors: give one of each per batch row")
         rows = alpha.numel()
-    dev, dt = model.device, model.dtype
+    fp = fp or _Fingerprint(model)
     plans: list[_Plan] = []
     for site in sites:
-        v = dirs[site]  # [d] or [vec_rows, d], float64
-        norms = v.norm(dim=-1)
-        if (norms == 0).any() and (spec.operator != "add" or spec.relative):
-            raise ValueError(f"The direction at {site} is zero: it has no unit direction to {spec.operator} along")
-        a = alpha.reshape(-1, 1) if alpha_per_row else alpha  # [rows, 1] or []
         info: dict[str, Any] = {
             "site": str(site), "layer": site.layer, "operator": spec.operator, "positions": spec.positions,
             "source": label, "alpha": _as_float_list(alpha), "relative": bool(spec.relative),
             "rows": rows,
         }
-        delta = unit = None
-        coef: torch.Tensor | float = 1.0
-        thr = None
-        if spec.operator == "add":
-            if spec.relative:
-                fp = fp or _Fingerprint(model)
-                _norm_warning(model, site, fp)
-                resid = float(model.residual_norm(site, fingerprint=fp.value))
-                vec = a * resid * (v / norms.unsqueeze(-1) if v.ndim == 2 else v / norms)
-                raw = (alpha.reshape(-1) if alpha_per_row else alpha) * resid / norms
-                info["residual_norm"] = resid
-            else:
-                vec = a * v
-                raw = alpha
-                fp = fp or _Fingerprint(model)
-                cached = _cached_norm(model, site, fp)  # only if already measured on these weights
-                if cached is not None:
-                    info["residual_norm"] = cached
-            info["alpha_raw"] = _as_float_list(torch.as_tensor(raw))
-            info["delta_norm"] = _as_float_list(vec.norm(dim=-1))
-            delta = vec.reshape(-1, 1, vec.shape[-1]) if vec.ndim == 2 else vec
-            delta = delta.to(device=dev, dtype=dt)
-            if not bool(torch.isfinite(delta).all()):
-                raise SteeringError(
-                    f"{_describe(info)}: the added vector (|alpha*v| = {_fmt(info['delta_norm'])}) overflows the "
-                    f"model's {dt}: use a smaller alpha (or relative=True) or check the vector",
-                    rows=_nonfinite_rows(delta) if rows is not None else None,
-                )
-        else:
-            u = v / norms.unsqueeze(-1) if v.ndim == 2 else v / norms
-            unit = (u.reshape(-1, 1, u.shape[-1]) if u.ndim == 2 else u).to(device=dev, dtype=dt)
-            coef = alpha.reshape(-1, 1, 1).to(device=dev, dtype=dt) if alpha_per_row else float(alpha)
-            if isinstance(coef, torch.Tensor) and not bool(torch.isfinite(coef).all()) or (
-                isinstance(coef, float) and dt.is_floating_point and abs(coef) >= float(torch.finfo(dt).max)
-            ):
-                raise SteeringError(f"{_describe(info)}: alpha overflows the model's {dt}: use a smaller alpha",
-                                    rows=_nonfinite_rows(coef) if isinstance(coef, torch.Tensor) else None)
-            if spec.operator == "cap":
-                thr = _threshold_for(spec.threshold, site, dt)
-                info.update(threshold=thr, cap=spec.cap)
-        plans.append(_Plan(site, spec.operator, spec.positions, rows, delta, unit, coef, thr, spec.cap, info))
+
+        def measure(site: Site = site) -> float:
+            _norm_warning(model, site, fp)
+            return float(model.residual_norm(site, fingerprint=fp.value))
+
+        ctx = PrepareContext(spec=spec, info=info, rows=rows, residual_norm=measure,
+                             cached_residual_norm=lambda site=site: _cached_norm(model, site, fp))
+        a = alpha.reshape(-1, 1) if alpha_per_row else alpha  # [rows, 1] or []
+        state = op.prepare(dirs[site], a, model, site, ctx)
+        plans.append(_Plan(site, op, spec.positions, rows, state, info))
     return plans
 
 
 def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
     tracker = model.positions
     rows, positions, op = plan.rows, plan.positions, plan.operator
-    cache: dict[tuple[torch.dtype, torch.device], tuple[Any, Any, Any]] = {}
+    cache: dict[tuple[torch.dtype, torch.device], Any] = {}
 
-    def tensors(x: torch.Tensor) -> tuple[Any, Any, Any]:
+    def apply(x: torch.Tensor) -> torch.Tensor:
         key = (x.dtype, x.device)
         if key not in cache:
-            mv = lambda t: t.to(device=x.device, dtype=x.dtype) if isinstance(t, torch.Tensor) else t  # noqa: E731
-            cache[key] = (mv(plan.delta), mv(plan.unit), mv(plan.coef))
-        return cache[key]
-
-    if op == "add":
-        def apply(x: torch.Tensor) -> torch.Tensor:
-            return x + tensors(x)[0]
-    elif op == "ablate":
-        def apply(x: torch.Tensor) -> torch.Tensor:
-            _, u, c = tensors(x)
-            return x - c * (x * u).sum(-1, keepdim=True) * u
-    else:
-        thr, lower = plan.threshold, plan.cap == "min"
-
-        def apply(x: torch.Tensor) -> torch.Tensor:
-            _, u, c = tensors(x)
-            p = (x * u).sum(-1, keepdim=True)
-            target = p.clamp(min=thr) if lower else p.clamp(max=thr)
-            return x + c * (target - p) * u
+            cache[key] = state_to(plan.state, x.dtype, x.device)
+        return op.apply(x, cache[key])
 
     site = plan.site
     info = plan.info
@@ -451,23 +358,6 @@ def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
 
     hook._pv_steering = True  # type: ignore[attr-defined]  # lets _norm_warning tell steering hooks apart
     return hook
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else repr(value)
-
-
-def _describe(info: Mapping[str, Any]) -> str:
-    """The spec of one steered site in words, for error messages."""
-    parts = [f"operator={info['operator']}", f"alpha={_fmt(info['alpha'])}"]
-    if info.get("relative"):
-        parts.append("relative=True")
-    if info["operator"] == "cap":
-        parts.append(f"threshold={_fmt(info.get('threshold'))}")
-    parts += [f"layer {info['layer']} ({info['site']})", f"vector {info['source']!r}"]
-    return ", ".join(parts)
 
 
 class SteeringHandle:

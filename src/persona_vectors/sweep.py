@@ -58,7 +58,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from ._infra.jsonl import JsonlLog
-from .steer import CAP_MODES, OPERATORS, STEER_POSITIONS, SteeringError, steer
+from .operators import SteerSpecError
+from .steer import SteeringError, SteerSpec, steer
 from .vector import PersonaVector, library_version
 
 log = logging.getLogger(__name__)
@@ -207,26 +208,26 @@ class SweepConfig:
         for key in ("relative", "allow_other_model", "record_activations"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
-        if not isinstance(self.positions, str) or self.positions not in STEER_POSITIONS:
-            raise bad("positions", f"must be one of {STEER_POSITIONS}, got {self.positions!r}")
-        if not isinstance(self.operator, str) or self.operator not in OPERATORS:
-            raise bad("operator", f"must be one of {OPERATORS}, got {self.operator!r}")
-        if not isinstance(self.cap, str) or self.cap not in CAP_MODES:
-            raise bad("cap", f"must be 'min' or 'max', got {self.cap!r}")
-        if self.operator == "cap" and self.threshold is None:
-            raise bad("threshold", "is required with operator = 'cap' (a finite projection value)")
+        if self.threshold is not None and not _is_number(self.threshold):
+            raise bad("threshold", f"must be a finite number (one threshold for every layer), got {self.threshold!r}")
+        try:  # the steering rules live in SteerSpec.validate (operators from the registry)
+            self.steer_spec(None).validate()
+        except SteerSpecError as err:
+            raise bad(err.field, err.reason) from None
         if self.threshold is not None:
-            if not _is_number(self.threshold) or not math.isfinite(self.threshold):
-                raise bad("threshold", f"must be a finite number, got {self.threshold!r}")
             self.threshold = float(self.threshold)
-        if self.relative and self.operator != "add":
-            raise bad("relative", "only applies to operator = 'add'")
         if self.system is not None and not isinstance(self.system, str):
             raise bad("system", f"must be a string, got {self.system!r}")
         if not isinstance(self.name, str):
             raise bad("name", f"must be a string, got {self.name!r}")
         if self.samples > 1 and self.temperature == 0:
             warnings.warn("samples > 1 with temperature = 0 gives identical greedy generations", stacklevel=3)
+
+    def steer_spec(self, vector: Any, alpha: Any = 1.0, layer: int | None = None) -> SteerSpec:
+        """The :class:`~persona_vectors.steer.SteerSpec` of one cell: this config's steering settings."""
+        return SteerSpec(vector, alpha, layers=self.layers if layer is None else [layer], positions=self.positions,
+                         operator=self.operator, relative=self.relative, threshold=self.threshold, cap=self.cap,
+                         allow_other_model=self.allow_other_model)
 
     @property
     def source(self) -> Path | None:
@@ -983,9 +984,7 @@ def _generate_guarded(
     from .sites import Site
 
     alphas = torch.tensor([float(r["alpha"]) for r in rows], dtype=torch.float64)  # exact, even beyond float32
-    with steer(model, vec, alphas, layers=[layer], positions=cfg.positions, operator=cfg.operator,  # type: ignore[arg-type]
-               relative=cfg.relative, threshold=cfg.threshold, cap=cfg.cap,  # type: ignore[arg-type]
-               allow_other_model=cfg.allow_other_model) as handle:
+    with steer(model, cfg.steer_spec(vec, alphas, layer)) as handle:
         info = handle.report()[0]
         last = Site(model.n_layers - 1)
         guards: list[tuple[Any, Any]] = []
