@@ -1,23 +1,10 @@
-"""Safe on-disk format for PersonaVectors: ``vector.safetensors`` + ``vector.json``.
+"""The vector file format's machinery, below :mod:`persona_vectors.vector` (which it never imports).
 
-- No pickle ever: only safetensors is read; a directory holding ``.pt``/``.bin``/``.pkl`` files instead is
-  refused with a message saying how to convert.
-- Nothing lost: a save writes exactly two files, ``vector.safetensors`` and ``vector.json``, into the target
-  directory and never deletes, moves or changes any other file there. A directory that holds other files but
-  no saved vector is refused unless ``overwrite=True`` (``--force`` on the CLI), which writes the two files
-  alongside them; a previous vector in the directory is replaced (its two files only) unless
-  ``overwrite=False``. See :func:`save_vector`.
-- Atomic and concurrent-safe: each file is written to a unique temporary file in the target directory,
-  fsynced, and renamed over its final name. Writers hold an exclusive ``flock`` on the target directory
-  itself (no lock file) while they swap the two files in, so concurrent saves never interleave; a save
-  interrupted by an exception puts the previous tensor back. A reader that finds the pair inconsistent
-  (it looked between the two renames) re-reads it under a shared lock, so it gets the old or the new
-  vector, never a torn one or a spurious checksum error; if a writer was killed between its two renames,
-  the reader finds the previous tensor the writer had hard-linked aside and still returns the old vector.
-- Verified on load: the JSON schema (every field's type), the safetensors file's sha256 recorded in the
-  JSON, finite values, d_model and the number of sites, and — when a model is given — the weight fingerprint
-  (override with ``allow_other_model=True``). Every problem raises :class:`VectorFileError` with a one-line
-  message naming the file and the fix; loading never writes anything.
+Writing and reading the two files ``vector.safetensors`` + ``vector.json`` atomically, under directory locks,
+with every check the format promises; the rules are stated in :mod:`persona_vectors.io`, the public face
+of this module. It knows a vector only by its attributes (``sites``, ``directions``, ``d_model``,
+``provenance.to_json()``) and builds one through the constructors :meth:`PersonaVector.load` passes in, so
+:mod:`persona_vectors.vector` can offer ``save``/``load`` without an import cycle.
 """
 
 from __future__ import annotations
@@ -30,17 +17,16 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from ._infra.files import atomic_file  # noqa: F401 - re-exported: the public home of atomic writes
 from ._infra.files import dir_lock as _dir_lock
 from ._infra.files import fsync_dir as _fsync_dir
 from ._infra.files import write_temp as _write_temp
 from .sites import Site
-from .vector import SCHEMA_VERSION, PersonaVector, Provenance, VectorMismatchError
 
+SCHEMA_VERSION = 1
 TENSOR_FILE = "vector.safetensors"
 META_FILE = "vector.json"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".npy")
@@ -134,7 +120,7 @@ def check_save_target(directory: str | os.PathLike[str], overwrite: bool | None 
     return target
 
 
-def _encode(vec: PersonaVector) -> tuple[bytes, bytes]:
+def _encode(vec: Any) -> tuple[bytes, bytes]:
     """The two files' bytes: (safetensors, json)."""
     from safetensors.torch import save as st_save
 
@@ -157,7 +143,7 @@ def _encode(vec: PersonaVector) -> tuple[bytes, bytes]:
     return tensor, text.encode()
 
 
-def save_vector(vec: PersonaVector, directory: str | Path, overwrite: bool | None = None) -> Path:
+def save_vector(vec: Any, directory: str | Path, overwrite: bool | None = None) -> Path:
     """Save ``vec`` as ``directory/vector.safetensors`` + ``directory/vector.json``; returns the directory.
 
     Never deletes a file it did not write. ``overwrite``:
@@ -168,7 +154,7 @@ def save_vector(vec: PersonaVector, directory: str | Path, overwrite: bool | Non
     - ``False``: refuse any non-empty directory.
 
     The directory is created if missing (with the usual umask permissions). The write is atomic and safe
-    against concurrent saves and loads of the same directory (see the module docstring).
+    against concurrent saves and loads of the same directory (see :mod:`persona_vectors.io`).
     """
     target = check_save_target(directory, overwrite)
     tensor_bytes, meta_bytes = _encode(vec)
@@ -308,7 +294,8 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _parse_meta(meta_path: Path, meta_raw: bytes) -> tuple[list[Site], int, str, Provenance]:
+def _parse_meta(meta_path: Path, meta_raw: bytes, provenance_from_json: Callable[[dict], Any]
+                ) -> tuple[list[Site], int, str, Any]:
     """Validate ``vector.json``: (sites, d_model, tensor_sha256, provenance)."""
     try:
         meta = json.loads(meta_raw.decode("utf-8"))
@@ -351,7 +338,7 @@ def _parse_meta(meta_path: Path, meta_raw: bytes) -> tuple[list[Site], int, str,
     if not isinstance(prov_raw, dict):
         raise _bad(meta_path, f"'provenance' must be a JSON object, found {_show(prov_raw)}")
     try:
-        prov = Provenance.from_json(prov_raw)
+        prov = provenance_from_json(prov_raw)
     except (ValueError, TypeError) as err:
         raise _bad(meta_path, f"bad 'provenance' ({str(err).splitlines()[0]})") from None
     if prov.d_model != d_model:
@@ -372,13 +359,12 @@ def _show(x: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def load_vector(directory: str | Path, model: Any = None, *, allow_other_model: bool = False) -> PersonaVector:
-    """Load a vector saved by :func:`save_vector`, verifying it (see the module docstring).
+def read_vector(directory: str | Path, *, build: Callable[[list[Site], torch.Tensor, Any], Any],
+                provenance_from_json: Callable[[dict], Any]) -> Any:
+    """Read and verify a vector saved by :func:`save_vector` (see :mod:`persona_vectors.io`); ``build(sites,
+    directions, provenance)`` makes the vector, ``provenance_from_json`` its provenance. Never writes.
 
-    Raises :class:`VectorFileError` for a missing, damaged, unsafe (pickle) or inconsistent vector, and
-    :class:`~persona_vectors.vector.VectorMismatchError` when ``model`` is given and the vector belongs to
-    another model (``allow_other_model=True`` accepts another fingerprint of the same architecture).
-    Never writes to the directory.
+    Raises :class:`VectorFileError` for a missing, damaged, unsafe (pickle) or inconsistent vector.
     """
     from safetensors.torch import load as st_load
 
@@ -408,7 +394,7 @@ def load_vector(directory: str | Path, model: Any = None, *, allow_other_model: 
                 "unpickles: convert with PersonaVector(...).save(dir)"
             )
         raise VectorFileError(f"{path} is not a saved vector: it needs {META_FILE} and {TENSOR_FILE}")
-    sites, d_model, sha, prov = _parse_meta(meta_path, meta_raw)
+    sites, d_model, sha, prov = _parse_meta(meta_path, meta_raw, provenance_from_json)
     if hashlib.sha256(tensor_raw).hexdigest() != sha:
         raise VectorFileError(f"{tensor_path} does not match the checksum in {META_FILE}: the file is corrupt; re-save it")
     try:
@@ -433,27 +419,7 @@ def load_vector(directory: str | Path, model: Any = None, *, allow_other_model: 
             "re-save the vector"
         )
     try:
-        vec = PersonaVector(sites, dirs, prov)
+        return build(sites, dirs, prov)
     except ValueError as err:  # pragma: no cover - everything it checks was checked above
         raise _bad(meta_path, str(err)) from None
-    if model is not None:
-        check_vector_model(vec, model, allow_other_model=allow_other_model)
-    return vec
 
-
-def check_vector_model(vec: PersonaVector, model: Any, *, allow_other_model: bool = False) -> None:
-    """Raise unless ``vec`` was extracted on ``model`` (same d_model always; same fingerprint unless overridden)."""
-    info = model.info
-    if vec.d_model != info.d_model:
-        raise VectorMismatchError(
-            f"Vector has d_model={vec.d_model} but model {info.model_id} has d_model={info.d_model}: "
-            "it belongs to another architecture"
-        )
-    for s in vec.sites:
-        if s.layer >= info.n_layers:
-            raise VectorMismatchError(f"Vector site {s} is out of range for a model with {info.n_layers} layers")
-    if vec.provenance.fingerprint != info.fingerprint and not allow_other_model:
-        raise VectorMismatchError(
-            f"Vector was extracted on {vec.provenance.model_id} (fingerprint {vec.provenance.fingerprint}), "
-            f"not on the given model {info.model_id} ({info.fingerprint}); pass allow_other_model=True to use it anyway"
-        )

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from . import _vector_file
+from ._vector_file import SCHEMA_VERSION
 from .sites import Site, as_sites
-
-SCHEMA_VERSION = 1
 
 
 def library_version() -> str:
@@ -297,13 +297,35 @@ class PersonaVector:
         saved vector is refused unless ``overwrite=True`` (which writes the two files alongside the others);
         ``overwrite=False`` refuses any non-empty directory. See :func:`persona_vectors.io.save_vector`.
         """
-        from .io import save_vector
-
-        return save_vector(self, directory, overwrite=overwrite)
+        return _vector_file.save_vector(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory: str | Path, model: Any = None, *, allow_other_model: bool = False) -> "PersonaVector":
-        """Load a saved vector, verifying integrity and (if ``model`` is given) the weight fingerprint."""
-        from .io import load_vector
+        """Load a saved vector, verifying integrity and (if ``model`` is given) the weight fingerprint.
 
-        return load_vector(directory, model=model, allow_other_model=allow_other_model)
+        Raises :class:`~persona_vectors.io.VectorFileError` for a missing, damaged, unsafe (pickle) or
+        inconsistent vector, and :class:`VectorMismatchError` when ``model`` is given and the vector belongs
+        to another model (``allow_other_model=True`` accepts another fingerprint of the same architecture).
+        """
+        vec = _vector_file.read_vector(directory, build=cls, provenance_from_json=Provenance.from_json)
+        if model is not None:
+            check_vector_model(vec, model, allow_other_model=allow_other_model)
+        return vec
+
+
+def check_vector_model(vec: PersonaVector, model: Any, *, allow_other_model: bool = False) -> None:
+    """Raise unless ``vec`` was extracted on ``model`` (same d_model always; same fingerprint unless overridden)."""
+    info = model.info
+    if vec.d_model != info.d_model:
+        raise VectorMismatchError(
+            f"Vector has d_model={vec.d_model} but model {info.model_id} has d_model={info.d_model}: "
+            "it belongs to another architecture"
+        )
+    for s in vec.sites:
+        if s.layer >= info.n_layers:
+            raise VectorMismatchError(f"Vector site {s} is out of range for a model with {info.n_layers} layers")
+    if vec.provenance.fingerprint != info.fingerprint and not allow_other_model:
+        raise VectorMismatchError(
+            f"Vector was extracted on {vec.provenance.model_id} (fingerprint {vec.provenance.fingerprint}), "
+            f"not on the given model {info.model_id} ({info.fingerprint}); pass allow_other_model=True to use it anyway"
+        )
