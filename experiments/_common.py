@@ -22,6 +22,7 @@ is :func:`generate_steered` (per-row steered generation that also captures the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -338,7 +339,7 @@ def generate_steered(
     Returns ``(texts, {layer: [n_rows, d_model] float64 means}, token counts)``.
     """
     from persona_vectors import Site, steer
-    from persona_vectors.record import remove_lens_handle
+    from persona_vectors.capture import Capture
 
     n = len(prompts)
     if directions is not None and directions.shape[0] != n:
@@ -349,7 +350,6 @@ def generate_steered(
     texts: list[str] = [""] * n
     means = {L: torch.zeros(n, d, dtype=torch.float64) for L in capture_layers}
     counts = [0] * n
-    tracker = model.positions
     for b0 in range(0, n, batch_size):
         idx = list(range(b0, min(n, b0 + batch_size)))
         chunk_p = [prompts[i] for i in idx]
@@ -365,30 +365,15 @@ def generate_steered(
             vec[zero, 0] = 1.0
         store: dict[int, list[tuple[int, torch.Tensor]]] = {L: [] for L in capture_layers}
 
-        def make_hook(L: int) -> Callable[..., None]:
-            def hook(x: torch.Tensor, hook: Any = None) -> None:
-                pl = tracker.prompt_len
-                if pl is None:
-                    return None
-                off = tracker.offset
-                w = x.shape[1]
-                k = max(pl - off, 0)  # window positions [0, k) are prompt
-                if k < w:
-                    store[L].append((off + k - pl, x[:, k:].detach().to(torch.float64).cpu()))
-                return None
-            return hook
+        def sink(site: Any, x: torch.Tensor) -> None:
+            window = model.response_window(x.shape[1])  # None outside generation
+            if window is not None and window[0] < x.shape[1]:
+                k, first = window
+                store[site.layer].append((first, x[:, k:].detach().to(torch.float64).cpu()))
 
-        handles: list[tuple[Any, Any]] = []
-        with steer(model, vec, a, layers=[layer], relative=True):
-            try:
-                for L in capture_layers:
-                    hp = model.hook_point(Site(L))
-                    handles.append((hp, hp.add_hook(make_hook(L))))
-                toks = model.generate_tokens(chunk_p, system=system, max_new_tokens=max_new_tokens,
-                                             temperature=0.0)
-            finally:
-                for hp, h in handles:
-                    remove_lens_handle(hp, h)
+        with steer(model, vec, a, layers=[layer], relative=True), \
+                Capture(model, [Site(L) for L in capture_layers], sink=sink) if capture_layers else contextlib.nullcontext():
+            toks = model.generate_tokens(chunk_p, system=system, max_new_tokens=max_new_tokens, temperature=0.0)
         lens = [len(t) for t in toks]
         for j, i in enumerate(idx):
             texts[i] = model.decode_response(toks[j])

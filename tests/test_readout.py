@@ -179,12 +179,8 @@ def test_response_position_steering_matches_generation_layout(tiny):
             for j, c in enumerate(conts):
                 ans = tok(f"I am {c}", add_special_tokens=False)["input_ids"]
                 ids = torch.tensor([pids + ans])
-                tiny.positions.prompt_len = len(pids)
-                try:
-                    with torch.no_grad():
-                        logp = torch.log_softmax(tiny.hf(input_ids=ids, use_cache=False).logits[0].double(), -1)
-                finally:
-                    tiny.positions.prompt_len = None
+                with torch.no_grad(), tiny.response_region(len(pids)):
+                    logp = torch.log_softmax(tiny.hf(input_ids=ids, use_cache=False).logits[0].double(), -1)
                 start = len(pids) + len(tok("I am", add_special_tokens=False)["input_ids"])
                 manual[i, j] = sum(logp[t - 1, ids[0, t]] for t in range(start, ids.shape[1]))
         full = score_continuations(tiny, prompts, conts, "I am")

@@ -56,12 +56,8 @@ def capture(model, layer):
 @contextlib.contextmanager
 def prompt_len(model, k):
     """Pretend, for a plain forward, that the first ``k`` positions are the prompt."""
-    prev = model.positions.prompt_len
-    model.positions.prompt_len = k
-    try:
+    with model.response_region(k):
         yield
-    finally:
-        model.positions.prompt_len = prev
 
 
 def resid(model, layer, prompt=PROMPT):

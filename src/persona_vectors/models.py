@@ -253,15 +253,29 @@ class ModelInfo:
 class _PositionTracker:
     """Knows, during a forward, which absolute positions the current window covers and where the prompt ends.
 
-    A forward pre-hook on the HF module reads ``past_key_values`` to get the cache length (the offset of the
-    current window): under KV-cache decoding a hook sees one position at offset ``t``; without a cache it sees
-    the whole sequence from 0. ``prompt_len`` is set by :meth:`PersonaModel.generate` (the padded prompt length)
-    and is ``None`` for plain forwards, where every position counts as prompt.
+    A forward pre-hook on the HF module (its handle is kept in :attr:`handle`) reads ``past_key_values`` to get
+    the cache length, the ``offset`` of the current window: under KV-cache decoding a hook sees one position at
+    offset ``t``; without a cache it sees the whole sequence from 0. Where the prompt ends is *not* stored
+    here: it is a context (:meth:`PersonaModel.response_region`), so concurrent or nested callers cannot see
+    each other's value; :attr:`prompt_len` reads it (``None`` for plain forwards: every position is prompt).
     """
 
     def __init__(self) -> None:
         self.offset = 0
-        self.prompt_len: int | None = None
+        self.handle: Any = None
+        self._prompt_len: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+            f"persona_vectors_prompt_len_{id(self):x}", default=None)
+
+    @property
+    def prompt_len(self) -> int | None:
+        """The prompt length of the response region active in this context (``None`` outside one)."""
+        return self._prompt_len.get()
+
+    @prompt_len.setter
+    def prompt_len(self, value: int | None) -> None:
+        warnings.warn("Setting model.positions.prompt_len is deprecated: use `with model.response_region(n):`",
+                      DeprecationWarning, stacklevel=2)
+        self._prompt_len.set(value)
 
     def pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         past = kwargs.get("past_key_values")
@@ -271,12 +285,25 @@ class _PositionTracker:
                 offset = int(past.get_seq_length())
         self.offset = offset
 
+    @contextlib.contextmanager
+    def region(self, prompt_len: int | None) -> Iterator[None]:
+        token = self._prompt_len.set(prompt_len)
+        try:
+            yield
+        finally:
+            self._prompt_len.reset(token)
+            self.offset = 0
+
+    def prompt_end(self, width: int) -> int:
+        """Window positions ``[0, k)`` of the current forward (``width`` wide) are prompt; returns ``k``."""
+        pl = self._prompt_len.get()
+        return width if pl is None else min(max(pl - self.offset, 0), width)
+
     def response_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
         """Boolean [seq_len] mask of positions in the current window that are generated (response) tokens."""
-        pos = torch.arange(self.offset, self.offset + seq_len, device=device)
-        if self.prompt_len is None:
-            return torch.zeros(seq_len, dtype=torch.bool, device=device)
-        return pos >= self.prompt_len
+        mask = torch.zeros(seq_len, dtype=torch.bool, device=device)
+        mask[self.prompt_end(seq_len):] = True
+        return mask
 
 
 class PromptTooLongError(ValueError):
@@ -364,7 +391,7 @@ class PersonaModel:
         tokenizer.padding_side = "left"
         self.stop_token_ids = self._stop_ids(cfg)
         self.positions = _PositionTracker()
-        self.hf.register_forward_pre_hook(self.positions.pre_hook, with_kwargs=True)
+        self.positions.handle = self.hf.register_forward_pre_hook(self.positions.pre_hook, with_kwargs=True)
         self.hf.eval()
         #: Residual norms keyed by (site, positions, weight fingerprint at measurement time).
         self._norm_cache: dict[tuple[Site, str, str], float] = {}
@@ -656,15 +683,33 @@ class PersonaModel:
         with torch.inference_mode():
             return self.hf(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), use_cache=False).logits
 
-    @contextlib.contextmanager
-    def _generating(self, prompt_len: int) -> Iterator[None]:
-        prev = self.positions.prompt_len
-        self.positions.prompt_len = prompt_len
-        try:
-            yield
-        finally:
-            self.positions.prompt_len = prev
-            self.positions.offset = 0
+    def response_region(self, prompt_len: int | None) -> contextlib.AbstractContextManager[None]:
+        """Inside this block (this thread/context only), absolute positions ``>= prompt_len`` are *response*
+        tokens for position-aware hooks (steering with ``positions="response"``, response read-outs).
+
+        :meth:`generate` opens one around its forward passes (the padded prompt length); teacher-forced
+        scoring opens one around the answer. ``None``: every position is prompt (a plain forward).
+
+        >>> with model.response_region(len(prompt_ids)):   # doctest: +SKIP
+        ...     model.hf(input_ids=prompt_and_answer)
+        """
+        return self.positions.region(prompt_len)
+
+    def response_window(self, width: int) -> tuple[int, int] | None:
+        """Where the response starts in the current forward's window of ``width`` positions.
+
+        Returns ``(k, first)``: window positions ``[k, width)`` are response tokens and window position ``k``
+        is response token number ``first`` (0-based; under KV-cache decoding the window is one position at
+        the cache offset). ``None`` outside a :meth:`response_region`. For use inside hooks.
+        """
+        pl = self.positions.prompt_len
+        if pl is None:
+            return None
+        k = self.positions.prompt_end(width)
+        return k, self.positions.offset + k - pl
+
+    def _generating(self, prompt_len: int) -> contextlib.AbstractContextManager[None]:
+        return self.response_region(prompt_len)
 
     def generate(
         self,

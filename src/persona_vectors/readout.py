@@ -223,21 +223,16 @@ def _prefix_cache(model: PersonaModel, prefix: Sequence[int], prompt_len: int | 
 def _answer_positions(model: PersonaModel, prompt_len: int | None) -> Iterator[None]:
     """Mark window positions ``>= prompt_len`` as *response* for position-aware steering hooks.
 
-    Generation marks generated tokens as response (``model.positions.prompt_len``); a teacher-forced answer
+    Generation marks generated tokens as response (:meth:`PersonaModel.response_region`); a teacher-forced answer
     is the same tokens, so steering restricted to ``positions="response"`` applies to it here exactly as it
     would while the model generated it (and ``"prompt"`` steering applies to the prompt only).
     """
-    tracker = getattr(model, "positions", None)
-    if tracker is None or prompt_len is None:
+    region = getattr(model, "response_region", None)
+    if region is None or prompt_len is None:
         yield
         return
-    prev = tracker.prompt_len
-    tracker.prompt_len = prompt_len
-    try:
+    with region(prompt_len):
         yield
-    finally:
-        tracker.prompt_len = prev
-        tracker.offset = 0
 
 
 def _score_chunk(
@@ -405,9 +400,9 @@ def score_continuations(
     per-row coefficient lines up with the batch; with a ``batch_size``, forward ``k`` holds rows
     ``[k * batch_size, (k + 1) * batch_size)``. Rows are laid out as ``generate`` lays them out: prompts
     left padded to end at the same position, answers right padded, position ids from the attention mask.
-    Steering hooks active around this call apply to every forward, and ``model.positions.prompt_len`` is
-    set to that common prompt end, so position-aware steering (``positions="response"``) acts on the
-    answer tokens exactly as when the model generates them.
+    Steering hooks active around this call apply to every forward, and a response region
+    (:meth:`PersonaModel.response_region`) starts at that common prompt end, so position-aware steering
+    (``positions="response"``) acts on the answer tokens exactly as when the model generates them.
 
     ``share_prompt=True`` runs each prompt (plus the shared part of the answer prefix) once into a KV
     cache and only the continuations per row: the same scores up to float error for several times fewer

@@ -24,20 +24,26 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from .models import Message, PersonaModel, PromptLike, position_ids_from_mask
+from .capture import (
+    POSITIONS,
+    Capture,
+    Conversation,
+    Positions,
+    StopForward as _StopForward,
+    pad_rows as _pad,
+    padded_batches,
+    remove_lens_handle,
+    select_positions as _select,
+    tokenize_conversation,
+)
+from .models import PersonaModel, PromptLike
 from .sites import Site, as_sites
 
-Positions = Literal["response", "prompt", "last_prompt", "all"]
-POSITIONS: tuple[str, ...] = ("response", "prompt", "last_prompt", "all")
-Conversation = Sequence[Message]
-
-
-class _StopForward(Exception):
-    """Raised by the deepest capture hook so the rest of the network does not run."""
+_tokenize_conversation = tokenize_conversation  # the older private name (tests and callers outside use it)
 
 
 @dataclass
@@ -91,56 +97,6 @@ def conversations_hash(conversations: Sequence[Conversation]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _tokenize_conversation(model: PersonaModel, conv: Conversation, positions: str) -> tuple[list[int], list[bool]]:
-    """Token ids of a conversation and the mask of positions to read.
-
-    The ids are ``tokens(prompt rendered with generation prompt) + tokens(response content)``: exactly the
-    sequence the model sees when it generates that response.
-    """
-    if isinstance(conv, str):  # raw text, no chat template: it is all prompt
-        p, r = model.text_ids(conv), []
-    else:
-        msgs = list(conv)
-        if msgs and msgs[-1]["role"] == "assistant":
-            prompt_text = model.chat_text(msgs[:-1], add_generation_prompt=True)
-            response = msgs[-1]["content"]
-        else:
-            prompt_text = model.chat_text(msgs, add_generation_prompt=True)
-            response = ""
-        p, r = model.text_ids(prompt_text), model.content_ids(response)  # special tokens in contents stay text
-    model.check_length(len(p) + len(r), what="conversation")
-    return _select(p, r, positions)
-
-
-def _select(p: list[int], r: list[int], positions: str) -> tuple[list[int], list[bool]]:
-    """Concatenate prompt and response ids and build the mask of positions to read."""
-    ids = list(p) + list(r)
-    if positions == "response":
-        if not r:
-            raise ValueError(
-                "positions='response' needs conversations that end with a non-empty assistant message; "
-                "use record_generated() to let the model write them, or positions='last_prompt'"
-            )
-        mask = [False] * len(p) + [True] * len(r)
-    elif positions == "prompt":
-        mask = [True] * len(p) + [False] * len(r)
-    elif positions == "last_prompt":
-        mask = [False] * len(ids)
-        mask[len(p) - 1] = True
-    elif positions == "all":
-        mask = [True] * len(ids)
-    else:
-        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    return ids, mask
-
-
-def _pad(rows: list[list[Any]], value: Any, side: str) -> list[list[Any]]:
-    width = max(len(r) for r in rows)
-    if side == "left":
-        return [[value] * (width - len(r)) + r for r in rows]
-    return [r + [value] * (width - len(r)) for r in rows]
-
-
 def record(
     model: PersonaModel,
     conversations: Sequence[Conversation],
@@ -162,54 +118,25 @@ def record(
     if not conversations:
         raise ValueError("No conversations to record: pass at least one")
     site_t = as_sites(sites, model.n_layers)
-    deepest = max(s.layer for s in site_t)
     dev = model.device
     sums = {s: torch.zeros(model.d_model, dtype=torch.float64, device=dev) for s in site_t}
     norm_sums = {s: 0.0 for s in site_t}
     samples: dict[Site, list[torch.Tensor]] | None = {s: [None] * len(conversations) for s in site_t} if keep_samples else None  # type: ignore[misc]
     rec = Recording(site_t, positions, sums, norm_sums, samples=samples, dataset_hash=conversations_hash(conversations))
 
-    tokenized = [_tokenize_conversation(model, c, positions) for c in conversations]
-    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i][0]))
-    captured: dict[Site, torch.Tensor] = {}
-    stop_site = max((s for s in site_t if s.layer == deepest), key=lambda s: s.kind == "resid_post")
-
-    def make_hook(site: Site):
-        def hook(x: torch.Tensor, hook: Any = None) -> None:
-            captured[site] = x
-            if site == stop_site and len(captured) == len(site_t):
-                raise _StopForward
-        return hook
-
-    handles = []
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    it: Any = batches
+    tokenized = [tokenize_conversation(model, c, positions) for c in conversations]
+    batches: Any = padded_batches(model, tokenized, batch_size, padding_side=padding_side)
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(batches, desc=desc, unit="batch", leave=False)
-    try:
-        for s in site_t:
-            hp = model.hook_point(s)
-            handles.append((hp, hp.add_hook(make_hook(s))))
-        for idx in it:
-            ids = _pad([tokenized[i][0] for i in idx], model.tokenizer.pad_token_id, padding_side)
-            sel = _pad([tokenized[i][1] for i in idx], False, padding_side)
-            att = _pad([[1] * len(tokenized[i][0]) for i in idx], 0, padding_side)
-            input_ids = torch.tensor(ids, device=dev)
-            attention = torch.tensor(att, device=dev)
-            mask = torch.tensor(sel, device=dev)
-            captured.clear()
-            with torch.inference_mode():
-                try:
-                    model.hf(input_ids=input_ids, attention_mask=attention,
-                             position_ids=position_ids_from_mask(attention), use_cache=False)
-                except _StopForward:
-                    pass
+        batches = tqdm(batches, desc=desc, unit="batch", leave=False, total=-(-len(tokenized) // batch_size))
+    with Capture(model, site_t, stop=True) as cap:
+        for idx, input_ids, attention, mask in batches:
+            cap.forward(input_ids, attention)
             m = mask.unsqueeze(-1).to(torch.float64)
             per_row = mask.sum(1)
             for s in site_t:
-                x = captured[s].to(torch.float64)
+                x = cap.acts[s].to(torch.float64)
                 xm = x * m
                 sums[s] += xm.sum((0, 1))
                 norm_sums[s] += float((x.norm(dim=-1) * mask).sum())
@@ -219,19 +146,7 @@ def record(
                         samples[s][i] = row_means[j]
             rec.n_tokens += int(per_row.sum())
             rec.n_conversations += len(idx)
-    finally:
-        for hp, h in handles:
-            remove_lens_handle(hp, h)
-        captured.clear()
     return rec
-
-
-def remove_lens_handle(hook_point: Any, handle: Any) -> None:
-    """Remove one TransformerLens hook (idempotent): the torch handle and its entry in the HookPoint's list."""
-    handle.hook.remove()
-    for lst in (hook_point.fwd_hooks, hook_point.bwd_hooks):
-        if handle in lst:
-            lst.remove(handle)
 
 
 def record_generated(

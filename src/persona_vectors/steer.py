@@ -16,9 +16,9 @@ add another, which ``steer``, sweep configs, preventative steering and the CLI t
   ``α`` blends: ``h + α·(clamp(p) − p)·û`` (``α = 1``: full cap, ``α = 0``: nothing). See
   :func:`projection_threshold` to pick a threshold.
 
-Positions (``model.positions`` tracks, for each forward, the KV-cache length ``offset`` before the current window
-and the padded prompt length ``prompt_len`` set by :meth:`PersonaModel.generate`; the absolute position of window
-index ``i`` is ``offset + i``):
+Positions (for each forward the model knows the KV-cache length ``offset`` before the current window; the
+padded prompt length ``prompt_len`` comes from the active :meth:`PersonaModel.response_region`, which
+:meth:`PersonaModel.generate` opens; the absolute position of window index ``i`` is ``offset + i``):
 
 - ``"all"``: every position of every forward.
 - ``"prompt"``: absolute position ``< prompt_len``: the (left-padded) prompt during prefill.
@@ -28,7 +28,7 @@ index ``i`` is ``offset + i``):
   steered, so cached and uncached generation agree.
 - Outside ``generate`` (a plain forward, ``prompt_len is None``) every position counts as prompt: ``"prompt"``
   steers everything and ``"response"`` steers nothing. In a teacher-forced training loop either use ``"all"``
-  or set ``model.positions.prompt_len`` yourself around the forward.
+  or wrap the forward in ``with model.response_region(prompt_len):``.
 
 Per-row steering: ``alpha`` may be a sequence / tensor ``[batch]`` and ``vector`` a sequence of PersonaVectors or a
 tensor ``[batch, d_model]``; row ``b`` of the batch is then steered with its own coefficient/vector, so one
@@ -64,6 +64,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
 import numpy as np
 import torch
 
+from .capture import Capture, HookSet, padded_batches, tokenize_conversation
 from .io import check_vector_model
 from .models import steering_is_bypassed
 from .operators import (
@@ -342,8 +343,7 @@ def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
         if positions == "all":
             return checked(apply(x))
         n = x.shape[1]
-        pl = tracker.prompt_len
-        k = n if pl is None else min(max(pl - tracker.offset, 0), n)  # window positions [0, k) are prompt
+        k = tracker.prompt_end(n)  # window positions [0, k) are prompt
         if positions == "prompt":
             if k == n:
                 return checked(apply(x))
@@ -371,7 +371,7 @@ class SteeringHandle:
     def __init__(self, model: Any, plans: Sequence[_Plan] = ()) -> None:
         self.model = model
         self._plans = list(plans)
-        self._hooks: list[tuple[Any, Any]] = []
+        self._hooks = HookSet()
 
     @property
     def active(self) -> bool:
@@ -389,17 +389,7 @@ class SteeringHandle:
 
     def remove(self) -> None:
         """Remove this handle's hooks (and only them). Safe to call more than once."""
-        from .record import remove_lens_handle
-
-        first: BaseException | None = None
-        while self._hooks:
-            hp, h = self._hooks.pop()
-            try:
-                remove_lens_handle(hp, h)
-            except Exception as err:  # keep removing the others
-                first = first or err
-        if first is not None:
-            raise first
+        self._hooks.remove()
 
     def __enter__(self) -> "SteeringHandle":
         return self
@@ -466,7 +456,7 @@ def patch(
     try:
         for plan in plans:
             hp = model.hook_point(plan.site)
-            hooks.append((hp, hp.add_hook(_make_hook(model, plan))))
+            hooks.add(hp, _make_hook(model, plan))
     except BaseException:
         try:
             handle.remove()
@@ -583,9 +573,6 @@ def token_projections(
 
     Hooks active around the call (e.g. steering) apply.
     """
-    from .models import position_ids_from_mask
-    from .record import _pad, _tokenize_conversation
-
     s = Site.parse(site)
     check_sites([s], model.n_layers)
     if isinstance(vector, PersonaVector):
@@ -598,28 +585,13 @@ def token_projections(
     u = (u / u.norm()).to(model.device)
     if not conversations:
         raise ValueError("No conversations: pass at least one")
-    tok = [_tokenize_conversation(model, list(c), positions) for c in conversations]
-    captured: list[torch.Tensor] = []
-    hp = model.hook_point(s)
+    tok = [tokenize_conversation(model, list(c), positions) for c in conversations]
     out: list[torch.Tensor] = []
-    from .record import remove_lens_handle
-
-    handle = None
-    try:
-        handle = hp.add_hook(lambda x, hook=None: captured.append(x.detach()))
-        for i in range(0, len(tok), batch_size):
-            chunk = tok[i : i + batch_size]
-            ids = torch.tensor(_pad([t[0] for t in chunk], model.tokenizer.pad_token_id, "right"), device=model.device)
-            att = torch.tensor(_pad([[1] * len(t[0]) for t in chunk], 0, "right"), device=model.device)
-            sel = torch.tensor(_pad([t[1] for t in chunk], False, "right"), device=model.device)
-            captured.clear()
-            with torch.inference_mode():
-                model.hf(input_ids=ids, attention_mask=att, position_ids=position_ids_from_mask(att), use_cache=False)
-            proj = captured[-1].to(torch.float64) @ u
+    with Capture(model, [s], stop=True) as cap:
+        for _, ids, att, sel in padded_batches(model, tok, batch_size, padding_side="right", sort=False):
+            cap.forward(ids, att)
+            proj = cap.acts[s].to(torch.float64) @ u
             out.append(proj[sel].cpu())
-    finally:
-        if handle is not None:
-            remove_lens_handle(hp, handle)
     return torch.cat(out)
 
 
