@@ -159,6 +159,49 @@ def inspect(
 # ---- commands added by other modules go below this line (keep one block per command) ----
 
 
+def _parse_alpha_option(alpha: str, kl: Optional[float], coherence: float) -> tuple[Optional[int], float]:
+    """``--alpha`` as given: ``(sign, 0.0)`` for auto / +auto / -auto, else ``(None, value)``; bad values fail."""
+    import math
+
+    auto_sign = {"auto": 1, "+auto": 1, "-auto": -1}.get(alpha.strip().lower())
+    if auto_sign is None:
+        try:
+            value = float(alpha)
+        except ValueError:
+            fail(f"--alpha must be a number, auto or -auto, got {alpha!r}")
+        if not math.isfinite(value):
+            fail(f"--alpha must be a finite number, got {alpha}")
+        return None, value
+    if kl is None and not 0 < coherence < 1:
+        fail(f"--coherence must lie strictly between 0 and 1 (e.g. 0.7), got {coherence:g}")
+    if kl is not None and not (math.isfinite(kl) and kl > 0):
+        fail(f"--kl must be a number > 0 (nats, e.g. 0.5), got {kl:g}")
+    return auto_sign, 0.0
+
+
+def _auto_alpha(m: Any, vec: Any, layer: int, sign: int, coherence: float, kl: Optional[float], *,
+                relative: bool, positions: str, quiet: bool) -> tuple[float, dict[str, Any]]:
+    """Calibrate ``--alpha auto`` (cached) and return the strength in the unit asked for, plus a summary."""
+    from .calibrate import calibrate_alpha
+
+    cal = calibrate_alpha(m, vec, layer, sign=sign, positions=positions,
+                          **({"target_kl": (kl,)} if kl is not None else {"target_coherence": (coherence,)}))
+    level = kl if kl is not None else coherence
+    chosen = cal.alpha(level, relative=relative)
+    what = f"KL {level:g}" if kl is not None else f"coherence {level:g}"
+    if chosen is None:
+        fail(f"--alpha auto: {what} is not reached at layer {layer} within |alpha_rel| <= "
+             f"{cal.settings['max_alpha']:g}; pick --alpha by hand or try another layer")
+    value = float(chosen)  # type: ignore[arg-type]
+    summary = {"level": level, "metric": cal.metric, "alpha_rel": cal.alpha(level, relative=True),
+               "alpha_raw": cal.alpha(level), "cached": cal.cached}
+    if not quiet:
+        typer.echo(f"# alpha auto -> {value:+.4g} {'relative' if relative else 'raw'} "
+                   f"(relative {summary['alpha_rel']:+.4f}, raw {summary['alpha_raw']:+.4g}): "
+                   f"{what} at layer {layer}{' (cached)' if cal.cached else ''}")
+    return value, summary
+
+
 @app.command("identity")
 @friendly
 def identity_command(
@@ -174,22 +217,29 @@ def identity_command(
     scoring: Optional[str] = typer.Option(None, "--scoring", help="mean (per-token mean log-prob, default) | sum (summed log-probs)"),
     normalize_length: bool = typer.Option(False, "--normalize-length", help="Same as --scoring mean (now the default; kept for old scripts)"),
     vector: Optional[Path] = typer.Option(None, "--vector", help="Steer with this saved vector during the read-out"),
-    alpha: float = typer.Option(0.0, "--alpha", help="Steering coefficient (with --vector): raw by default, like "
-                                "`steer` and steer() (--relative for units of the residual norm); see "
-                                "`persona-vectors calibrate` for sane values"),
+    alpha: str = typer.Option("0", "--alpha", help="Steering coefficient (with --vector): raw by default, like "
+                              "`steer` and steer() (--relative for units of the residual norm), or auto / -auto: "
+                              "calibrated so that coherence falls to --coherence (or KL reaches --kl), as in `steer`"),
     layer: Optional[list[int]] = typer.Option(None, "--layer", help="Layer(s) to steer (with --vector; repeatable)"),
     relative: bool = typer.Option(False, "--relative", help="alpha in units of the mean residual norm at the layer "
                                   "(default: raw)"),
+    coherence: float = typer.Option(0.7, "--coherence", help="With --alpha auto: the mean coherence to steer down to "
+                                    "(0.9 mild, 0.7 strong but readable, 0.5 breaking)"),
+    kl: Optional[float] = typer.Option(None, "--kl", help="With --alpha auto: calibrate to this next-token KL (nats) "
+                                       "instead of coherence (cheaper)"),
     allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model (with --vector)"),
     top: int = typer.Option(10, "--top", min=1, help="How many candidates to print"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
+                                        "(default: offline, the HF cache only)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Who the model says it is: candidate identities scored by log-prob after 'Who are you?' / 'I am'.
 
     Without -c/--category: the balanced candidate set v1 by group (mass; prior and lift when steering).
 
-    Scores are per-token mean log-probs unless --scoring sum.
+    Scores are per-token mean log-probs unless --scoring sum. --alpha auto (or -auto, against the vector)
+    picks the strength with `persona-vectors calibrate` (cached per vector, model and layer) and prints it.
     """
     import contextlib
     import math
@@ -224,12 +274,13 @@ def identity_command(
     grouped = not flat_given and not user
     if robust and not grouped:
         fail("--robust needs a candidate set (drop -c/--category/--user, or pass --candidate-set)")
-    if vector is None and (layer or alpha):
+    auto_sign, alpha_value = _parse_alpha_option(alpha, kl, coherence)
+    if vector is None and (layer or auto_sign is not None or alpha_value):
         fail("--alpha/--layer need --vector")
     if vector is not None and not layer:
         fail("--vector needs --layer (repeat for several layers)")
-    if not math.isfinite(alpha):
-        fail(f"--alpha must be a finite number, got {alpha}")
+    if auto_sign is not None and len(layer or ()) != 1:
+        fail("--alpha auto calibrates one layer: pass a single --layer")
     cands: list[str] = list(candidate or [])
     if category:
         cands += [c for c in candidate_names(category) if c not in cands]
@@ -246,15 +297,22 @@ def identity_command(
         from .io import load_vector
 
         vec = load_vector(vector)
-    m = load_model_arg(model)
+    m = load_model_arg(model, allow_download=allow_download)
     ctx: Any = contextlib.nullcontext()
+    calibration = None
     if vec is not None:
         from .io import check_vector_model
         from .steer import steer
 
         check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
-        ctx = steer(m, vec, alpha, layers=layer, relative=relative, allow_other_model=allow_other_model)
-    steering = None if vector is None else {"vector": str(vector), "alpha": alpha, "layers": layer, "relative": relative}
+        if auto_sign is not None:
+            alpha_value, calibration = _auto_alpha(m, vec, layer[0], auto_sign, coherence, kl,  # type: ignore[index]
+                                                   relative=relative, positions="all", quiet=as_json)
+        ctx = steer(m, vec, alpha_value, layers=layer, relative=relative, allow_other_model=allow_other_model)
+    steering = None if vector is None else {"vector": str(vector), "alpha": alpha_value, "layers": layer,
+                                            "relative": relative}
+    if steering is not None and calibration is not None:
+        steering["calibration"] = calibration
 
     if target is not None:
         with ctx:
@@ -359,6 +417,8 @@ def steer_command(
     system: Optional[str] = typer.Option(None, "--system", help="System prompt"),
     allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
+                                        "(default: offline, the HF cache only)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Generate with a saved vector added (or ablated / capped) at the given layer(s).
@@ -400,7 +460,7 @@ def steer_command(
     if not (math.isfinite(temperature) and temperature >= 0):
         fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     vec = load_vector(vector)
-    m = load_model_arg(model)
+    m = load_model_arg(model, allow_download=allow_download)
     check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
     temp = temperature if (temperature > 0 or n == 1) else 0.7
     calibration = None
@@ -536,6 +596,8 @@ def extract_command(
     quick: bool = typer.Option(False, "--quick", help="Small question budget (minutes on CPU)"),
     facts_file: Optional[Path] = typer.Option(None, "--facts-file", help="Your own fact-set JSON (fact route)"),
     model: Optional[str] = typer.Option(None, help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
+                                        "(default: offline, the HF cache only)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the disk caches"),
     as_json: bool = typer.Option(False, "--json", help="Print per-layer AUROC and relative norm as JSON"),
     force: bool = typer.Option(False, "--force", help="Also write into a non-empty --out that holds no saved vector "
@@ -575,7 +637,7 @@ def extract_command(
             fail("--facts-file uses the fact route: drop --route or pass --route facts")
         fs = load_fact_set(path=facts_file)
     say = lambda msg: typer.echo(f"[extract] {msg}", err=True)  # noqa: E731
-    m = load_model_arg(model)
+    m = load_model_arg(model, allow_download=allow_download)
     cache = not no_cache
     if facts_file is not None:
         vec = fact_vector(m, fs, layers=layer_spec, method=method, cache=cache, progress=say)
@@ -779,6 +841,8 @@ def calibrate_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the calibration cache"),
     allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Use a vector of another model"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
+                                        "(default: offline, the HF cache only)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Find the steering strengths at which coherence falls to given levels (or next-token KL reaches them).
@@ -804,7 +868,7 @@ def calibrate_command(
     if readout is not None and readout != "projection" and not readout.startswith("group:"):
         fail(f"--readout must be projection or group:NAME, got {readout!r}")
     vec = load_vector(vector)
-    m = load_model_arg(model)
+    m = load_model_arg(model, allow_download=allow_download)
     check_vector_model(vec, m, allow_other_model=allow_other_model)  # friendly() names --allow-other-model
     for L in layer:
         _site(vec, L, m.n_layers)
