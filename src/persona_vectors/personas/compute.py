@@ -1,0 +1,224 @@
+"""Generation and recording through the disk caches: the model's greedy answers (pooled in batches, each
+reply generated once per model), per-conversation response-token statistics (each conversation recorded
+once per site set), and the progress reporting every entry point shares."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from ..models import PersonaModel
+from ..record import Conversation, Recording
+from ..sites import Site, as_sites
+from .store import ActivationStore, GenerationCache, Rows, _Caches
+
+log = logging.getLogger("persona_vectors.personas")
+
+Layers = Union[str, int, Site, Sequence[Union[int, str, Site]]]
+ProgressFn = Optional[Callable[[str], None]]
+
+
+def _say(progress: ProgressFn, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def _generate_cached(
+    model: PersonaModel,
+    pairs: Sequence[tuple[Optional[str], str]],
+    *,
+    max_new_tokens: int,
+    caches: _Caches,
+    batch_size: int = 16,
+    progress: ProgressFn = None,
+) -> list[str]:
+    """Greedy replies to (system, question) pairs; missing ones generated in batches (all pairs pooled)."""
+    keys = [GenerationCache.key(s, q, max_new_tokens) for s, q in pairs]
+    todo: dict[str, tuple[Optional[str], str]] = {}
+    for k, p in zip(keys, pairs):
+        if caches.gen.get(k) is None and k not in todo:
+            todo[k] = p
+    if todo:
+        items = list(todo.items())
+        msgs = {k: model.to_messages(q, s) for k, (s, q) in items}
+        lens = {k: len(model.chat_text(m)) for k, m in msgs.items()}
+        items.sort(key=lambda kv: lens[kv[0]])
+        n_batches = (len(items) + batch_size - 1) // batch_size
+        bar = _bar(progress, len(items), "generate answers", "answer")
+        try:
+            for b in range(n_batches):
+                chunk = items[b * batch_size : (b + 1) * batch_size]
+                _say(progress, f"generate batch {b + 1}/{n_batches} ({len(chunk)} answers, {max_new_tokens} new tokens)")
+                replies = model.generate([msgs[k] for k, _ in chunk], system=None, max_new_tokens=max_new_tokens,
+                                         temperature=0.0, seed=0, batch_size=batch_size)
+                caches.gen.put({k: r for (k, _), r in zip(chunk, replies)})
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    return [caches.gen.get(k) or "" for k in keys]
+
+
+def _record_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
+                 batch_size: int = 16, on_batch: Optional[Callable[[int], None]] = None) -> Rows:
+    """Per-conversation response-token statistics (same masks and hooks as :func:`record.record`)."""
+    from ..models import position_ids_from_mask
+    from ..record import _pad, _StopForward, _tokenize_conversation, remove_lens_handle
+
+    n, S, d = len(convs), len(sites), model.d_model
+    tokenized = [_tokenize_conversation(model, c, "response") for c in convs]
+    order = sorted(range(n), key=lambda i: len(tokenized[i][0]))
+    means = torch.zeros(n, S, d, dtype=torch.float32)
+    norm_sums = torch.zeros(n, S, dtype=torch.float64)
+    n_tokens = torch.zeros(n, dtype=torch.long)
+    deepest = max(s.layer for s in sites)
+    stop_site = max((s for s in sites if s.layer == deepest), key=lambda s: s.kind == "resid_post")
+    captured: dict[Site, torch.Tensor] = {}
+
+    def make_hook(site: Site) -> Callable[..., None]:
+        def hook(x: torch.Tensor, hook: Any = None) -> None:
+            captured[site] = x
+            if site == stop_site and len(captured) == S:
+                raise _StopForward
+        return hook
+
+    handles = []
+    dev = model.device
+    try:
+        for s in sites:
+            hp = model.hook_point(s)
+            handles.append((hp, hp.add_hook(make_hook(s))))
+        for b in range(0, n, batch_size):
+            idx = order[b : b + batch_size]
+            ids = _pad([tokenized[i][0] for i in idx], model.tokenizer.pad_token_id, "right")
+            sel = _pad([tokenized[i][1] for i in idx], False, "right")
+            att = _pad([[1] * len(tokenized[i][0]) for i in idx], 0, "right")
+            attention = torch.tensor(att, device=dev)
+            mask = torch.tensor(sel, device=dev)
+            captured.clear()
+            with torch.inference_mode():
+                try:
+                    model.hf(input_ids=torch.tensor(ids, device=dev), attention_mask=attention,
+                             position_ids=position_ids_from_mask(attention), use_cache=False)
+                except _StopForward:
+                    pass
+            m = mask.to(torch.float64)
+            count = mask.sum(1)
+            for k, s in enumerate(sites):
+                x = captured[s].to(torch.float64)
+                row_sum = (x * m.unsqueeze(-1)).sum(1)
+                means[idx, k] = (row_sum / count.clamp_min(1).unsqueeze(-1)).float().cpu()
+                norm_sums[idx, k] = (x.norm(dim=-1) * m).sum(1).cpu()
+            n_tokens[idx] = count.cpu()
+            if on_batch is not None:
+                on_batch(len(idx))
+    finally:
+        for hp, h in handles:
+            remove_lens_handle(hp, h)
+        captured.clear()
+    return Rows(sites, means, norm_sums, n_tokens)
+
+
+def _rows_cached(
+    model: PersonaModel,
+    convs: Sequence[Conversation],
+    sites: tuple[Site, ...],
+    *,
+    caches: _Caches,
+    progress: ProgressFn = None,
+    chunk: int = 64,
+) -> Rows:
+    """Statistics for every conversation, computing (and storing) only those not cached yet."""
+    keys = [ActivationStore.conversation_key(c) for c in convs]
+    got = caches.acts.get(sites, keys)
+    missing: dict[str, int] = {}
+    for i, (k, g) in enumerate(zip(keys, got)):
+        if g is None and k not in missing:
+            missing[k] = i
+    if missing:
+        todo = list(missing.items())
+        bar = _bar(progress, len(todo), f"record activations ({len(sites)} sites)", "conv")
+        try:
+            for b in range(0, len(todo), chunk):
+                part = todo[b : b + chunk]
+                _say(progress, f"record {b + len(part)}/{len(todo)} conversations at {len(sites)} sites")
+                rows = _record_rows(model, [convs[i] for _, i in part], sites,
+                                    on_batch=None if bar is None else bar.update)
+                caches.acts.put(sites, [k for k, _ in part], rows)
+        finally:
+            if bar is not None:
+                bar.close()
+        got = caches.acts.get(sites, keys)
+    if any(g is None for g in got):  # pragma: no cover - put() always fills the memory layer
+        raise RuntimeError("activation cache lost rows it just stored")
+    return Rows(sites, torch.stack([g[0] for g in got]), torch.stack([g[1] for g in got]),  # type: ignore[index]
+                torch.tensor([g[2] for g in got], dtype=torch.long))  # type: ignore[index]
+
+
+def _answer_conversations(
+    model: PersonaModel,
+    systems: Sequence[Optional[str]],
+    questions: Sequence[str],
+    *,
+    max_new_tokens: int,
+    caches: _Caches,
+    progress: ProgressFn = None,
+) -> list[Conversation]:
+    """The model's own answers to every (system, question) pair, as recordable conversations."""
+    pairs = [(s, q) for s in systems for q in questions]
+    replies = _generate_cached(model, pairs, max_new_tokens=max_new_tokens, caches=caches, progress=progress)
+    return [model.to_messages(q, s) + [{"role": "assistant", "content": r if r.strip() else "..."}]
+            for (s, q), r in zip(pairs, replies)]
+
+
+def _prompt_side(
+    model: PersonaModel,
+    systems: Sequence[Optional[str]],
+    questions: Sequence[str],
+    sites: tuple[Site, ...],
+    *,
+    max_new_tokens: int,
+    caches: _Caches,
+    progress: ProgressFn = None,
+) -> tuple[Recording, list[Conversation]]:
+    convs = _answer_conversations(model, systems, questions, max_new_tokens=max_new_tokens, caches=caches,
+                                  progress=progress)
+    rows = _rows_cached(model, convs, sites, caches=caches, progress=progress)
+    return rows.to_recording(convs), convs
+
+
+class _BarProgress:
+    """``progress=True``: stage messages go to the log and long loops show tqdm bars on stderr."""
+
+    bars = True
+
+    def __call__(self, msg: str) -> None:
+        log.info(msg)
+
+
+def _progress_fn(progress: Union[bool, ProgressFn]) -> ProgressFn:
+    """``True`` → tqdm bars (plus log.info messages); ``False``/``None`` → silent; a callable gets the
+    stage messages (``"generate batch 2/5 …"``) and no bars, so callers keep their own reporting."""
+    if progress is True:
+        return _BarProgress()
+    if progress is False or progress is None:
+        return None
+    if not callable(progress):
+        raise TypeError(f"progress must be True, False or a callable taking a message, got {progress!r}")
+    return progress
+
+
+def _bar(progress: ProgressFn, total: int, desc: str, unit: str) -> Any:
+    """A tqdm bar on stderr when ``progress`` asks for bars, else None."""
+    if not getattr(progress, "bars", False) or total <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+
+def _sites(model: PersonaModel, layers: Layers) -> tuple[Site, ...]:
+    return as_sites(layers, model.n_layers)  # type: ignore[arg-type]
