@@ -402,6 +402,14 @@ def _has_lora(model: PersonaModel) -> bool:
     return any("lora_A" in n for n, _ in model.hf.named_modules())
 
 
+def _weights_changed(model: Any) -> None:
+    """Tell the model its weights changed in place, so weight-keyed caches stop serving the old weights
+    (:meth:`PersonaModel.bump_weights_version`)."""
+    bump = getattr(model, "bump_weights_version", None)
+    if bump is not None:
+        bump()
+
+
 def _strip(name: str) -> str:
     return name.replace(_WRAP, "")
 
@@ -423,6 +431,8 @@ class Adapter:
         self.logical_targets = sorted(set(logical_targets))
         self.state = "active"
         self._requires_grad = dict(requires_grad or {})
+        _weights_changed(model)  # the adapter is in the forward now
+
 
     def _remove_layers(self, merge: bool) -> None:
         """Put each wrapped ``nn.Linear`` back into its parent (merging the LoRA delta first if asked).
@@ -447,6 +457,7 @@ class Adapter:
         for n, p in hf.named_parameters():
             if n in self._requires_grad:
                 p.requires_grad_(self._requires_grad[n])
+        _weights_changed(self.model)
 
     def _check(self) -> None:
         if self.state != "active":
@@ -480,11 +491,16 @@ class Adapter:
         """Run the base weights temporarily (adapter bypassed) inside the block."""
         self._check()
         with self.peft.disable_adapter():
-            yield
+            _weights_changed(self.model)
+            try:
+                yield
+            finally:
+                _weights_changed(self.model)
 
     def merge(self) -> PersonaModel:
         """Fold the adapter into the base weights (in place) and drop the peft wrapper. The model's stored
-        ``info.fingerprint`` stays the base's, so base vectors still apply to it."""
+        ``info.fingerprint`` stays the base's, so base vectors still apply to it; caches key on
+        :meth:`PersonaModel.weights_key`, which follows the merged weights."""
         self._check()
         self._remove_layers(merge=True)
         self.state = "merged"
@@ -627,10 +643,12 @@ class FinetuneResult:
             raise RuntimeError("The original weights were not kept")
         trained = {k: v.detach().clone() for k, v in self.model.hf.state_dict().items()}
         self.model.hf.load_state_dict(self._original_state, strict=False)
+        _weights_changed(self.model)
         try:
             yield self.model
         finally:
             self.model.hf.load_state_dict(trained, strict=False)
+            _weights_changed(self.model)
 
     def merge(self) -> PersonaModel:
         """Fold the LoRA adapter into the weights (no-op after a full finetune)."""
@@ -652,6 +670,7 @@ class FinetuneResult:
                 self.adapter.unload()
         elif self._original_state is not None:
             self.model.hf.load_state_dict(self._original_state, strict=False)
+            _weights_changed(self.model)
         return self.model
 
     restore = unload  # the same: ``result.restore()`` reads as what it does to the model passed in
@@ -832,6 +851,7 @@ class Trainer:
         if self.cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
+        _weights_changed(self.model)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -854,6 +874,7 @@ class Trainer:
                 self.adapter.unload()
             elif self._original_state is not None:
                 self.model.hf.load_state_dict(self._original_state, strict=False)
+                _weights_changed(self.model)
         finally:
             self._restore_flags()
             self.model.hf.eval()

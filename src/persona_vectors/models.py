@@ -306,6 +306,64 @@ class _PositionTracker:
         return mask
 
 
+class NormCache:
+    """Measured residual-stream norms (the unit of relative steering), keyed by (site, positions, weights key).
+
+    Public and invalidatable: :meth:`clear` forgets everything, :meth:`invalidate` the entries of one site.
+    Entries of other weights are never served (the key holds :meth:`PersonaModel.weights_fingerprint`).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Site, str, str], float] = {}
+
+    def get(self, site: Site, positions: str, weights: str) -> float | None:
+        return self._entries.get((site, positions, weights))
+
+    def put(self, site: Site, positions: str, weights: str, value: float) -> None:
+        self._entries[(site, positions, weights)] = float(value)
+
+    def invalidate(self, site: Site | None = None) -> None:
+        """Forget the entries of ``site`` (all sites when ``None``)."""
+        for k in [k for k in self._entries if site is None or k[0] == site]:
+            del self._entries[k]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+
+class _GeneratorSampler:
+    """Draw each next token with an explicit :class:`torch.Generator` (no global RNG is touched).
+
+    A logits processor for greedy ``generate``: it applies temperature and top-p with transformers' own
+    warpers, draws with ``torch.multinomial(..., generator=)`` and returns scores whose argmax is the drawn
+    token. Seeded with ``s``, it draws exactly what ``torch.manual_seed(s)`` + transformers' sampling drew.
+    """
+
+    def __init__(self, temperature: float, top_p: float, generator: torch.Generator) -> None:
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generator = generator
+        self.warpers: list[Any] = []
+        if temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for w in self.warpers:
+            scores = w(input_ids, scores)
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        drawn = torch.multinomial(probs, num_samples=1, generator=self.generator)
+        out = torch.full_like(scores, -math.inf)
+        return out.scatter_(1, drawn, 0.0)
+
+
 class PromptTooLongError(ValueError):
     """A prompt (plus the tokens to generate) does not fit the model's context window.
 
@@ -394,7 +452,10 @@ class PersonaModel:
         self.positions.handle = self.hf.register_forward_pre_hook(self.positions.pre_hook, with_kwargs=True)
         self.hf.eval()
         #: Residual norms keyed by (site, positions, weight fingerprint at measurement time).
-        self._norm_cache: dict[tuple[Site, str, str], float] = {}
+        self.norm_cache = NormCache()
+        self._norm_cache = self.norm_cache  # the older private name
+        self._weights_version = 0
+        self._weights_key: tuple[int, str] | None = None
         #: ``True`` keeps the old behaviour of tokenizing special-token strings inside message contents as
         #: special tokens (so user text can inject chat structure); the default reads them as plain text.
         self.raw_special_tokens: bool = False
@@ -802,8 +863,12 @@ class PersonaModel:
             kw.update(temperature=temperature, top_p=top_p, top_k=0)
         else:
             kw.update(temperature=None, top_p=None, top_k=None)
-        if seed is not None:
-            torch.manual_seed(seed)
+        if do_sample and seed is not None:  # an explicit generator: the global RNG is left alone
+            from transformers import LogitsProcessorList
+
+            gen = torch.Generator(device=self.device).manual_seed(int(seed))
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                      logits_processor=LogitsProcessorList([_GeneratorSampler(temperature, top_p, gen)]))
         with self._generating(prompt_len), torch.inference_mode(), _quiet():
             seqs = self.hf.generate(**enc, **kw)
         new = seqs[:, prompt_len:]
@@ -819,6 +884,35 @@ class PersonaModel:
         """Decode generated token ids to text."""
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
+    @property
+    def weights_version(self) -> int:
+        """How many times the weights were changed in place through the library (adapter injected, training
+        step, merge, unload, weights restored); 0 for weights as loaded. See :meth:`bump_weights_version`."""
+        return self._weights_version
+
+    def bump_weights_version(self) -> int:
+        """Record that the weights changed in place (finetuning calls this); returns the new version.
+
+        Caches keyed by :meth:`weights_key` then stop serving entries of the old weights.
+        """
+        self._weights_version += 1
+        return self._weights_version
+
+    def weights_key(self) -> str:
+        """Key of the weights as they are now, for every activation / answer / norm cache.
+
+        ``info.fingerprint`` while the weights are as loaded (version 0); afterwards the fingerprint of the
+        current weights (:meth:`weights_fingerprint`, memoized per :attr:`weights_version`), so a model
+        finetuned in place never reads the base model's cached generations or activations, and a model
+        restored to its base weights reads them again. ``info.fingerprint`` itself keeps naming the base
+        model (vectors extracted on it still apply).
+        """
+        if self._weights_version == 0:
+            return self.info.fingerprint
+        if self._weights_key is None or self._weights_key[0] != self._weights_version:
+            self._weights_key = (self._weights_version, self.weights_fingerprint())
+        return self._weights_key[1]
+
     def weights_fingerprint(self) -> str:
         """:func:`weight_fingerprint` of the current weights (recomputed: it changes after finetuning or
         in-place edits, unlike ``info.fingerprint`` which is taken at load time). Costs milliseconds."""
@@ -831,7 +925,7 @@ class PersonaModel:
         ``fingerprint``: :meth:`weights_fingerprint` when the caller has just computed it (saves recomputing
         it per site); it must describe the current weights.
         """
-        return self._norm_cache.get((site, positions, fingerprint or self.weights_fingerprint()))
+        return self.norm_cache.get(site, positions, fingerprint or self.weights_fingerprint())
 
     def residual_norm(self, site: Site, positions: str = "response", *, fingerprint: str | None = None) -> float:
         """Mean L2 norm of the residual stream at ``site`` over neutral chat turns (cached per model weights).
@@ -843,13 +937,15 @@ class PersonaModel:
         (``fingerprint``: as in :meth:`cached_residual_norm`).
         """
         key = (site, positions, fingerprint or self.weights_fingerprint())
-        if key not in self._norm_cache:
+        value = self.norm_cache.get(*key)
+        if value is None:
             from .record import neutral_norm_conversations, record
 
             with steering_bypassed():
                 rec = record(self, neutral_norm_conversations(), [site], positions=positions, progress=False)
-            self._norm_cache[key] = float(rec.mean_norm(site))
-        return self._norm_cache[key]
+            value = float(rec.mean_norm(site))
+            self.norm_cache.put(*key, value)
+        return value
 
 
 def _check_sampling(max_new_tokens: Any, temperature: Any, top_p: Any, truncate: Any) -> None:
@@ -893,11 +989,46 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return pos.clamp_min(0)
 
 
+_CHATTY = ("transformers", "transformer_lens")
+
+
+class _LibraryChatter(logging.Filter):
+    """Drops records below ERROR that were logged from inside the chatty libraries' files (TransformerLens
+    logs some messages through the root logger with ``logging.warning``); every other record passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        dirs = []
+        for name in _CHATTY:
+            with contextlib.suppress(Exception):
+                spec = importlib.util.find_spec(name)
+                if spec is not None and spec.submodule_search_locations:
+                    dirs += [str(Path(d)) + os.sep for d in spec.submodule_search_locations]
+        self.dirs = tuple(dirs)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not (self.dirs and record.pathname.startswith(self.dirs))
+
+
+_CHATTER_FILTER: _LibraryChatter | None = None
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence transformers/TL chatter (warnings and info logs) inside library calls."""
-    loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens", "root")]
+    """Silence transformers/TL chatter (warnings and info logs) inside library calls.
+
+    Only the libraries' own loggers are quietened (their levels restored afterwards); the root logger's level
+    is never touched: a filter on it drops only records logged from those libraries' files.
+    """
+    global _CHATTER_FILTER
+    if _CHATTER_FILTER is None:
+        _CHATTER_FILTER = _LibraryChatter()
+    loggers = [logging.getLogger(n) for n in _CHATTY]
     levels = [lg.level for lg in loggers]
+    root = logging.getLogger()
+    added = _CHATTER_FILTER not in root.filters  # nested calls: the outermost one removes it
+    if added:
+        root.addFilter(_CHATTER_FILTER)
     try:
         for lg in loggers:
             lg.setLevel(logging.ERROR)
@@ -908,6 +1039,8 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
+        if added:
+            root.removeFilter(_CHATTER_FILTER)
 
 
 def _load_error_message(name: str, err: OSError, allow_download: bool) -> str:
