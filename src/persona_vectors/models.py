@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import importlib.util
 import json
 import logging
 import math
