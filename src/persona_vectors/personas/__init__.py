@@ -17,8 +17,9 @@ split for the prompt routes, the held-out facts for the fact route. It reports p
 norm (:func:`~persona_vectors.extract.relative_norms`), and the layer :func:`~persona_vectors.extract.pick_layer`
 chooses.
 
-Everything expensive is cached on disk under ``cache_dir()`` (per model weight fingerprint), at three
-levels, so repeated and overlapping runs are instant:
+Everything expensive is cached on disk under the library's one cache root (``$PERSONA_VECTORS_CACHE``;
+:func:`persona_vectors.models.cache_dir`), per model weights, at three levels, so repeated and overlapping
+runs are instant:
 
 - ``generations/<fp>.jsonl`` — the model's greedy reply per (system prompt, question, max_new_tokens);
 - ``activations/<fp>/<sites>/`` — per-conversation response-token statistics (mean, norm sum, token
@@ -50,12 +51,10 @@ from .registry import Route, get_route, register_route, route_names, unregister_
 from .catalogue import (
     AXIS_PANEL,
     CARD_PERSONAS,
-    COLOURS,
     FULL,
     QUICK,
     Budget,
     PersonaSpec,
-    budget_for,
     default_system_prompts,
     evaluation_questions,
     extraction_questions,
@@ -66,18 +65,7 @@ from .catalogue import (
     resolve_persona,
     system_for,
 )
-from .store import (
-    CACHE_FORMAT,
-    ActivationStore,
-    CacheArg,
-    GenerationCache,
-    Rows,
-    VectorCache,
-    _WARNED_UNWRITABLE,
-    cache_root,
-    clear_memory_caches,
-)
-from .compute import Layers, ProgressFn, _record_rows, log
+from .store import ActivationStore, GenerationCache, VectorCache
 from .quality import PersonaQuality, persona_quality
 from .routes import (
     AxisRoute,
@@ -91,7 +79,14 @@ from .routes import (
     role_means,
     role_vector,
 )
-from .api import PersonaResult, _choose_route, extract_persona, get_persona_vector
+from .api import PersonaResult, extract_persona, get_persona_vector
+
+# Not in __all__, but reachable here as they were from the single module before the split (the CLI, tests and
+# experiments use some of them; ``_record_rows`` is the name tests patch).
+from .catalogue import COLOURS, budget_for  # noqa: F401
+from .store import CACHE_FORMAT, CacheArg, Rows, _WARNED_UNWRITABLE, cache_root, clear_memory_caches  # noqa: F401
+from .compute import Layers, ProgressFn, _record_rows, log  # noqa: F401
+from .api import _choose_route  # noqa: F401
 
 __all__ = [
     "AXIS_PANEL",
