@@ -35,7 +35,7 @@ def _vector_key(model: PersonaModel, spec: PersonaSpec, route: str, method: str,
                 budget: Budget) -> str:
     data, budget_part = get_route(route).cache_key_data(spec, budget)
     return VectorCache.key(route=route, persona=spec.name, method=method, sites=[str(s) for s in sites],
-                           data=_hash(data), questions=budget_part, model=model.info.fingerprint)
+                           data=_hash(data), questions=budget_part, model=model.weights_key())
 
 
 def get_persona_vector(

@@ -64,61 +64,28 @@ def _generate_cached(
 
 def _record_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
                  batch_size: int = 16, on_batch: Optional[Callable[[int], None]] = None) -> Rows:
-    """Per-conversation response-token statistics (same masks and hooks as :func:`record.record`)."""
-    from ..models import position_ids_from_mask
-    from ..record import _pad, _StopForward, _tokenize_conversation, remove_lens_handle
+    """Per-conversation response-token statistics: a reducer on :class:`~persona_vectors.capture.Capture`
+    (the same masks and batches as :func:`record.record`)."""
+    from ..capture import Capture, padded_batches, tokenize_conversation
 
     n, S, d = len(convs), len(sites), model.d_model
-    tokenized = [_tokenize_conversation(model, c, "response") for c in convs]
-    order = sorted(range(n), key=lambda i: len(tokenized[i][0]))
+    tokenized = [tokenize_conversation(model, c, "response") for c in convs]
     means = torch.zeros(n, S, d, dtype=torch.float32)
     norm_sums = torch.zeros(n, S, dtype=torch.float64)
     n_tokens = torch.zeros(n, dtype=torch.long)
-    deepest = max(s.layer for s in sites)
-    stop_site = max((s for s in sites if s.layer == deepest), key=lambda s: s.kind == "resid_post")
-    captured: dict[Site, torch.Tensor] = {}
-
-    def make_hook(site: Site) -> Callable[..., None]:
-        def hook(x: torch.Tensor, hook: Any = None) -> None:
-            captured[site] = x
-            if site == stop_site and len(captured) == S:
-                raise _StopForward
-        return hook
-
-    handles = []
-    dev = model.device
-    try:
-        for s in sites:
-            hp = model.hook_point(s)
-            handles.append((hp, hp.add_hook(make_hook(s))))
-        for b in range(0, n, batch_size):
-            idx = order[b : b + batch_size]
-            ids = _pad([tokenized[i][0] for i in idx], model.tokenizer.pad_token_id, "right")
-            sel = _pad([tokenized[i][1] for i in idx], False, "right")
-            att = _pad([[1] * len(tokenized[i][0]) for i in idx], 0, "right")
-            attention = torch.tensor(att, device=dev)
-            mask = torch.tensor(sel, device=dev)
-            captured.clear()
-            with torch.inference_mode():
-                try:
-                    model.hf(input_ids=torch.tensor(ids, device=dev), attention_mask=attention,
-                             position_ids=position_ids_from_mask(attention), use_cache=False)
-                except _StopForward:
-                    pass
+    with Capture(model, sites, stop=True) as cap:
+        for idx, ids, attention, mask in padded_batches(model, tokenized, batch_size):
+            cap.forward(ids, attention)
             m = mask.to(torch.float64)
             count = mask.sum(1)
             for k, s in enumerate(sites):
-                x = captured[s].to(torch.float64)
+                x = cap.acts[s].to(torch.float64)
                 row_sum = (x * m.unsqueeze(-1)).sum(1)
                 means[idx, k] = (row_sum / count.clamp_min(1).unsqueeze(-1)).float().cpu()
                 norm_sums[idx, k] = (x.norm(dim=-1) * m).sum(1).cpu()
             n_tokens[idx] = count.cpu()
             if on_batch is not None:
                 on_batch(len(idx))
-    finally:
-        for hp, h in handles:
-            remove_lens_handle(hp, h)
-        captured.clear()
     return Rows(sites, means, norm_sums, n_tokens)
 
 

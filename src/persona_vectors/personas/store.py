@@ -292,7 +292,7 @@ _CACHE_MEMO: dict[tuple[Optional[str], str], _Caches] = {}
 def _caches(model: PersonaModel, cache: CacheArg) -> _Caches:
     """Per-process memo of the caches for (root, model)."""
     root = cache_root(cache)
-    fp = model.info.fingerprint
+    fp = model.weights_key()  # follows in-place finetuning: a tuned model never reads the base's entries
     k = (None if root is None else str(root.resolve()), fp)
     if root is None:
         return _Caches(GenerationCache(None, fp), ActivationStore(None, fp, model.n_layers), VectorCache(None, fp))
