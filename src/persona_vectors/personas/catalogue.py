@@ -7,7 +7,6 @@ import difflib
 import hashlib
 import math
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from ..datasets import (
@@ -21,29 +20,10 @@ from ..datasets import (
     load_questions,
     load_roles,
 )
-from .registry import routes_for
+from .registry import Budget, PersonaSpec
 
 if TYPE_CHECKING:
     from ..record import Conversation
-
-
-@dataclass(frozen=True)
-class PersonaSpec:
-    """What a persona name means: a role (system-prompt route), a fact set (fact route), or the axis.
-
-    ``axis=True`` marks the AI-assistant persona, extracted as the Assistant Axis over :data:`AXIS_PANEL`.
-    """
-
-    name: str
-    role: Optional[str] = None
-    fact_set: Optional[str] = None
-    axis: bool = False
-    description: str = ""
-
-    @property
-    def routes(self) -> tuple[str, ...]:
-        """Registered routes this persona supports, default first (built in: ``"prompt"``, ``"facts"``, ``"axis"``)."""
-        return routes_for(self)
 
 
 COLOURS: tuple[str, ...] = ("red", "blue", "white", "black", "green", "yellow")
@@ -184,17 +164,6 @@ def extraction_questions(n: Optional[int] = None) -> list[str]:
 def evaluation_questions(n: Optional[int] = None) -> list[str]:
     """The first ``n`` evaluation questions (held out: never used to build a vector)."""
     return _first([q.text for q in load_questions("evaluation")], n, "evaluation questions")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much data a persona extraction uses (questions per side, prompts per role, tokens per answer)."""
-
-    n_questions: Optional[int]
-    n_eval_questions: Optional[int]
-    n_prompts: Optional[int] = None
-    axis_prompts: int = 3
-    max_new_tokens: int = 32
 
 
 #: ``quick=True``: enough for a smoke test and a usable vector on CPU in a few minutes.

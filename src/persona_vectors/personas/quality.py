@@ -1,55 +1,21 @@
 """Held-out quality of a persona vector: per-site AUROC on data the vector never saw, the direction's norm
 relative to the residual norm, and the site :func:`~persona_vectors.extract.pick_layer` chooses. Which data is
-held out is the route's business (:meth:`Route.quality <persona_vectors.personas.registry.Route.quality>`)."""
+held out is the route's business (:meth:`Route.quality <persona_vectors.personas.registry.Route.quality>`);
+:class:`~persona_vectors.personas.registry.PersonaQuality`, the value it returns, lives with the route contract."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Optional, Union
 
 from ..datasets import FactSet
 from ..extract import pick_layer, relative_norms, separation_auroc
 from ..models import PersonaModel
 from ..record import Recording
-from ..sites import Site
 from ..vector import PersonaVector
-from .catalogue import PersonaSpec, budget_for, resolve_persona
+from .catalogue import budget_for, resolve_persona
 from .compute import ProgressFn
-from .registry import get_route
+from .registry import PersonaQuality, PersonaSpec, get_route
 from .store import CacheArg
-
-
-@dataclass
-class PersonaQuality:
-    """Held-out quality of a persona vector, per site, and the chosen site.
-
-    ``auroc[site]``: AUROC of the projection separating held-out persona samples (positive) from baseline
-    samples. ``rel_norm[site]``: direction norm / mean residual norm of the held-out baseline samples there.
-    """
-
-    name: str
-    route: str
-    layer: Site
-    auroc: dict[Site, float]
-    rel_norm: dict[Site, float]
-    n_persona: int
-    n_baseline: int
-    heldout: str
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-serializable dict (sites as strings, per-layer maps keyed by layer number)."""
-        return {"name": self.name, "route": self.route, "layer": self.layer.layer, "site": str(self.layer),
-                "auroc_at_layer": self.auroc[self.layer], "rel_norm_at_layer": self.rel_norm.get(self.layer),
-                "auroc": {str(s.layer): v for s, v in self.auroc.items()},
-                "rel_norm": {str(s.layer): v for s, v in self.rel_norm.items()},
-                "n_persona": self.n_persona, "n_baseline": self.n_baseline, "heldout": self.heldout}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "PersonaQuality":
-        """Inverse of :meth:`to_json` (resid_post sites)."""
-        return cls(d["name"], d["route"], Site(int(d["layer"])), {Site(int(k)): float(v) for k, v in d["auroc"].items()},
-                   {Site(int(k)): float(v) for k, v in d["rel_norm"].items()}, int(d["n_persona"]),
-                   int(d["n_baseline"]), d["heldout"])
 
 
 def _quality_from(name: str, route: str, vec: PersonaVector, pos: Recording, neg: Recording,

@@ -1,4 +1,6 @@
-"""Extraction routes as registered objects: the :class:`Route` protocol and its registry.
+"""Extraction routes as registered objects: the :class:`Route` protocol, the values it speaks in
+(:class:`PersonaSpec`, :class:`Budget`, :class:`PersonaQuality`) and the registry. The lowest room of the
+package: it imports none of the others.
 
 A route is one way to turn a persona into contrasting conversations and a vector: the system-prompt route
 (the model answers under a role's system prompts vs the default-assistant prompts), the fact route
@@ -20,16 +22,84 @@ find it here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 from ..datasets import DataError
+from ..sites import Site
 
 if TYPE_CHECKING:
     from ..models import PersonaModel
-    from ..sites import Site
     from ..vector import PersonaVector
-    from .catalogue import Budget, PersonaSpec
-    from .quality import PersonaQuality
+
+
+# ------------------------------------------------------------------------------------------------ the values routes speak in
+
+
+@dataclass(frozen=True)
+class PersonaSpec:
+    """What a persona name means: a role (system-prompt route), a fact set (fact route), or the axis.
+
+    ``axis=True`` marks the AI-assistant persona, extracted as the Assistant Axis over :data:`AXIS_PANEL`.
+    """
+
+    name: str
+    role: Optional[str] = None
+    fact_set: Optional[str] = None
+    axis: bool = False
+    description: str = ""
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """Registered routes this persona supports, default first (built in: ``"prompt"``, ``"facts"``, ``"axis"``)."""
+        return routes_for(self)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much data a persona extraction uses (questions per side, prompts per role, tokens per answer)."""
+
+    n_questions: Optional[int]
+    n_eval_questions: Optional[int]
+    n_prompts: Optional[int] = None
+    axis_prompts: int = 3
+    max_new_tokens: int = 32
+
+
+@dataclass
+class PersonaQuality:
+    """Held-out quality of a persona vector, per site, and the chosen site.
+
+    ``auroc[site]``: AUROC of the projection separating held-out persona samples (positive) from baseline
+    samples. ``rel_norm[site]``: direction norm / mean residual norm of the held-out baseline samples there.
+    """
+
+    name: str
+    route: str
+    layer: Site
+    auroc: dict[Site, float]
+    rel_norm: dict[Site, float]
+    n_persona: int
+    n_baseline: int
+    heldout: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-serializable dict (sites as strings, per-layer maps keyed by layer number)."""
+        return {"name": self.name, "route": self.route, "layer": self.layer.layer, "site": str(self.layer),
+                "auroc_at_layer": self.auroc[self.layer], "rel_norm_at_layer": self.rel_norm.get(self.layer),
+                "auroc": {str(s.layer): v for s, v in self.auroc.items()},
+                "rel_norm": {str(s.layer): v for s, v in self.rel_norm.items()},
+                "n_persona": self.n_persona, "n_baseline": self.n_baseline, "heldout": self.heldout}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PersonaQuality":
+        """Inverse of :meth:`to_json` (resid_post sites)."""
+        return cls(d["name"], d["route"], Site(int(d["layer"])), {Site(int(k)): float(v) for k, v in d["auroc"].items()},
+                   {Site(int(k)): float(v) for k, v in d["rel_norm"].items()}, int(d["n_persona"]),
+                   int(d["n_baseline"]), d["heldout"])
+
+
+# ------------------------------------------------------------------------------------------------ the protocol and the registry
 
 
 @runtime_checkable
@@ -53,17 +123,17 @@ class Route(Protocol):
     name: str
     aliases: tuple[str, ...]
 
-    def supports(self, spec: "PersonaSpec") -> bool: ...
+    def supports(self, spec: PersonaSpec) -> bool: ...
 
-    def cache_key_data(self, spec: "PersonaSpec", budget: "Budget") -> tuple[Any, Any]: ...
+    def cache_key_data(self, spec: PersonaSpec, budget: Budget) -> tuple[Any, Any]: ...
 
-    def build(self, model: "PersonaModel", spec: "PersonaSpec", *, method: str, sites: "tuple[Site, ...]",
-              budget: "Budget", cache: Any, progress: Any) -> "PersonaVector": ...
+    def build(self, model: "PersonaModel", spec: PersonaSpec, *, method: str, sites: tuple[Site, ...],
+              budget: Budget, cache: Any, progress: Any) -> "PersonaVector": ...
 
-    def spec_from_provenance(self, name: str, extra: dict[str, Any]) -> Optional["PersonaSpec"]: ...
+    def spec_from_provenance(self, name: str, extra: dict[str, Any]) -> Optional[PersonaSpec]: ...
 
-    def quality(self, model: "PersonaModel", name: str, vector: "PersonaVector", spec: "PersonaSpec", *,
-                n_eval_questions: int, cache: Any, progress: Any, data: Any = None) -> "PersonaQuality": ...
+    def quality(self, model: "PersonaModel", name: str, vector: "PersonaVector", spec: PersonaSpec, *,
+                n_eval_questions: int, cache: Any, progress: Any, data: Any = None) -> PersonaQuality: ...
 
 
 _ROUTES: dict[str, Route] = {}
@@ -102,12 +172,12 @@ def get_route(name: str) -> Route:
         raise ValueError(f"route must be {_spelled(route_names())}, got {name!r}") from None
 
 
-def routes_for(spec: "PersonaSpec") -> tuple[str, ...]:
+def routes_for(spec: PersonaSpec) -> tuple[str, ...]:
     """Names of the registered routes that support ``spec``, in registration order."""
     return tuple(r.name for r in _ROUTES.values() if r.supports(spec))
 
 
-def choose_route(spec: "PersonaSpec", route: Optional[str]) -> str:
+def choose_route(spec: PersonaSpec, route: Optional[str]) -> str:
     """The route to extract ``spec`` with: its first route for ``None``/``"auto"``, else the registered
     route ``route`` names (directly or as an alias) that supports it."""
     supported = routes_for(spec)

@@ -33,8 +33,6 @@ from ..sites import Site
 from ..vector import PersonaVector
 from .catalogue import (
     AXIS_PANEL,
-    Budget,
-    PersonaSpec,
     _as_fact_set,
     _first,
     default_system_prompts,
@@ -44,8 +42,8 @@ from .catalogue import (
     fact_split,
 )
 from .compute import Layers, ProgressFn, _generate_cached, _progress_fn, _prompt_side, _rows_cached, _sites
-from .quality import PersonaQuality, _quality_from
-from .registry import register_route
+from .quality import _quality_from
+from .registry import Budget, PersonaQuality, PersonaSpec, register_route
 from .store import CacheArg, _caches, _hash
 
 # ------------------------------------------------------------------------------------------------ prompt route
