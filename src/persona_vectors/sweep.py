@@ -948,11 +948,11 @@ def _guard_hook(site_name: str) -> Callable[..., None]:
 
 
 def _activation_hook(steps: list[torch.Tensor]) -> Callable[..., None]:
-    """A read-only hook collecting, per forward call after the prefill, the newest position ``[batch, d]``:
+    """A capture sink collecting, per forward call after the prefill, the newest position ``[batch, d]``:
     call ``k >= 1`` of a generation reads response token ``k - 1`` (with or without the KV cache)."""
     calls = [0]
 
-    def hook(x: Any, hook: Any = None) -> None:
+    def hook(site: Any, x: Any) -> None:
         if isinstance(x, torch.Tensor) and x.ndim == 3:
             if calls[0] > 0:
                 steps.append(x[:, -1, :].detach().to(torch.float64).cpu())
@@ -980,28 +980,21 @@ def _generate_guarded(
 ) -> tuple[list[torch.Tensor], list[Any], list[Any]]:
     """One steered generate call for ``rows`` (per-row alphas) with non-finite guards;
     (tokens, alpha_raw, mean activations at the steered layer or Nones)."""
-    from .record import remove_lens_handle
+    from .capture import Capture, HookSet
     from .sites import Site
 
     alphas = torch.tensor([float(r["alpha"]) for r in rows], dtype=torch.float64)  # exact, even beyond float32
-    with steer(model, cfg.steer_spec(vec, alphas, layer)) as handle:
+    steps: list[torch.Tensor] = []
+    last = Site(model.n_layers - 1)
+    with steer(model, cfg.steer_spec(vec, alphas, layer)) as handle, HookSet() as guards, \
+            (Capture(model, [Site(layer)], sink=_activation_hook(steps)) if cfg.record_activations
+             else contextlib.nullcontext()):  # entered after the steering hook: it reads the steered residual
         info = handle.report()[0]
-        last = Site(model.n_layers - 1)
-        guards: list[tuple[Any, Any]] = []
-        steps: list[torch.Tensor] = []
-        try:
-            hp = model.hook_point(last)
-            guards.append((hp, hp.add_hook(_guard_hook(str(last)))))
-            if cfg.record_activations:  # added after the steering hook: it reads the steered residual
-                hp_act = model.hook_point(Site(layer))
-                guards.append((hp_act, hp_act.add_hook(_activation_hook(steps))))
-            toks = model.generate_tokens(
-                [r["prompt"] for r in rows], system=cfg.system, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
-            )
-        finally:
-            for hp, h in reversed(guards):
-                remove_lens_handle(hp, h)
+        guards.add(model.hook_point(last), _guard_hook(str(last)))
+        toks = model.generate_tokens(
+            [r["prompt"] for r in rows], system=cfg.system, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+        )
     raw = info.get("alpha_raw", info["alpha"])
     raw_list = raw if isinstance(raw, list) else [raw] * len(rows)
     acts = _mean_activations(steps, toks) if cfg.record_activations else [None] * len(rows)
