@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
 
 import torch
 
@@ -305,6 +305,18 @@ class _PositionTracker:
         mask = torch.zeros(seq_len, dtype=torch.bool, device=device)
         mask[self.prompt_end(seq_len):] = True
         return mask
+
+
+#: How a residual norm is measured (``(model, site, positions) -> float``), installed by
+#: :mod:`persona_vectors.record` when it is imported (the package's ``__init__`` imports it). The model owns the
+#: cache of norms; the recording layer above it owns the measurement, so this module never imports it.
+_NORM_MEASURE: Callable[[Any, Site, str], float] | None = None
+
+
+def set_norm_measure(measure: Callable[[Any, Site, str], float]) -> None:
+    """Install the residual-norm measurement :meth:`PersonaModel.residual_norm` uses (and caches)."""
+    global _NORM_MEASURE
+    _NORM_MEASURE = measure
 
 
 class NormCache:
@@ -940,11 +952,10 @@ class PersonaModel:
         key = (site, positions, fingerprint or self.weights_fingerprint())
         value = self.norm_cache.get(*key)
         if value is None:
-            from .record import neutral_norm_conversations, record
-
+            if _NORM_MEASURE is None:  # pragma: no cover - importing the package installs it
+                raise RuntimeError("no residual-norm measurement is installed: import persona_vectors.record")
             with steering_bypassed():
-                rec = record(self, neutral_norm_conversations(), [site], positions=positions, progress=False)
-            value = float(rec.mean_norm(site))
+                value = float(_NORM_MEASURE(self, site, positions))
             self.norm_cache.put(*key, value)
         return value
 

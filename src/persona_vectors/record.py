@@ -40,7 +40,7 @@ from .capture import (
     select_positions as _select,
     tokenize_conversation,
 )
-from .models import PersonaModel, PromptLike
+from .models import PersonaModel, PromptLike, set_norm_measure
 from .sites import Site, as_sites
 
 _tokenize_conversation = tokenize_conversation  # the older private name (tests and callers outside use it)
@@ -194,3 +194,14 @@ _NEUTRAL = [
 def neutral_norm_conversations() -> list[list[dict[str, str]]]:
     """A fixed set of plain question/answer turns used to measure typical residual-stream norms."""
     return [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in _NEUTRAL]
+
+
+def measure_residual_norm(model: PersonaModel, site: Site, positions: str = "response") -> float:
+    """Mean L2 norm of the residual stream at ``site`` over :func:`neutral_norm_conversations` (uncached: use
+    :meth:`PersonaModel.residual_norm <persona_vectors.models.PersonaModel.residual_norm>`, which caches it per
+    weights and measures on the unsteered model)."""
+    rec = record(model, neutral_norm_conversations(), [site], positions=positions, progress=False)  # type: ignore[arg-type]
+    return float(rec.mean_norm(site))
+
+
+set_norm_measure(measure_residual_norm)
