@@ -121,3 +121,24 @@ def test_capture_stops_after_the_deepest_site_and_removes_its_hooks(tiny):
             assert cap.forward(ids, att) is None  # stopped after block 1
             assert set(cap.acts) == {Site(0), Site(1)}
     assert sum(len(hp.fwd_hooks) for hp in unique.values()) == before and not cap.active
+
+
+def test_sweep_does_not_resume_across_in_place_finetuning(tmp_path):
+    from persona_vectors.sweep import SweepConfig, SweepConfigMismatchError, run_sweep
+    from persona_vectors.vector import PersonaVector, Provenance
+
+    model = make_tiny_model(seed=13)
+    prov = Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v")
+    vec = PersonaVector([1], torch.randn(1, model.d_model), prov)
+    cfg = SweepConfig(vectors={"v": vec}, alphas=[0.0], layers=[1], prompts=["Hi", "Yo"], max_new_tokens=2)
+    out = tmp_path / "r.jsonl"
+    run_sweep(model, cfg, out, progress=False)
+    out.write_text(out.read_text().splitlines(keepends=True)[0])  # half done
+    with finetune(model, DATA, FinetuneConfig(lr=5e-2, max_steps=1, batch_size=4, seed=0), progress=False):
+        try:
+            run_sweep(model, cfg, out, progress=False)
+        except SweepConfigMismatchError as err:
+            assert "other weights" in str(err)
+        else:
+            raise AssertionError("resumed base-model results with the tuned model")
+    assert run_sweep(model, cfg, out, progress=False).rows_written == 1  # restored: resumes

@@ -849,7 +849,7 @@ def run_sweep(
         "config_hash": _config_hash(cfg_json),
         "library_version": library_version(),
         "model": {"model_id": model.info.model_id, "fingerprint": model.info.fingerprint,
-                  "n_layers": model.n_layers, "d_model": model.d_model},
+                  "weights": model.weights_key(), "n_layers": model.n_layers, "d_model": model.d_model},
     }
     side = sidecar_path(out)
     try:
@@ -874,6 +874,13 @@ def run_sweep(
                     f"{out} was written with model {old.get('model', {}).get('model_id')} "
                     f"({old.get('model', {}).get('fingerprint')}), not {model.info.model_id} "
                     f"({model.info.fingerprint}); use another output path or resume=False"
+                )
+            old_weights = old.get("model", {}).get("weights", old.get("model", {}).get("fingerprint"))
+            if old_weights != meta["model"]["weights"]:
+                raise SweepConfigMismatchError(
+                    f"{out} was written with other weights of {model.info.model_id} ({old_weights}, e.g. before "
+                    f"finetuning in place), not the current ones ({meta['model']['weights']}); use another output "
+                    "path or resume=False"
                 )
             if old.get("config_hash") != meta["config_hash"]:
                 diff = _diff_keys(old.get("config", {}), cfg_json)
