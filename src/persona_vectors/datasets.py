@@ -180,6 +180,18 @@ class AssistantPrompt:
     system: Optional[str]
     use_model_default: bool = False
 
+    @property
+    def system_arg(self) -> Optional[str]:
+        """The ``system=`` argument that realises this condition — the one place the rule is written.
+
+        ``use_model_default`` → ``None`` (the chat template inserts its own default system prompt);
+        ``system is None`` otherwise → ``""`` (an explicitly empty system message, which suppresses the
+        template default); else the prompt text.
+        """
+        if self.use_model_default:
+            return None
+        return "" if self.system is None else self.system
+
 
 @dataclass(frozen=True)
 class Role:

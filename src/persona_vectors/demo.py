@@ -20,12 +20,6 @@ from .models import load_model
 from .record import record_generated
 
 
-def _system_for(p) -> str | None:
-    if p.use_model_default:
-        return None
-    return "" if p.system is None else p.system
-
-
 def main(argv: list[str] | None = None) -> Path:
     """Run the demo; returns the directory the vector was saved to."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +38,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     role = get_role(args.role)
     defaults = [p for p in load_assistant_prompts() if p.id in ("model_default", "ai_assistant", "respond_as_yourself")]
-    baseline = [_system_for(p) for p in defaults]
+    baseline = [p.system_arg for p in defaults]
     train_q = [q.text for q in load_questions("extraction")][: args.n_train]
     test_q = [q.text for q in load_questions("evaluation")][: args.n_test]
 

@@ -558,7 +558,7 @@ def default_threshold_conversations(
     questions = [q.text for q in load_questions("extraction")[:n_questions]]
     convs: list[list[dict[str, str]]] = []
     for ap in load_assistant_prompts():
-        system = ap.system if ap.system is not None else (None if ap.use_model_default else "")
+        system = ap.system_arg
         replies = model.generate(questions, system=system, max_new_tokens=max_new_tokens, seed=seed)
         for q, r in zip(questions, replies):
             convs.append(model.to_messages(q, system) + [{"role": "assistant", "content": r if r.strip() else "..."}])

@@ -133,11 +133,7 @@ def system_for(prompt: AssistantPrompt) -> Optional[str]:
     ``system is None`` otherwise → ``""`` (an explicitly empty system message, which suppresses the
     template default); else the prompt text.
     """
-    if prompt.use_model_default:
-        return None
-    if prompt.system is None:
-        return ""
-    return prompt.system
+    return prompt.system_arg
 
 
 def default_system_prompts() -> list[Optional[str]]:
