@@ -120,7 +120,8 @@ class ActivationMeans:
     ``samples[position][site]`` is a float32 ``[n_prompts, d_model]`` tensor: for ``"last_prompt"`` the
     activation at the last prompt token, for ``"response"`` the mean over the response tokens of
     ``responses[i]``. ``responses`` are the texts read at ``"response"`` (the model's own greedy answers
-    unless given). ``fingerprint`` identifies the model that produced them.
+    unless given). ``fingerprint`` identifies the weights that produced them
+    (:meth:`~persona_vectors.models.PersonaModel.weights_key`: a model finetuned in place gets its own).
     """
 
     prompts: list[Any]
@@ -183,7 +184,8 @@ def activation_means(
         rec = record(model, convs, site_t, positions=pos, batch_size=batch_size, keep_samples=True,
                      progress=progress, desc=f"record {pos}")
         samples[pos] = {s: rec.per_sample(s).float() for s in site_t}
-    return ActivationMeans(list(prompts), site_t, samples, texts, system, model.info.model_id, model.info.fingerprint)
+    key = model.weights_key() if hasattr(model, "weights_key") else model.info.fingerprint
+    return ActivationMeans(list(prompts), site_t, samples, texts, system, model.info.model_id, key)
 
 
 # ================================================================================================ shift

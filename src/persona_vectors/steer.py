@@ -75,7 +75,6 @@ from .operators import (
     SteerSpecError,
     as_float_list as _as_float_list,
     describe as _describe,
-    get_operator,
     operator_names,
     state_to,
     validate_spec,
@@ -633,6 +632,7 @@ def projection_threshold(
 
 __all__ = [
     "SteerSpec",
+    "SteerSpecError",
     "SteeringError",
     "SteeringBatchError",
     "SteeringHandle",
