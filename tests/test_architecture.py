@@ -32,7 +32,6 @@ OVERSIZED = {
     "persona_vectors.datasets",  # catalogue, questions, fact sets, schema validation
     "persona_vectors.models",  # loading, weight cache, chat templates, generation, norm cache
     "persona_vectors.finetune",  # LoRA loop, preventative steering, inoculation
-    "persona_vectors.cli",  # every subcommand
     "persona_vectors.plotting",  # figure factories
 }
 

@@ -222,7 +222,7 @@ def test_bad_cli_names_the_flag_not_the_python_keyword(tmp_path: Path, monkeypat
     tiny = make_tiny_model()
     v = PersonaVector([Site(1)], torch.ones(1, tiny.d_model), Provenance("other-model", "f" * 16, tiny.d_model))
     path = v.save(tmp_path / "other")
-    monkeypatch.setattr(cli, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
+    monkeypatch.setattr(cli.base, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
     before = snapshot(tmp_path)
     r = CliRunner().invoke(app, ["steer", "--vector", str(path), "--alpha", "1", "--layer", "1", "--max-new-tokens", "2"])
     line = _one_error_line(r)

@@ -414,7 +414,7 @@ def cli(tiny, monkeypatch, tmp_path):
     """Run the CLI on the tiny model; returns (run, saved vector dirs)."""
     import persona_vectors.cli as cli_mod
 
-    monkeypatch.setattr(cli_mod, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
+    monkeypatch.setattr(cli_mod.base, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
     g = torch.Generator().manual_seed(7)
     dirs = {
         "ok": tiny_vector(tiny, torch.randn(tiny.n_layers, tiny.d_model, generator=g)).save(tmp_path / "ok"),

@@ -62,7 +62,7 @@ def vec_dir(setup, tmp_path_factory) -> Path:
 @pytest.fixture
 def cli(tiny, monkeypatch):
     """Run the CLI on the tiny model; returns ``invoke(*args)``."""
-    monkeypatch.setattr("persona_vectors.cli.load_model_arg", lambda *a, **k: tiny)
+    monkeypatch.setattr("persona_vectors.cli.base.load_model_arg", lambda *a, **k: tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
 

@@ -228,7 +228,7 @@ def no_model(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the model was loaded before the --out check")
 
-    monkeypatch.setattr(cli, "load_model_arg", boom)
+    monkeypatch.setattr(cli.base, "load_model_arg", boom)
 
 
 def test_bad_cli_extract_out_nonempty_without_force(tmp_path, no_model):
@@ -258,7 +258,7 @@ def test_bad_cli_extract_force_writes_alongside_user_files(tmp_path, monkeypatch
 
     q = SimpleNamespace(name="hitler", route="prompt", to_json=lambda: {
         "layer": 2, "auroc": {}, "rel_norm": {}, "heldout": 0, "auroc_at_layer": 0.9, "rel_norm_at_layer": 0.1})
-    monkeypatch.setattr(cli, "load_model_arg", lambda *a, **k: object())
+    monkeypatch.setattr(cli.base, "load_model_arg", lambda *a, **k: object())
     monkeypatch.setattr(personas, "extract_persona", lambda *a, **k: SimpleNamespace(vector=vec(), quality=q))
     d = tmp_path / "d"
     (d / "s").mkdir(parents=True)

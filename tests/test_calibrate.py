@@ -104,7 +104,7 @@ def test_layer_scan_projection(tiny, vec, tmp_path):
 
 @pytest.fixture()
 def cli_env(tiny, vec, tmp_path, monkeypatch):
-    monkeypatch.setattr("persona_vectors.cli.load_model_arg", lambda *a, **k: tiny)
+    monkeypatch.setattr("persona_vectors.cli.base.load_model_arg", lambda *a, **k: tiny)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
     d = tmp_path / "vec"
     vec.save(d)

@@ -76,7 +76,7 @@ def test_allow_download_is_in_help(command):
 
 @pytest.fixture()
 def cli_env(tiny, vec, tmp_path, monkeypatch):
-    monkeypatch.setattr("persona_vectors.cli.load_model_arg", lambda *a, **k: tiny)
+    monkeypatch.setattr("persona_vectors.cli.base.load_model_arg", lambda *a, **k: tiny)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
     return str(vec.save(tmp_path / "vec"))
 

@@ -123,7 +123,7 @@ def test_toy_operator_through_preventative_spec(vec):
 def test_toy_operator_through_cli(tiny, vec, tmp_path, monkeypatch):
     import persona_vectors.cli as cli_mod
 
-    monkeypatch.setattr(cli_mod, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
+    monkeypatch.setattr(cli_mod.base, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
     path = str(vec.save(tmp_path / "v"))
     runner = CliRunner()
     res = runner.invoke(cli_mod.app, ["steer", "--vector", path, "--alpha", "1", "--layer", "1", "--operator",

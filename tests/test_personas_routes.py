@@ -88,7 +88,7 @@ def test_toy_route_through_the_cli(tiny, tmp_path, echo, monkeypatch):
 
     import persona_vectors.cli as cli
 
-    monkeypatch.setattr(cli, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
+    monkeypatch.setattr(cli.base, "load_model_arg", lambda model=None, device="cpu", **kw: tiny)
     out = tmp_path / "vec"
     r = CliRunner().invoke(cli.app, ["extract", "--persona", "pirate_captain", "--route", "echo", "--quick",
                                      "--layers", "1,2", "--no-cache", "--out", str(out), "--json"])

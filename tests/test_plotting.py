@@ -276,7 +276,7 @@ def test_cli_map_builds_role_vectors_from_the_model(tmp_path, smol, monkeypatch)
     """No --vectors: the command builds role vectors itself (cached), maps them and can save them."""
     from persona_vectors import cli
 
-    monkeypatch.setattr(cli, "load_model_arg", lambda model, device="cpu", **kw: smol)
+    monkeypatch.setattr(cli.base, "load_model_arg", lambda model, device="cpu", **kw: smol)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
     roles = ["ghost", "pirate_captain", "librarian"]
     args = ["map", "--questions", "1", "--layer", "12", "--save-vectors", str(tmp_path / "saved"),

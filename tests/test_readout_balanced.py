@@ -298,7 +298,7 @@ def test_user_readout_with_controls_shape(tiny):
 def cli(tiny, monkeypatch):
     import persona_vectors.cli as cli_mod
 
-    monkeypatch.setattr(cli_mod, "load_model_arg", lambda model, device="cpu", **kw: tiny)
+    monkeypatch.setattr(cli_mod.base, "load_model_arg", lambda model, device="cpu", **kw: tiny)
     runner = CliRunner()
     return lambda *args: runner.invoke(cli_mod.app, ["identity", *args])
 

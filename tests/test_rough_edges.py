@@ -202,7 +202,7 @@ def test_map_unknown_role_points_to_the_personas_command(tmp_path):
 def test_map_builds_with_the_default_assistant_and_its_axis(tiny, tmp_path, monkeypatch):
     from persona_vectors import cli
 
-    monkeypatch.setattr(cli, "load_model_arg", lambda model, device="cpu", **kw: tiny)
+    monkeypatch.setattr(cli.base, "load_model_arg", lambda model, device="cpu", **kw: tiny)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
     args = ["map", "--questions", "1", "--layer", "2", "--role", "ghost", "--role", "pirate_captain",
             "--role", "librarian", "--role", "ai_assistant", "--save-vectors", str(tmp_path / "saved"),
