@@ -551,7 +551,7 @@ def test_bad_fact_files(tmp_path: Path) -> None:
 
 
 def test_shipped_files_validate_via_load_json_file() -> None:
-    data_dir = Path(D.__file__).resolve().parent / "data"
+    data_dir = Path(D.__file__).resolve().parents[1] / "data"  # D is the package persona_vectors/datasets/
     for path in [data_dir / "roles.json", data_dir / "questions.json", data_dir / "assistant_prompts.json",
                  *sorted((data_dir / "facts").glob("*.json")), *sorted((data_dir / "finetune").glob("*.meta.json"))]:
         obj = D.load_json_file(path)
