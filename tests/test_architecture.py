@@ -31,7 +31,6 @@ OVERSIZED = {
     "persona_vectors.sweep",  # grid runner, results store, summaries, ray backend
     "persona_vectors.models",  # loading, weight cache, chat templates, generation, norm cache
     "persona_vectors.finetune",  # LoRA loop, preventative steering, inoculation
-    "persona_vectors.plotting",  # figure factories
 }
 
 # Cycles known and being removed, exactly as they stand; the test fails on any other cycle, and on a listed one

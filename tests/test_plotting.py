@@ -237,7 +237,7 @@ def test_write_html_self_contained_and_atomic(tmp_path, roles, spaces, monkeypat
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(plotting.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)  # the atomic write in plotting.output goes through os.replace
     with pytest.raises(OSError):
         write_html(go.Figure(), out)
     assert out.read_bytes() == before
