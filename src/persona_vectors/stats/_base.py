@@ -1,5 +1,4 @@
-"""Argument types and checks every statistical room shares: test alternatives, seeds, confidence levels.
-"""
+"""Argument types and checks every statistical room shares: test alternatives, seeds, confidence levels."""
 
 from __future__ import annotations
 
