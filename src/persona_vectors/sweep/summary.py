@@ -1,0 +1,146 @@
+"""Summaries of a sweep's results store: :func:`summarize` (per vector, layer and alpha: n, label shares with
+Wilson intervals, mean coherence) and :func:`summary_markdown` (the same as a table).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import _finite, _is_int, _is_number
+from .errors import StoreCorruptError, SweepStoreError
+from .store import JsonlStore
+
+
+_COORDS = {"row_id", "vector", "layer", "alpha", "prompt_id", "prompt", "sample", "seed", "alpha_raw", "relative",
+           "temperature", "text", "label", "label_scores", "operator", "positions", "system"}
+
+
+def _check_row(path: Path, line_no: int, r: Mapping[str, Any]) -> None:
+    """Raise :class:`StoreCorruptError` naming ``file:line`` when a row lacks a coordinate or has a wrong type."""
+    fix = "fix or delete that line (or rerun the sweep into a new --out)"
+    missing = [k for k in ("vector", "layer", "alpha") if k not in r]
+    if missing:
+        raise StoreCorruptError(f"{path}:{line_no}: row lacks {', '.join(map(repr, missing))}; {fix}")
+    checks = (
+        ("vector", isinstance(r["vector"], str), "a string"),
+        ("layer", _is_int(r["layer"]), "an integer"),
+        ("alpha", _is_number(r["alpha"]) and _finite(r["alpha"]), "a finite number"),
+        ("label", r.get("label") is None or isinstance(r.get("label"), str), "a string"),
+    )
+    for key, good, what in checks:
+        if not good:
+            raise StoreCorruptError(f"{path}:{line_no}: {key!r} must be {what}, got {r.get(key)!r}; {fix}")
+
+
+def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
+    """Per cell (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence and other means.
+
+    Returns ``{"path", "n_rows", "n_labelled", "labels", "notes", "cells": [{"vector", "layer", "alpha",
+    "alpha_raw", "n", "labels": {label: {"k", "share", "low", "high"}}, "coherence": float | None,
+    "means": {field: float}}]}``.
+    Label rows use :func:`persona_vectors.judge.label_shares` (all archetypes listed) when every label is a known
+    archetype, else the observed labels. Shares need judge labels: rows stored without them (a sweep run
+    without ``--judge``) are labelled here, in memory, when ``judge`` is given (an object with ``classify``,
+    e.g. ``EmbeddingJudge.default()``; CLI ``summarize --judge``); otherwise ``notes`` says how to get them.
+    """
+    from ..judge import LABELS, label_shares, wilson_interval
+
+    p = Path(path)
+    if p.is_dir():
+        raise SweepStoreError(f"{p} is a directory: pass the results .jsonl file written by `persona-vectors sweep`")
+    if not p.is_file():
+        raise FileNotFoundError(f"No results file at {p}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store = JsonlStore(p, repair=False)
+        rows = []
+        seen: set[str] = set()
+        for line_no, r in store.numbered_rows():
+            if r["row_id"] in seen:
+                continue
+            seen.add(r["row_id"])
+            _check_row(p, line_no, r)
+            rows.append(r)
+    unlabelled = [r for r in rows if r.get("label") is None and isinstance(r.get("text"), str)]
+    if judge is not None and unlabelled:
+        results = judge.classify([r["text"] for r in unlabelled])
+        if len(results) != len(unlabelled):
+            raise ValueError(f"judge returned {len(results)} results for {len(unlabelled)} texts")
+        for r, res in zip(unlabelled, results):
+            r["label"] = res.label
+    n_labelled = sum(1 for r in rows if r.get("label") is not None)
+    notes: list[str] = []
+    if rows and n_labelled == 0:
+        notes.append(f"no label shares: none of the {len(rows)} rows has a judge label (the sweep ran without "
+                     "--judge); run `persona-vectors summarize {p} --judge` to label them now, or sweep with --judge")
+    elif n_labelled < len(rows):
+        notes.append(f"{len(rows) - n_labelled} of {len(rows)} rows have no judge label and are left out of the "
+                     f"shares; `persona-vectors summarize {p} --judge` labels them")
+    cells: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["vector"], r["layer"], r["alpha"]), []).append(r)
+    observed = sorted({r["label"] for r in rows if r.get("label") is not None})
+    use_archetypes = bool(observed) and set(observed) <= set(LABELS)
+    label_names = list(LABELS) if use_archetypes else observed
+    out_cells = []
+    for (vname, layer, alpha), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        labels = [r["label"] for r in rs if r.get("label") is not None]
+        lab: dict[str, dict[str, float]] = {}
+        if labels:
+            if use_archetypes:
+                shares = label_shares(labels)
+                for name, (share, lo, hi) in shares.items():
+                    lab[name] = {"k": sum(1 for x in labels if x == name), "share": share, "low": lo, "high": hi}
+            else:
+                for name in label_names:
+                    k = sum(1 for x in labels if x == name)
+                    lo, hi = wilson_interval(k, len(labels))
+                    lab[name] = {"k": k, "share": k / len(labels), "low": lo, "high": hi}
+        means: dict[str, float] = {}
+        numeric_keys = sorted({k for r in rs for k, v in r.items()
+                               if k not in _COORDS and isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for k in numeric_keys:
+            vals = [float(r[k]) for r in rs if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+            vals = [v for v in vals if math.isfinite(v)]
+            if vals:
+                means[k] = sum(vals) / len(vals)
+        out_cells.append({
+            "vector": vname, "layer": layer, "alpha": alpha, "alpha_raw": rs[0].get("alpha_raw"),
+            "relative": rs[0].get("relative"), "n": len(rs), "n_labelled": len(labels), "labels": lab,
+            "coherence": means.get("coherence"), "means": means,
+        })
+    return {"path": str(p), "n_rows": len(rows), "n_labelled": n_labelled, "labels": label_names, "notes": notes,
+            "cells": out_cells}
+
+
+def summary_markdown(summary: Mapping[str, Any], *, min_share: float = 0.0) -> str:
+    """Render :func:`summarize`'s output as a Markdown table (``share [low, high]`` per label).
+
+    Labels whose share never exceeds ``min_share`` in any cell are left out to keep the table narrow.
+    """
+    cells = summary["cells"]
+    labels = [lab for lab in summary.get("labels", [])
+              if any(c["labels"].get(lab, {}).get("share", 0.0) > min_share for c in cells)]
+    has_coh = any(c.get("coherence") is not None for c in cells)
+    relative = any(c.get("relative") for c in cells)
+    head = ["vector", "layer", "alpha" + (" (rel.)" if relative else ""), "alpha_raw", "n"] + labels
+    if has_coh:
+        head.append("coherence")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for c in cells:
+        raw = c.get("alpha_raw")
+        cols = [str(c["vector"]), str(c["layer"]), f"{c['alpha']:g}",
+                f"{raw:.4g}" if isinstance(raw, (int, float)) else "", str(c["n"])]
+        for lab in labels:
+            s = c["labels"].get(lab)
+            cols.append(f"{s['share']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if s else "")
+        if has_coh:
+            coh = c.get("coherence")
+            cols.append(f"{coh:.3f}" if coh is not None else "")
+        lines.append("| " + " | ".join(cols) + " |")
+    lines += [f"\nnote: {n}" for n in summary.get("notes", ())]
+    return "\n".join(lines) + "\n"
