@@ -287,24 +287,12 @@ def steer_command(
     from ..steer import SteerSpec, steer
 
     # settings that cannot work fail before the model loads
-    auto_sign = {"auto": 1, "+auto": 1, "-auto": -1}.get(alpha.strip().lower())
-    alpha_value = 0.0
-    if auto_sign is None:
-        try:
-            alpha_value = float(alpha)
-        except ValueError:
-            fail(f"--alpha must be a number, auto or -auto, got {alpha!r}")
-        if not math.isfinite(alpha_value):
-            fail(f"--alpha must be a finite number, got {alpha}")
-    else:
+    auto_sign, alpha_value = _parse_alpha_option(alpha, kl, coherence)
+    if auto_sign is not None:
         if operator != "add":
             fail("--alpha auto calibrates an added vector: use it with --operator add")
         if len(layer) != 1:
             fail("--alpha auto calibrates one layer: pass a single --layer")
-        if kl is None and not 0 < coherence < 1:
-            fail(f"--coherence must lie strictly between 0 and 1 (e.g. 0.7), got {coherence:g}")
-        if kl is not None and not (math.isfinite(kl) and kl > 0):
-            fail(f"--kl must be a number > 0 (nats, e.g. 0.5), got {kl:g}")
     try:  # the steering rules live in SteerSpec.validate (operators from the registry)
         SteerSpec(None, layers=layer, positions=positions, operator=operator, relative=relative,
                   threshold=threshold).validate()
@@ -319,23 +307,8 @@ def steer_command(
     temp = temperature if (temperature > 0 or n == 1) else 0.7
     calibration = None
     if auto_sign is not None:
-        from ..calibrate import calibrate_alpha
-
-        cal = calibrate_alpha(m, vec, layer[0], sign=auto_sign, positions=positions,
-                              **({"target_kl": (kl,)} if kl is not None else {"target_coherence": (coherence,)}))
-        level = kl if kl is not None else coherence
-        chosen = cal.alpha(level, relative=relative)
-        what = f"KL {level:g}" if kl is not None else f"coherence {level:g}"
-        if chosen is None:
-            fail(f"--alpha auto: {what} is not reached at layer {layer[0]} within |alpha_rel| <= "
-                 f"{cal.settings['max_alpha']:g}; pick --alpha by hand or try another layer")
-        alpha_value = float(chosen)  # type: ignore[arg-type]
-        calibration = {"level": level, "metric": cal.metric, "alpha_rel": cal.alpha(level, relative=True),
-                       "alpha_raw": cal.alpha(level), "cached": cal.cached}
-        if not as_json:
-            typer.echo(f"# alpha auto -> {alpha_value:+.4g} {'relative' if relative else 'raw'} "
-                       f"(relative {calibration['alpha_rel']:+.4f}, raw {calibration['alpha_raw']:+.4g}): "
-                       f"{what} at layer {layer[0]}{' (cached)' if cal.cached else ''}")
+        alpha_value, calibration = _auto_alpha(m, vec, layer[0], auto_sign, coherence, kl, relative=relative,
+                                               positions=positions, quiet=as_json)
     with steer(m, vec, alpha_value, layers=layer, positions=positions, operator=operator, relative=relative,  # type: ignore[arg-type]
                threshold=threshold, allow_other_model=allow_other_model) as h:
         texts = m.generate([prompt] * n, system=system, max_new_tokens=max_new_tokens, temperature=temp, seed=seed)
