@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import records as RC  # noqa: E402
+from judge_corpus import text_id  # noqa: E402  (the id labels are keyed by: sha256 of the text, 16 hex)
 
 NAME = "assistant_axis_prereg"
 PREREG = "experiments/prereg/assistant_axis.md"
@@ -345,10 +346,6 @@ def hand_check_sample(records: Sequence[Mapping[str, Any]], config: Mapping[str,
     return out
 
 
-def text_id(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 def export_hand_check(out: Path, dest: Path) -> int:
     """Write the sample's texts, shuffled, as ``{"id", "text"}`` lines (no condition: the reader is blind)."""
     config, records = RC.read_json(out / RC.CONFIG), RC.read_records(out / RC.RECORDS)
@@ -543,7 +540,7 @@ def _num(x: Optional[float], nd: int = 3) -> str:
 
 
 def _pct(x: Optional[float]) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
+    return C.pct(x, 1)
 
 
 def render(results: dict[str, Any], config: dict[str, Any]) -> str:
