@@ -31,11 +31,8 @@ import argparse
 import hashlib
 import json
 import random
-import re
-import subprocess
 import sys
 import time
-import tomllib
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import prereg_plan as P  # noqa: E402
 import records as RC  # noqa: E402
 from judge_corpus import text_id  # noqa: E402  (the id labels are keyed by: sha256 of the text, 16 hex)
 
@@ -58,23 +56,13 @@ CONTROL_KINDS = ("random", "role_pair")
 
 # ============================================================================================ plan and config
 def read_plan(path: str | Path = PREREG) -> dict[str, Any]:
-    """The parameters of a pre-registration: its one fenced ``toml`` block, parsed."""
-    text = (ROOT / path).read_text(encoding="utf-8")
-    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
-    if len(blocks) != 1:
-        raise ValueError(f"{path} must hold exactly one ```toml block of parameters, found {len(blocks)}")
-    return tomllib.loads(blocks[0])
+    """The parameters of this experiment's plan (:func:`prereg_plan.read_plan`)."""
+    return P.read_plan(path)
 
 
 def plan_commit(path: str | Path = PREREG) -> dict[str, Any]:
-    """The last commit of the plan file and whether the working copy differs from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=20).stdout.strip()
-
-    commit = git("log", "-1", "--format=%H", "--", str(path)) or None
-    dirty = bool(git("status", "--porcelain", "--", str(path)))
-    return {"path": str(path), "commit": commit, "dirty": dirty,
-            "sha256": hashlib.sha256((ROOT / path).read_bytes()).hexdigest()}
+    """The plan's last commit, dirtiness and sha256 (:func:`prereg_plan.plan_commit`)."""
+    return P.plan_commit(path)
 
 
 @dataclass
@@ -215,8 +203,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     prereg = plan_commit()
-    if cfg.mode == "default" and (prereg["commit"] is None or prereg["dirty"]):
-        raise SystemExit(f"{PREREG} is not committed as it stands: commit the plan before the run it governs")
+    P.require_committed(prereg, cfg.mode)
     records = RC.Records(out / RC.RECORDS, fresh=not resume)
     t0 = time.perf_counter()
     model = C.load(cfg)
