@@ -95,3 +95,25 @@ def test_hand_check_sample_is_half_axis_half_controls_and_stratified() -> None:
     assert sum(g["dkind"] == "anti_axis" for g in sample) == 4
     assert sorted(g["level"] for g in sample if g["dkind"] == "anti_axis") == [0.5, 0.5, 2.0, 2.0]
     assert A.hand_check_sample(recs, config) == sample  # seeded
+
+
+@pytest.mark.slow
+def test_quick_run_writes_records_a_report_without_verdict_and_replays(tmp_path: Path) -> None:
+    import recompute
+    import records as RC
+
+    doc = Path(A.ROOT) / "docs" / "assistant_axis_prereg.md"
+    before = doc.stat().st_mtime_ns if doc.exists() else None
+    cfg = A.Config.preset(quick=True, out=str(tmp_path / "aa"), threads=1)
+    res = A.run(cfg)
+    assert res["verdict"]["h1"].startswith("NO VERDICT")
+    recs = RC.read_records(tmp_path / "aa")
+    kinds = {r["kind"] for r in recs}
+    assert {"calibration", "generation", "score"} <= kinds
+    n_dirs = len(RC.read_json(tmp_path / "aa" / RC.CONFIG)["directions"])
+    assert sum(r["kind"] == "calibration" for r in recs) == n_dirs
+    gens = RC.of_kind(recs, "generation")
+    assert len(gens) == sum(r["kind"] == "score" for r in recs) and all(isinstance(g["text"], str) for g in gens)
+    assert (doc.stat().st_mtime_ns if doc.exists() else None) == before  # a quick run never writes docs/
+    out = recompute.recompute(tmp_path / "aa")
+    assert out["numbers"] > 0 and out["report_numbers"] > 0
