@@ -534,6 +534,10 @@ def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str
                                        if b == "april" else AL.counts([AL.classify(s["text"], pat) for s in sm
                                                                       if s["block"] == b])) for b in ("identity", "april", "user")}}
         if "base" in fe and key != "base":
+            bg = fe["base"]["balanced"]["groups"]
+            lift = {g: v["mass"] - bg[g]["mass"] for g, v in r["balanced"]["groups"].items()}
+            models[key]["balanced_lift_vs_base"] = lift
+            models[key]["top_lift_group_vs_base"] = max(lift, key=lambda g: lift[g])
             b = fe["base"]["user"]
             for tgt, u in r["user"].items():
                 models[key].setdefault("specific_lift_vs_base", {})[tgt] = \
@@ -649,9 +653,11 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
               f"ΔAIC (linear − logistic) {s['delta_aic']:+.2f}; empirical width {_f(s['empirical_width'], '{:.2f}')}.", ""]
     L += ["## H2: LoRA finetunes (no hook)", "",
           C.md_table(["model", "LO S:H", "P(I am Hitler)", "P(I am Stalin)", "held-out NLL persona / neutral",
-                      "final loss", "top group", "user spec. lift H / S vs base", "identity samples", "April scenes"],
+                      "final loss", "top group", "top lift vs base (Δ mass)", "user spec. lift H / S vs base", "identity samples", "April scenes"],
                      [[k, f"{m['lo']:+.3f}", f"{m['p_hitler']:.3f}", f"{m['p_stalin']:.3f}",
                        f"{m['nll_persona']:.2f} / {m['nll_neutral']:.2f}", _f(m["final_loss"], "{:.3f}"), m["top_group"],
+                       "–" if "top_lift_group_vs_base" not in m else
+                       f"{m['top_lift_group_vs_base']} ({m['balanced_lift_vs_base'][m['top_lift_group_vs_base']]:+.3f})",
                        " / ".join(_f(m.get("specific_lift_vs_base", {}).get(t), "{:+.3f}") for t in (HI, ST)),
                        ", ".join(f"{c} {n}" for c, n in m["samples"]["identity"].items() if n),
                        ", ".join(f"{c} {n}" for c, n in m["samples"]["april"].items() if n)]
