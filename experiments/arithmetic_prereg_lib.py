@@ -69,7 +69,7 @@ def entropy_bits(labels: Sequence[str]) -> float:
     if not labels:
         return 0.0
     p = np.array(list(Counter(labels).values()), dtype=float) / len(labels)
-    return float(-(p * np.log2(p)).sum())
+    return max(0.0, float(-(p * np.log2(p)).sum()))  # never -0.0
 
 
 def entropy_test(mid: Sequence[str], ends: Sequence[str], n_perm: int, seed: int) -> dict[str, Any]:
