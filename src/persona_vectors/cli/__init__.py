@@ -6,8 +6,9 @@ unless ``PERSONA_VECTORS_DEBUG=1`` is set.
 One module per command group, each registering its commands on the shared Typer ``app`` when imported:
 :mod:`.base` (the app, error policy, ``load_model_arg``), :mod:`.inspection` (``info``, ``inspect``),
 :mod:`.steering` (``identity``, ``steer``), :mod:`.sweeping` (``sweep``, ``summarize``), :mod:`.vectors`
-(``personas``, ``extract``, ``map``, ``export-gguf``), :mod:`.judging` (``judge validate``) and
-:mod:`.calibration` (``calibrate``). The import order below is the order ``--help`` lists them in.
+(``personas``, ``extract``, ``map``, ``export-gguf``), :mod:`.judging` (``judge validate``),
+:mod:`.calibration` (``calibrate``) and :mod:`.serving` (``serve``). The import order below is the order
+``--help`` lists them in.
 
 Tests that replace model loading patch ``persona_vectors.cli.base.load_model_arg`` (the commands look it up
 there at call time); patching the name re-exported here has no effect on the commands.
@@ -33,12 +34,13 @@ from .sweeping import summarize_command, sweep_command
 from .vectors import export_gguf_command, extract_command, map_command, personas_command
 from .judging import judge_app, judge_validate_command
 from .calibration import calibrate_command
+from .serving import serve_command
 
 __all__ = [
     "ALLOW_DOWNLOAD_ENV", "USER_ERRORS", "app", "calibrate_command", "check_output_file", "emit_json",
     "export_gguf_command", "extract_command", "fail", "friendly", "identity_command", "info", "inspect",
     "judge_app", "judge_validate_command", "load_model_arg", "main", "map_command", "os_error_message",
-    "personas_command", "steer_command", "summarize_command", "sweep_command",
+    "personas_command", "serve_command", "steer_command", "summarize_command", "sweep_command",
 ]
 
 
