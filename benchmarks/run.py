@@ -11,6 +11,7 @@ Figures (targets from the benchmark issue):
 | P5 | warm model load (s) | ≤ 3 |
 | P6 | preventative-steered LoRA step ÷ plain LoRA step (time) | ≤ 1.05 |
 | P7 | extraction peak-RSS growth from 100 to 1,000 conversations | ≤ 10 % |
+| P8 | ``persona-vectors serve`` under load (16 clients × 200 requests, 8 steering specs): errors; aggregate tok/s ÷ one equivalent batched generate (``benchmarks/serve_load.py``) | 0 errors, ≥ 0.7 |
 
 Before timing, agreement checks: our difference-of-means vector vs steering-vectors' mean aggregator (cosine ≥
 0.999 per layer), and our steered logits vs repeng's for the same vector and coefficient. Each figure is the
@@ -329,6 +330,15 @@ def render(results: dict[str, Any]) -> str:
                  f"{100 * p7.get('growth', float('nan')):+.1f} % (peak {p7.get('peak_100_mib', 0):.0f} → {p7.get('peak_1000_mib', 0):.0f} MiB; "
                  f"extraction's own {p7.get('extraction_100_mib', 0):.0f} → {p7.get('extraction_1000_mib', 0):.0f} MiB)",
                  "≤ 10 %", mark(p7.get("growth", 1) <= 0.10 if p7 else None)))
+    p8 = r.get("P8", {})
+    if p8:
+        rows.append(("P8", f"serve: {p8['clients']} clients × {p8['requests_per_client']} requests, {p8['steering_specs']} "
+                     f"steering specs, {p8['max_tokens']} tokens, batch window {p8['batch_window_ms']:g} ms: "
+                     "tok/s ÷ one batched generate",
+                     f"{p8['throughput_ratio']:.2f} ({p8['tokens_per_s']:.1f} vs {p8['reference_batched_generate_tokens_per_s']:.1f}"
+                     f" tok/s); {p8['errors']} errors; p50 {p8['latency_p50_s']} s, p95 {p8['latency_p95_s']} s; "
+                     f"{p8['requests_sent']}/{p8['requests_planned']} sent",
+                     "0 errors, ≥ 0.7", mark(p8["errors"] == 0 and (p8["throughput_ratio"] or 0) >= 0.7)))
     lines = ["| id | measure | result | target | met |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     ag = r.get("agreement", {})
@@ -350,14 +360,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", nargs="*", default=None, help="subset: extraction repeng generation load memory lora")
+    ap.add_argument("--only", nargs="*", default=None, help="subset: extraction repeng generation load memory lora serve")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
     import persona_vectors as pv
 
-    only = set(args.only or ["extraction", "repeng", "generation", "load", "memory", "lora"])
+    only = set(args.only or ["extraction", "repeng", "generation", "load", "memory", "lora", "serve"])
     results: dict[str, Any] = {"reps": args.reps, "agreement": {}}
     if args.only and (args.out / "results.json").is_file():  # a partial rerun updates the last full run
         results = json.loads((args.out / "results.json").read_text())
@@ -402,6 +412,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     section("lora", "LoRA steps", lambda: results.update(bench_lora(model, args.reps)))
     section("load", "warm load", lambda: results.update(bench_load(args.reps)))
     section("memory", "memory growth", lambda: results.update(bench_memory()))
+
+    def serve_load() -> None:
+        from .serve_load import main as serve_main
+
+        results["P8"] = serve_main([], model=model)
+
+    section("serve", "serve under load (16 clients x 200 requests)", serve_load)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     table = render(results)
