@@ -147,7 +147,7 @@ def create_app(
 
     @app.get("/v1/steering/vectors")
     async def vectors() -> dict[str, Any]:
-        return {"object": "list", "data": registry.listing()}
+        return {"object": "list", "data": await asyncio.to_thread(registry.listing)}
 
     @app.get("/v1/steering/info")
     async def info() -> dict[str, Any]:

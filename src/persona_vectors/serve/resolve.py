@@ -65,6 +65,8 @@ class VectorRegistry:
     _catalogue_hits: dict[str, PersonaVector] = field(default_factory=dict)
     _thresholds: dict[tuple[str, str], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _built: Optional[dict[str, bool]] = None
+    _names: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         if self.default_layer is None:
@@ -92,12 +94,15 @@ class VectorRegistry:
         """Persona names the catalogue offers (empty when the catalogue is off)."""
         if self.catalogue == "off":
             return []
-        from ..personas import known_persona_names
+        if self._names is None:
+            from ..personas import known_persona_names
 
-        return known_persona_names()
+            self._names = list(known_persona_names())
+        return self._names
 
     def _catalogue_cached(self, name: str) -> Optional[PersonaVector]:
-        """The catalogue vector from the disk cache (default route and budget, all layers), or None."""
+        """The catalogue vector from the disk cache (default route, all layers; the full budget, else the quick
+        one), or None."""
         try:
             from ..personas.api import _choose_route, _vector_key
             from ..personas.catalogue import budget_for, resolve_persona
@@ -105,12 +110,26 @@ class VectorRegistry:
             from ..personas.store import _caches
 
             spec = resolve_persona(name)
-            key = _vector_key(self.model, spec, _choose_route(spec, None), "mean_diff", _sites(self.model, "all"),
-                              budget_for(False))
-            return _caches(self.model, True).vectors.load(key, self.model)
+            route, sites, caches = _choose_route(spec, None), _sites(self.model, "all"), _caches(self.model, True)
+            for quick in (False, True):
+                key = _vector_key(self.model, spec, route, "mean_diff", sites, budget_for(quick))
+                vec = caches.vectors.load(key, self.model)
+                if vec is not None:
+                    return vec
         except Exception as err:  # noqa: BLE001  # a broken cache entry is "not cached"
             log.warning("catalogue lookup of %s failed: %s", name, err)
-            return None
+        return None
+
+    def catalogue_built(self) -> dict[str, bool]:
+        """``{catalogue name: whether its vector is on disk}`` (looked up once; later builds are added)."""
+        with self._lock:
+            known = self._built
+        if known is None:
+            known = {n: self._catalogue_cached(n) is not None for n in self.catalogue_names()}
+            with self._lock:
+                self._built = known
+        with self._lock:
+            return {**known, **{n: True for n in self._catalogue_hits}}
 
     def get(self, name: str, *, build: Optional[Callable[[Callable[[], Any]], Any]] = None) -> PersonaVector:
         """The vector called ``name``; :class:`RequestError` (field ``steering.vector``) if it is not served.
@@ -146,12 +165,10 @@ class VectorRegistry:
             out.append({"name": name, "source": "directory", "layers": list(v.layers), "model_id": p.model_id,
                         "method": p.method, "route": p.route, "n_samples": p.n_samples, "positions": p.positions,
                         "provenance_name": p.name, "built": True})
+        built = self.catalogue_built() if self.catalogue != "off" else {}
         for name in self.catalogue_names():
-            if name in self.served:
-                continue
-            with self._lock:
-                hit = name in self._catalogue_hits
-            out.append({"name": name, "source": "catalogue", "built": hit or None})
+            if name not in self.served:
+                out.append({"name": name, "source": "catalogue", "built": built.get(name, False)})
         return out
 
     # ------------------------------------------------------------------------------------------ resolve
