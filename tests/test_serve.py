@@ -77,7 +77,7 @@ class LiveServer:
 def served(tmp_path_factory):
     model = make_tiny_model()
     vdir = save_vectors(model, tmp_path_factory.mktemp("vectors"))
-    app = create_app(model, vectors_dir=vdir, catalogue="off", window_ms=20,
+    app = create_app(model, vectors_dir=vdir, catalogue="off", axis="assistant", window_ms=20,
                      limits=Limits(max_tokens=16, max_n=4, max_prompt_tokens=400, max_body_bytes=20_000))
     srv = LiveServer(app)
     srv.model = model
@@ -328,3 +328,27 @@ def test_greedy_batched_equals_alone_on_smollm(smol, tmp_path):
     print(f"\nSmolLM2 greedy batched==alone: {same}/{len(bodies)}; max batch {stats['max_rows']}")
     assert stats["max_rows"] > 1
     assert same == len(bodies), list(zip(alone, texts))
+
+
+def test_builtin_assistant_axis_is_built_on_the_model_worker_from_role_means(monkeypatch) -> None:
+    """``assistant_axis`` (the default --axis) is the library's Assistant Axis, computed once through the
+    worker callable; with the catalogue off it is not served."""
+    from persona_vectors.serve.resolve import AXIS_NAME, VectorRegistry
+    from persona_vectors.serve.schema import RequestError
+
+    model = make_tiny_model()
+    reg = VectorRegistry(model, None, "cached")
+    calls = []
+    prov = Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name=AXIS_NAME, route="axis")
+    fake = PersonaVector(range(model.n_layers), torch.ones(model.n_layers, model.d_model), prov)
+    monkeypatch.setattr(VectorRegistry, "assistant_axis", lambda self: fake)
+
+    def worker(fn):
+        calls.append(fn)
+        return fn()
+
+    assert reg.catalogue_names()[0] == AXIS_NAME
+    assert reg.get(AXIS_NAME, build=worker) is fake and reg.get(AXIS_NAME, build=worker) is fake
+    assert len(calls) == 1  # cached after the first build
+    with pytest.raises(RequestError):
+        VectorRegistry(model, None, "off").get(AXIS_NAME, build=worker)

@@ -28,7 +28,7 @@ def serve_command(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads (default: torch's)"),
     catalogue: str = typer.Option("cached", "--catalogue", help="Catalogue personas: cached (only vectors already "
                                   "built on disk) | build (build on first use; slow) | off"),
-    axis: str = typer.Option("assistant", "--axis", help="Vector reported as persona_projection.axis and capped by "
+    axis: str = typer.Option("assistant_axis", "--axis", help="Vector reported as persona_projection.axis and capped by "
                              "the page's stabilise toggle ('' for none)"),
     layer: Optional[int] = typer.Option(None, "--layer", help="Default steering/read-out layer (default: middle layer)"),
     window_ms: float = typer.Option(10.0, "--batch-window-ms", min=0.0, help="How long to gather concurrent requests"),

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from ..sites import Site
 from .batching import Batcher
 from .engine import Row, RowResult
-from .resolve import CatalogueMode, ResolvedSpec, VectorRegistry
+from .resolve import AXIS_NAME, CatalogueMode, ResolvedSpec, VectorRegistry
 from .schema import ChatRequest, CompletionRequest, Limits, RequestError, check_limits, pydantic_error
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ServerState:
             return self._axis
         self._axis_tried = True
         try:
-            self._axis = self.registry.get(self.axis_name)
+            self._axis = self.registry.get(self.axis_name, build=self.batcher.call_sync)
         except RequestError as err:
             self._axis_error = err.message
             log.warning("no assistant axis: %s", err.message)
@@ -81,7 +81,7 @@ def create_app(
     *,
     vectors_dir: Union[str, Path, None] = None,
     catalogue: CatalogueMode = "cached",
-    axis: Optional[str] = "assistant",
+    axis: Optional[str] = AXIS_NAME,
     token: Optional[str] = None,
     limits: Limits = Limits(),
     window_ms: float = 10.0,

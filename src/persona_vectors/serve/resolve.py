@@ -3,7 +3,10 @@
 Vectors come only from the served directory (``--vectors DIR``: one saved vector per sub-directory, named by
 the sub-directory) or the persona catalogue (:func:`persona_vectors.personas.known_persona_names`). A request
 names a vector; a path is refused before anything touches the file system. Catalogue vectors are read from
-the library's disk cache; with ``catalogue="build"`` a missing one is built on first use (minutes to hours
+the library's disk cache; ``assistant_axis`` is the Assistant Axis (:data:`AXIS_NAME`: the default assistant's
+mean minus the mean over every catalogue role, 3 extraction questions × 1 prompt per role, as the experiments
+build it; computed on first use from the cached role answers, minutes on CPU the first time); with
+``catalogue="build"`` a missing one is built on first use (minutes to hours
 on CPU), with ``"cached"`` (default) the request gets a 400 saying how to build it, with ``"off"`` the
 catalogue is not served.
 """
@@ -24,6 +27,8 @@ from .schema import NAME_RE, RequestError, SteeringItem
 log = logging.getLogger(__name__)
 
 CatalogueMode = Literal["cached", "build", "off"]
+AXIS_NAME = "assistant_axis"
+"""The built-in direction: the Assistant Axis (default assistant minus the mean of every catalogue role's mean)."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +96,13 @@ class VectorRegistry:
 
     # ------------------------------------------------------------------------------------------ lookup
     def catalogue_names(self) -> list[str]:
-        """Persona names the catalogue offers (empty when the catalogue is off)."""
+        """Persona names the catalogue offers, :data:`AXIS_NAME` first (empty when the catalogue is off)."""
         if self.catalogue == "off":
             return []
         if self._names is None:
             from ..personas import known_persona_names
 
-            self._names = list(known_persona_names())
+            self._names = [AXIS_NAME] + [n for n in known_persona_names() if n != AXIS_NAME]
         return self._names
 
     def _catalogue_cached(self, name: str) -> Optional[PersonaVector]:
@@ -120,12 +125,22 @@ class VectorRegistry:
             log.warning("catalogue lookup of %s failed: %s", name, err)
         return None
 
+    def assistant_axis(self) -> PersonaVector:
+        """The Assistant Axis at every layer from :func:`~persona_vectors.personas.role_means` (disk-cached)."""
+        from ..datasets import load_roles
+        from ..personas import role_means
+
+        log.info("computing %s from the catalogue's role means (cached answers; minutes the first time)", AXIS_NAME)
+        rm = role_means(self.model, [r.name for r in load_roles()], n_questions=3, n_prompts=1, layers="all",
+                        max_new_tokens=32, progress=False)
+        return rm.axis(AXIS_NAME)
+
     def catalogue_built(self) -> dict[str, bool]:
         """``{catalogue name: whether its vector is on disk}`` (looked up once; later builds are added)."""
         with self._lock:
             known = self._built
         if known is None:
-            known = {n: self._catalogue_cached(n) is not None for n in self.catalogue_names()}
+            known = {n: n == AXIS_NAME or self._catalogue_cached(n) is not None for n in self.catalogue_names()}
             with self._lock:
                 self._built = known
         with self._lock:
@@ -141,6 +156,13 @@ class VectorRegistry:
         with self._lock:
             if name in self._catalogue_hits:
                 return self._catalogue_hits[name]
+        if name == AXIS_NAME and self.catalogue != "off":
+            if build is None:
+                raise RequestError("steering.vector", f"{AXIS_NAME} is computed on the model's worker: internal error")
+            vec = build(self.assistant_axis)
+            with self._lock:
+                self._catalogue_hits[name] = vec
+            return vec
         if self.catalogue == "off" or name not in self.catalogue_names():
             known = sorted(self.served) + (["catalogue personas (GET /v1/steering/vectors)"] if self.catalogue != "off" else [])
             raise RequestError("steering.vector", f"unknown vector {name!r}: use one of {', '.join(known) or 'none'}")
@@ -210,7 +232,7 @@ class VectorRegistry:
         from ..operators import SteerSpecError
         from ..steer import SteerSpec
 
-        vec = self.get(item.vector, build=run if self.catalogue == "build" else None)
+        vec = self.get(item.vector, build=run if self.catalogue == "build" or item.vector == AXIS_NAME else None)
         sites = self.sites_for(item, vec)
         threshold: Any = item.threshold
         try:
