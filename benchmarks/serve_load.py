@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,6 @@ import torch
 
 PROMPTS = ["Who are you?", "Describe your surroundings.", "What do you like to do?", "Tell me about your day.",
            "What is your favourite food?", "Where do you live?", "What are you afraid of?", "Give me some advice."]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _vectors(model: Any, root: Path, n: int, layer: int) -> list[str]:
@@ -122,9 +114,7 @@ def main(argv: list[str] | None = None, model: Any = None) -> dict[str, Any]:
         args.clients, args.requests, args.max_tokens = 4, 5, 8
     if args.threads:
         torch.set_num_threads(args.threads)
-    import uvicorn
-
-    from persona_vectors.serve import Limits, create_app
+    from persona_vectors.serve import Limits, create_app, serve_in_background
 
     if model is None:
         from persona_vectors import load_model
@@ -138,23 +128,15 @@ def main(argv: list[str] | None = None, model: Any = None) -> dict[str, Any]:
         ref = reference_tokens_per_s(model, names, root, layer, args.clients, args.max_tokens)
         app = create_app(model, vectors_dir=root, catalogue="off", axis=None, window_ms=args.window_ms,
                          limits=Limits(max_batch=max(16, args.clients), max_pending=4 * args.clients))
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
+        server = serve_in_background(app)
         try:
             t0 = time.perf_counter()
-            lat, tokens, sent, errors = asyncio.run(_clients(f"http://127.0.0.1:{port}", args.clients, args.requests,
+            lat, tokens, sent, errors = asyncio.run(_clients(server.url, args.clients, args.requests,
                                                             specs, args.max_tokens, time.monotonic() + args.max_seconds))
             wall = time.perf_counter() - t0
             stats = app.state.pv.batcher.stats.to_json()
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+            server.close(timeout=30)
     lat.sort()
     rate = tokens / wall if wall > 0 else 0.0
     out = {

@@ -12,9 +12,7 @@ import json
 import math
 import os
 import shutil
-import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -45,32 +43,11 @@ def save_vectors(model, root: Path, names=NAMES, seed: int = 1) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def LiveServer(app):
+    """The library's background server (a daemon thread on a free loopback port)."""
+    from persona_vectors.serve import serve_in_background
 
-
-class LiveServer:
-    """uvicorn serving ``app`` in a background thread on a free loopback port."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    return serve_in_background(app)
 
 
 @pytest.fixture(scope="module")
