@@ -309,10 +309,50 @@ def report(out: str | Path) -> dict[str, Any]:
     RC.write_json(out / RC.RESULTS, results)
     text = render(results, config)
     (out / RC.REPORT).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    figure(results, out / "share_by_kl.html")
     if config["config"]["mode"] == "default" and Path(config["config"]["out"]) == Path("runs/" + NAME):
         (ROOT / "docs" / f"{NAME}.md").write_text((out / RC.REPORT).read_text(encoding="utf-8"), encoding="utf-8")
     C.say(f"wrote {out / RC.REPORT}: {results['verdict']['h1']}")
     return results
+
+
+def figure(results: Mapping[str, Any], path: Path) -> Path:
+    """Supernatural share per direction at each KL level: every control as a dot (random and role-pair apart),
+    the anti- and pro-axis as large markers with Wilson 95 % intervals, the unsteered share as a line."""
+    import plotly.graph_objects as go
+
+    from persona_vectors.plotting import write_html
+
+    fig = go.Figure()
+    jit = {"random": -0.06, "role_pair": 0.06}
+    style = {"random": ("random directions", "#9e9e9e", "circle"), "role_pair": ("role-pair directions", "#5c6bc0", "diamond")}
+    for kind in CONTROL_KINDS:
+        xs, ys, names = [], [], []
+        for d, v in results["per_direction"].items():
+            if v["kind"] != kind:
+                continue
+            for lv, c in v["cells"].items():
+                xs.append(float(lv) * (1 + jit[kind])), ys.append(100 * c["share"]), names.append(d)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=style[kind][0], text=names, opacity=0.7,
+                                 marker=dict(color=style[kind][1], symbol=style[kind][2], size=7)))
+    for key, label, color, dx in (("anti_axis", "away from the assistant (anti-axis)", "#d32f2f", -0.02),
+                                  ("pro_axis", "toward the assistant (pro-axis)", "#2e7d32", 0.02)):
+        rows = [r for r in results["curve"] if key in r]
+        fig.add_trace(go.Scatter(
+            x=[r["level"] * (1 + dx) for r in rows], y=[100 * r[key]["share"] for r in rows], mode="lines+markers", name=label,
+            marker=dict(size=13, color=color), line=dict(color=color),
+            error_y=dict(type="data", symmetric=False,
+                         array=[100 * (r[key]["ci95"][1] - r[key]["share"]) for r in rows],
+                         arrayminus=[100 * (r[key]["share"] - r[key]["ci95"][0]) for r in rows])))
+    un = results["per_direction"].get("unsteered")
+    if un is not None:
+        fig.add_hline(y=100 * un["share"], line_dash="dot", annotation_text="unsteered", line_color="#555")
+    fig.update_layout(template="plotly_white", width=900, height=520,
+                      title="Supernatural self-descriptions (judge) per direction, at matched next-token KL",
+                      xaxis=dict(title="next-token KL from the unsteered model (nats)", type="log",
+                                 tickvals=[r["level"] for r in results["curve"]]),
+                      yaxis=dict(title="supernatural share of generations (%)", rangemode="tozero"))
+    return write_html(fig, path)
 
 
 # ============================================================================================ hand check

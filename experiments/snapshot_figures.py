@@ -24,6 +24,7 @@ DEFAULT_SET: tuple[tuple[str, str], ...] = (
     ("runs/assistant_axis/share_vs_alpha_L14.html", "docs/figures/assistant_axis_share_vs_alpha_L14.png"),
     ("runs/persona_arithmetic/identity_vs_t.html", "docs/figures/persona_arithmetic_identity_vs_t.png"),
     ("runs/finetune_personas/figures.html", "docs/figures/finetune_personas.png"),
+    ("runs/assistant_axis_prereg/share_by_kl.html", "docs/figures/assistant_axis_prereg_share_by_kl.png"),
 )
 
 
