@@ -116,8 +116,10 @@ def steps_for(n_train: int, p: Mapping[str, Any]) -> int:
 
 # ============================================================================================ measurement
 def active_hooks(model: Any) -> list[str]:
-    """Hook points of the model with forward hooks attached (empty: no library steering hook is active)."""
-    return [n for n, hp in model.bridge.hook_dict.items() if hp.fwd_hooks]
+    """Hook points of the model with any hook attached (empty: no steering hook is active)."""
+    from persona_vectors.models import active_hook_points
+
+    return active_hook_points(model)
 
 
 def heldout_nll(model: Any, convs: Sequence[Any], inoculation_prompt: Optional[str] = None,

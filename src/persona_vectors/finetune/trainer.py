@@ -92,7 +92,9 @@ class Trainer:
                 p.requires_grad_(flags[n])
 
     def _check_no_hooks(self) -> None:
-        active = [n for n, hp in self.model.bridge.hook_dict.items() if hp.fwd_hooks]
+        from ..models import active_hook_points
+
+        active = active_hook_points(self.model)
         if active:
             raise RuntimeError(f"Hooks are active on {active[0]} (and {len(active) - 1} more): finetune outside any "
                                "steering context (use cfg.preventative for steering during training)")

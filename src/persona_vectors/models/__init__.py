@@ -24,7 +24,7 @@ from __future__ import annotations
 from .chatter import _quiet
 from .loading import _load_error_message, load_model
 from .norms import NormCache, set_norm_measure
-from .positions import _PositionTracker, position_ids_from_mask, steering_bypassed, steering_is_bypassed
+from .positions import _PositionTracker, active_hook_points, position_ids_from_mask, steering_bypassed, steering_is_bypassed
 from .sampling import _check_sampling, _GeneratorSampler
 from .types import (
     ChatText,
@@ -60,6 +60,6 @@ __all__ = [
     "CACHE_FORMAT", "CACHE_HASH", "EMBEDDED_GGUF", "EMBEDDED_MODEL_ID", "EMBEDDED_PACKAGE", "ChatText",
     "EmbeddedModelMissingError", "Message", "Messages", "ModelInfo", "ModelLoadError", "NormCache", "PersonaModel",
     "PromptLike", "PromptTooLongError", "cache_dir", "embedded_gguf_path", "file_sha256", "load_model",
-    "position_ids_from_mask", "set_norm_measure", "steering_bypassed", "steering_is_bypassed", "verify_model_cache",
+    "active_hook_points", "position_ids_from_mask", "set_norm_measure", "steering_bypassed", "steering_is_bypassed", "verify_model_cache",
     "weight_fingerprint",
 ]

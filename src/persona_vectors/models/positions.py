@@ -94,6 +94,17 @@ def steering_is_bypassed() -> bool:
     """Whether :func:`steering_bypassed` is active in the current context (checked by every steering hook)."""
     return _STEERING_BYPASSED.get()
 
+def active_hook_points(model: Any) -> list[str]:
+    """Names of the bridge's hook points that carry any hook now (the library's steering or capture hooks, or a
+    user's): empty means the model computes its plain forward. Used to refuse measurements that must see the
+    unsteered model (coherence, finetuning) and to record that an evaluation ran hook-free."""
+    active = []
+    for name, hp in model.bridge.hook_dict.items():
+        if getattr(hp, "fwd_hooks", None) or getattr(hp, "_forward_hooks", None) or getattr(hp, "_forward_pre_hooks", None):
+            active.append(name)
+    return active
+
+
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that ignore padding, so left- and right-padded rows see the same positions."""
     pos = mask.long().cumsum(-1) - 1

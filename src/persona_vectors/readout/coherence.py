@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..models import PersonaModel, PromptLike
+from ..models import PersonaModel, PromptLike, active_hook_points
 from .scoring import SteeringActiveError, _ids, _prompt_ids, _score_rows
 
 __all__ = [
@@ -91,14 +91,6 @@ def coherence_score(perplexity: float, repetition: float) -> float:
     return float(f * (1.0 - min(1.0, max(0.0, repetition))))
 
 
-def _hooks_active(model: PersonaModel) -> list[str]:
-    active = []
-    for name, hp in model.bridge.hook_dict.items():
-        if getattr(hp, "fwd_hooks", None) or getattr(hp, "_forward_hooks", None) or getattr(hp, "_forward_pre_hooks", None):
-            active.append(name)
-    return active
-
-
 def _context_token(tokenizer: Any) -> int:
     """A document-start token to condition unprompted text on, so its first token is scored too."""
     vocab = tokenizer.get_vocab()
@@ -136,7 +128,7 @@ def coherence(
         raise TypeError("coherence() takes a list of texts: wrap a single text as [text]")
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"Got {len(texts)} texts but {len(prompts)} prompts: pass one prompt per text")
-    active = _hooks_active(model)
+    active = active_hook_points(model)
     if active:
         raise SteeringActiveError(
             f"coherence() must run on the unsteered model, but hooks are active on {len(active)} hook point(s) "
