@@ -310,7 +310,7 @@ def report(out: str | Path) -> dict[str, Any]:
     text = render(results, config)
     (out / RC.REPORT).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     figure(results, out / "share_by_kl.html")
-    if config["config"]["mode"] == "default" and Path(config["config"]["out"]) == Path("runs/" + NAME):
+    if config["config"]["mode"] == "default" and Path(out).resolve() == (ROOT / "runs" / NAME).resolve():
         (ROOT / "docs" / f"{NAME}.md").write_text((out / RC.REPORT).read_text(encoding="utf-8"), encoding="utf-8")
     C.say(f"wrote {out / RC.REPORT}: {results['verdict']['h1']}")
     return results

@@ -561,7 +561,7 @@ def report(out: str | Path) -> dict[str, Any]:
         figure(results, out / "tradeoff.html")
     except Exception as err:  # the figure is optional; the numbers are in the report
         C.say(f"figure skipped: {type(err).__name__}: {err}")
-    if config["config"]["mode"] == "default" and Path(config["config"]["out"]) == Path("runs/" + NAME):
+    if config["config"]["mode"] == "default" and Path(out).resolve() == (ROOT / "runs" / NAME).resolve():
         (ROOT / "docs" / f"{NAME}.md").write_text(text, encoding="utf-8")
     C.say(f"wrote {out / RC.REPORT}: {results['verdict']['word']}")
     return results
