@@ -250,15 +250,27 @@ def test_committed_run_replays(run_dir, tmp_path):
     assert res["numbers"] > 0 and res["report_numbers"] > 0
     cp = tmp_path / run_dir.name
     shutil.copytree(run_dir, cp)
-    leaves = [(p, v) for p, v in RC.leaves(RC.read_json(cp / RC.RESULTS))
-              if isinstance(v, float) and not isinstance(v, bool) and v != 0.0]
-    path, value = leaves[len(leaves) // 2]
-    text = (cp / RC.RESULTS).read_text()
-    obj = json.loads(text)
-    # set that leaf to value * (1 + 1e-6) by walking the path
     import re
 
-    parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    text = (cp / RC.RESULTS).read_text()
+    obj = json.loads(text)
+
+    def parts_of(path: str) -> list[str] | None:
+        """The path's steps, or None when a key holds a '.' (e.g. a KL level "2.0") and the path is ambiguous."""
+        parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+        cur = obj
+        try:
+            for part in parts:
+                cur = cur[int(part[1:-1])] if part.startswith("[") else cur[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+        return parts
+
+    leaves = [(p, v) for p, v in RC.leaves(RC.read_json(cp / RC.RESULTS))
+              if isinstance(v, float) and not isinstance(v, bool) and v != 0.0 and parts_of(p) is not None]
+    path, value = leaves[len(leaves) // 2]
+    # set that leaf to value * (1 + 1e-6) by walking the path
+    parts = parts_of(path)
     cur = obj
     for part in parts[:-1]:
         cur = cur[int(part[1:-1])] if part.startswith("[") else cur[part]
