@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +16,24 @@ CHAT_TEMPLATE = (
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def require_browser() -> None:
+    """Skip (or, with ``CI`` set, fail) a browser test when chromium, chromedriver or selenium is missing."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.exists(p) or shutil.which(os.path.basename(p)))]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package")
+    if missing:
+        msg = f"browser test needs {', '.join(missing)} (run `make test`, which installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " — CI is set, so this must run")
+        pytest.skip(msg)
 
 
 def make_tiny_tokenizer():

@@ -19,24 +19,10 @@ import pytest
 from persona_vectors.plotting import persona_map, write_html
 from persona_vectors.space import PersonaSpace, synthetic_role_vectors
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from conftest import CHROMEDRIVER, CHROMIUM, require_browser  # noqa: E402
 LAYERS = (3, 6, 9)
 CATS = ("animal", "historical_figure", "ai_robot", "object_concept", "supernatural")
 N_ROLES = 40
-
-
-def _require_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.exists(p) or shutil.which(os.path.basename(p)))]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
-        msg = f"browser test needs {', '.join(missing)} (run `make test`, which installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " — CI is set, so this must run")
-        pytest.skip(msg)
 
 
 def png_pixels(data: bytes) -> np.ndarray:
@@ -88,7 +74,7 @@ def png_pixels(data: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    _require_browser()
+    require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

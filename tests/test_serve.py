@@ -10,8 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
-import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -23,7 +21,7 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from conftest import make_tiny_model  # noqa: E402
+from conftest import CHROMEDRIVER, CHROMIUM, make_tiny_model, require_browser  # noqa: E402
 
 from persona_vectors import PersonaVector  # noqa: E402
 from persona_vectors.serve import Limits, create_app  # noqa: E402
@@ -217,22 +215,14 @@ def test_token_auth_and_vector_listing(tmp_path):
 
 
 # ================================================================================================ page
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+
 
 
 def _driver():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.exists(p) or shutil.which(os.path.basename(p)))]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
-        msg = f"browser test needs {', '.join(missing)} (run `make test`, which installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " — CI is set, so this must run")
-        pytest.skip(msg)
+    require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"):
