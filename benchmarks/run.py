@@ -68,9 +68,9 @@ def raw_hf_model() -> Any:
     """The same weights as an unwrapped HF module (from the library's dequantized cache)."""
     from transformers import AutoModelForCausalLM
 
-    from persona_vectors.models import cache_dir
+    from persona_vectors.models import cached_model_dir, embedded_gguf_path
 
-    src = [p for p in (cache_dir() / "models").iterdir() if (p / "DONE").is_file()][0]
+    src = cached_model_dir(embedded_gguf_path())
     return AutoModelForCausalLM.from_pretrained(src, local_files_only=True).eval()
 
 

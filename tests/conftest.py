@@ -69,6 +69,13 @@ def make_tiny_model(seed: int = 0, n_layers: int = 4):
     return PersonaModel.from_hf(hf, tok, model_id=f"tiny-llama-seed{seed}")
 
 
+def smol_cache_dir():
+    """The SmolLM2 weight cache directory (the cache may hold other embedded models' too), or ``None``."""
+    from persona_vectors.models import cached_model_dir, embedded_gguf_path
+
+    return cached_model_dir(embedded_gguf_path())
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     random.seed(0)
@@ -105,6 +112,15 @@ def smol():
     from persona_vectors import load_model
 
     return load_model(progress=False)
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The second embedded model, Gemma 3 270M base (loaded once per test session; the first load joins its
+    chunks and dequantizes it, a few minutes on 2 cores)."""
+    from persona_vectors import load_model
+
+    return load_model("gemma-3-270m", progress=False)
 
 
 CONVS = [

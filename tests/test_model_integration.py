@@ -25,6 +25,15 @@ HELD_OUT_Q = ["How do you spend your evenings?", "What are you proud of?", "What
               "Describe your home.", "What makes you angry?", "Who taught you everything you know?"]
 
 
+def _smol_cache() -> Path:
+    """The SmolLM2 weight cache (the cache may also hold the second embedded model's)."""
+    from conftest import smol_cache_dir
+
+    found = smol_cache_dir()
+    assert found is not None, "the smol fixture builds the SmolLM2 cache"
+    return found
+
+
 def test_load_metadata_and_tokenizer(smol):
     assert smol.n_layers == 30 and smol.d_model == 576
     assert len(smol.info.fingerprint) == 16
@@ -42,8 +51,7 @@ def test_kv_cache_generation_matches_unwrapped_hf_and_no_cache(smol):
     prompt = "Write one sentence about the sea."
     lib_kv = smol.generate_tokens([prompt], max_new_tokens=30, use_cache=True)[0]
     lib_nc = smol.generate_tokens([prompt], max_new_tokens=30, use_cache=False)[0]
-    cached = [p for p in (cache_dir() / "models").iterdir() if (p / "DONE").is_file()]
-    raw = AutoModelForCausalLM.from_pretrained(cached[0], local_files_only=True).eval()
+    raw = AutoModelForCausalLM.from_pretrained(_smol_cache(), local_files_only=True).eval()
     enc = smol.encode([smol.chat_text(smol.to_messages(prompt))])
     with torch.inference_mode():
         out = raw.generate(**enc, max_new_tokens=30, do_sample=False, eos_token_id=smol.stop_token_ids,
@@ -101,9 +109,12 @@ def test_warm_load_is_identical_and_corrupt_cache_is_rebuilt(smol, tmp_path, mon
     inside a tensor loads silently without the check. Both are caught; the second is rebuilt on load."""
     from persona_vectors.models import verify_model_cache
 
-    src = [p for p in (cache_dir() / "models").iterdir() if (p / "DONE").is_file()][0]
+    src = _smol_cache()
     fresh = tmp_path / "cache"
-    shutil.copytree(src.parent.parent, fresh)
+    (fresh / "models").mkdir(parents=True)
+    shutil.copytree(src, fresh / "models" / src.name)
+    if (src.parent.parent / "hashes.json").is_file():
+        shutil.copy(src.parent.parent / "hashes.json", fresh / "hashes.json")
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(fresh))
     warm = load_model(progress=False)
     assert warm.info.fingerprint == smol.info.fingerprint

@@ -81,14 +81,14 @@ def _data_dir() -> Path:
 
 def test_v1_token_lengths_match_the_smollm2_tokenizer():
     """The recorded lengths are the SmolLM2 tokenizer's (the cached tokenizer.json; skipped without the cache)."""
-    from persona_vectors.models import cache_dir
+    from conftest import smol_cache_dir
 
-    found = sorted(cache_dir().glob("models/*/tokenizer.json"))
-    if not found:
+    found = smol_cache_dir()
+    if found is None:
         pytest.skip("no cached SmolLM2 tokenizer (run load_model() once)")
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(found[0]))  # the same ids as AutoTokenizer, half the load time
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(found / "tokenizer.json"))  # the same ids as AutoTokenizer, half the load time
     cs = load_candidate_set("v1")
     got = {c: len(continuation_tokens(tok, "I am", c)[1]) for c in cs.token_lengths}
     assert got == cs.token_lengths

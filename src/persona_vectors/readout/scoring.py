@@ -52,7 +52,7 @@ def _answer_text(prefix: str, continuation: str) -> str:
 
 
 def continuation_tokens(
-    tokenizer: Any, prefix: str, continuation: str, *, raw_special_tokens: bool = False
+    tokenizer: Any, prefix: str, continuation: str, *, raw_special_tokens: bool = False, lead: str = ""
 ) -> tuple[list[int], list[int]]:
     """Split ``tokens(prefix + " " + continuation)`` into (context ids, scored ids).
 
@@ -65,9 +65,13 @@ def continuation_tokens(
 
     Special-token strings inside the prefix or continuation (``"<|im_end|>"``) are tokenized as plain text,
     like any message content, unless ``raw_special_tokens=True``.
+
+    ``lead``: text that precedes every answer after the generation prompt (:attr:`PersonaModel.response_prefix`:
+    one space in the plain dialogue of base models); it is part of the context, or of the scored span when the
+    tokenizer merges it into the first word (as SentencePiece does with a space).
     """
-    full = _ids(tokenizer, _answer_text(prefix, continuation), raw_special_tokens)
-    pre = _ids(tokenizer, prefix.rstrip(), raw_special_tokens)
+    full = _ids(tokenizer, lead + _answer_text(prefix, continuation), raw_special_tokens)
+    pre = _ids(tokenizer, lead + prefix.rstrip(), raw_special_tokens)
     k = 0
     while k < min(len(pre), len(full)) and pre[k] == full[k]:
         k += 1
@@ -256,7 +260,8 @@ def _continuation_rows(
     if not continuations:
         raise ValueError("No continuations to score: pass at least one candidate")
     raw = bool(getattr(model, "raw_special_tokens", False))
-    spans = [continuation_tokens(model.tokenizer, prefix, c, raw_special_tokens=raw) for c in continuations]
+    lead = getattr(model, "response_prefix", "")
+    spans = [continuation_tokens(model.tokenizer, prefix, c, raw_special_tokens=raw, lead=lead) for c in continuations]
     longest = max(range(len(spans)), key=lambda j: len(spans[j][0]) + len(spans[j][1]))
     rows: list[list[int]] = []
     starts: list[int] = []

@@ -185,7 +185,7 @@ def create_app(
         if len(prompts) * req.n > limits.max_n:
             raise RequestError("prompt", f"{len(prompts)} prompts x n={req.n} is over this server's limit of "
                                f"{limits.max_n} completions per request: send several requests")
-        all_ids = [_tokenize(state, lambda p=p: model.content_ids(p), "prompt", req.new_tokens(default_max_tokens))
+        all_ids = [_tokenize(state, lambda p=p: model.with_bos(model.content_ids(p)), "prompt", req.new_tokens(default_max_tokens))
                    for p in prompts]
         return await _complete(state, req, all_ids, chat=False)
 
