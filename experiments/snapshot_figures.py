@@ -25,6 +25,7 @@ DEFAULT_SET: tuple[tuple[str, str], ...] = (
     ("runs/persona_arithmetic/identity_vs_t.html", "docs/figures/persona_arithmetic_identity_vs_t.png"),
     ("runs/finetune_personas/figures.html", "docs/figures/finetune_personas.png"),
     ("runs/assistant_axis_prereg/share_by_kl.html", "docs/figures/assistant_axis_prereg_share_by_kl.png"),
+    ("runs/finetune_personas_prereg/tradeoff.html", "docs/figures/finetune_personas_prereg_tradeoff.png"),
 )
 
 
