@@ -47,11 +47,16 @@ def assets() -> dict[str, Asset]:
     return dict(_ASSETS)
 
 
+def _package_dirs(package: str) -> list[Path]:
+    """The directories of an installed package, found through the import system without importing it."""
+    spec = importlib.util.find_spec(package)
+    return [Path(d) for d in (spec.submodule_search_locations or [])] if spec is not None else []
+
+
 def asset_path(name: str, error: type[AssetMissingError] = AssetMissingError) -> Path:
     """Path of the registered asset ``name`` inside its installed package; raises ``error`` when it is missing."""
     a = _ASSETS[name]
-    spec = importlib.util.find_spec(a.package)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    locations = _package_dirs(a.package)
     if not locations:
         raise error(f"{a.description} was not found: its package {a.package!r} is not installed. Fix: {a.install}")
     for loc in locations:
@@ -110,9 +115,7 @@ def split_asset_parts(name: str, error: type[AssetMissingError] = AssetMissingEr
     found: list[Path] = []
     missing: list[str] = []
     for package, rel in a.parts:
-        spec = importlib.util.find_spec(package)
-        locations = list(spec.submodule_search_locations or []) if spec is not None else []
-        path = next((Path(loc) / rel for loc in locations if (Path(loc) / rel).is_file()), None)
+        path = next((d / rel for d in _package_dirs(package) if (d / rel).is_file()), None)
         if path is None:
             missing.append(package)
         else:
