@@ -135,6 +135,8 @@ def test_plain_dialogue_rendering() -> None:
     assert render_plain_dialogue(msgs) == ("You are a ghost.\n\nUser: Who are you?\nAssistant: A ghost.\n"
                                            "User: Why?\nAssistant:")
     assert render_plain_dialogue(msgs[1:3], add_generation_prompt=False) == "User: Who are you?\nAssistant: A ghost.\n"
+    empty = [{"role": "system", "content": ""}, msgs[1]]  # the catalogue's "none" condition
+    assert render_plain_dialogue(empty) == render_plain_dialogue(msgs[1:2]) == "User: Who are you?\nAssistant:"
     with pytest.raises(ValueError, match="only as the first"):
         render_plain_dialogue([msgs[1], msgs[0]])
     with pytest.raises(ValueError, match="system, user or assistant"):

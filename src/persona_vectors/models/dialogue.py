@@ -2,8 +2,8 @@
 
 A conversation is rendered as a plain-text dialogue::
 
-    {system content}            <- only when there is a system message (no default: a base model has no
-                                   built-in assistant persona)
+    {system content}            <- only when there is a non-empty system message (no default: a base model
+                                   has no built-in assistant persona, so "none" and "model default" coincide)
     <blank line>
     User: {user content}
     Assistant: {assistant content}
@@ -43,7 +43,8 @@ def render_plain_dialogue(messages: Sequence[Any], add_generation_prompt: bool =
         if role == "system":
             if i != 0:
                 raise ValueError("The plain-dialogue format takes a system message only as the first message")
-            out.append(f"{content}\n\n")
+            if content:  # an empty system message (the catalogue's "none" condition) adds nothing
+                out.append(f"{content}\n\n")
         elif role in _LABELS:
             out.append(f"{_LABELS[role]}{RESPONSE_LEAD}{content}\n")
         else:
