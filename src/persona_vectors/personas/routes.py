@@ -248,8 +248,12 @@ def role_means(
     max_new_tokens: int = 32,
     cache: CacheArg = True,
     progress: Union[bool, ProgressFn] = True,
+    prompt_index: Optional[int] = None,
 ) -> RoleMeans:
     """Mean response activations per role (first ``n_prompts`` prompts × first ``n_questions`` questions).
+
+    ``prompt_index=k`` uses only each role's prompt ``k`` (0-based) instead of the first ``n_prompts``, e.g. to
+    measure how well two prompts of the same roles agree.
 
     ``roles=None`` is the whole catalogue (137 roles × 24 answers ≈ 3,300 greedy generations: on 2 busy
     CPU cores plan on a couple of hours the first time; every answer and activation is cached, so later
@@ -265,7 +269,14 @@ def role_means(
     base = list(baseline_prompts) if baseline_prompts is not None else default_system_prompts()
     sites = _sites(model, layers)
     caches, pf = _caches(model, cache), _progress_fn(progress)
-    role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
+    if prompt_index is not None:
+        short = [n for n in names if not 0 <= prompt_index < len(get_role(n).prompts)]
+        if short:
+            raise DataError(f"prompt_index={prompt_index} is out of range for role(s) {', '.join(short[:5])} "
+                            f"(they have {min(len(get_role(n).prompts) for n in short)} prompts): pass a smaller index")
+        role_prompts = {n: [get_role(n).prompts[prompt_index]] for n in names}
+    else:
+        role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
     pairs = [(s, q) for s in base for q in qs] + [(s, q) for n in names for s in role_prompts[n] for q in qs]
     _generate_cached(model, pairs, max_new_tokens=max_new_tokens, caches=caches, progress=pf)
     neg, _ = _prompt_side(model, base, qs, sites, max_new_tokens=max_new_tokens, caches=caches, progress=pf)
@@ -283,7 +294,8 @@ def role_means(
                    "n_questions": len(qs), "questions_hash": _hash(qs), "max_new_tokens": max_new_tokens,
                    "sample_response": sample})
     return RoleMeans(sites, default_mean, means, vectors, counts, neg.n_conversations, qs,
-                     n_prompts or max(len(p) for p in role_prompts.values()), max_new_tokens,
+                     max(len(p) for p in role_prompts.values()) if prompt_index is not None
+                     else n_prompts or max(len(p) for p in role_prompts.values()), max_new_tokens,
                      {s: neg.mean_norm(s) for s in sites})
 
 
