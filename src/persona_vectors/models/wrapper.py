@@ -77,6 +77,7 @@ class PersonaModel:
             vocab = tokenizer.get_vocab()
             tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in vocab else tokenizer.eos_token
         tokenizer.padding_side = "left"
+        _quiet_bpe_cleanup(tokenizer)
         #: ``"chat_template"`` (the tokenizer's template) or ``"plain"`` (the plain-text dialogue of
         #: :mod:`persona_vectors.models.dialogue`, for base models without a template).
         self.dialogue = "chat_template" if getattr(tokenizer, "chat_template", None) else "plain"
@@ -602,6 +603,14 @@ class PersonaModel:
                 value = float(norms._NORM_MEASURE(self, site, positions))
             self.norm_cache.put(*key, value)
         return value
+
+
+def _quiet_bpe_cleanup(tokenizer: Any) -> None:
+    """transformers ignores ``clean_up_tokenization_spaces`` for BPE tokenizers and warns on every decode when it
+    is set (GGUF conversions set it): turn it off there, which changes no output."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and type(backend.model).__name__ == "BPE" and getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        tokenizer.clean_up_tokenization_spaces = False
 
 
 def _unwrap_block_internals(bridge: Any, hf: Any) -> None:
