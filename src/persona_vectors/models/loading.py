@@ -16,7 +16,7 @@ import torch
 from .chatter import _quiet
 from .registry import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model, embedded_names
 from .types import ModelLoadError
-from .weights import _load_gguf_cached, _load_hf
+from .weights import _load_gguf_cached, _load_hf, cached_model_dir
 from .wrapper import PersonaModel
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,8 @@ def load_model(
             gguf = Path(name_or_path)
             if not gguf.is_file():
                 raise ModelLoadError(f"GGUF file {gguf} does not exist ({_embedded_hint()})")
-            _preflight(str(gguf.parent), gguf_file=gguf.name, local_only=True)
+            if not use_cache or cached_model_dir(gguf) is None:  # a warm load re-reads no GGUF metadata
+                _preflight(str(gguf.parent), gguf_file=gguf.name, local_only=True)
             hf_model, tok = _load_gguf_cached(gguf, dtype, use_cache, progress)
             model_id = f"gguf:{gguf.name}"
         else:
