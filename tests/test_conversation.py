@@ -174,3 +174,57 @@ def test_drift_quick_run_replays(tmp_path, smol) -> None:
     out = recompute.recompute(tmp_path / "q")
     assert out["numbers"] > 0 and out["report_numbers"] > 0
     assert (tmp_path / "q" / "drift.html").is_file()
+
+
+# ------------------------------------------------------------------------------------------- per-turn read-outs
+def test_conversation_readout_per_turn_with_priors_and_controls(tiny) -> None:
+    from persona_vectors import SteerSpec
+    from persona_vectors.conversation import conversation_readout
+    from persona_vectors.readout import group_readout, user_readout_with_controls
+
+    users = ["Describe your surroundings.", "Who are you talking to?"]
+    cands = ["a ghost", "a journalist", "a friend"]
+    r = conversation_readout(tiny, users, user_candidates=cands, max_new_tokens=4, progress=False,
+                             self_questions=["Who are you?"])
+    assert [t.turn for t in r.turns] == [1, 2] and [t.user for t in r.turns] == users
+    assert len(r.messages) == 4 and r.turns[1].reply == r.messages[3]["content"]
+    m = r.self_mass()
+    assert m.shape == (2, len(r.groups)) and np.allclose(m.sum(1), 1.0)
+    assert r.user_probs().shape == (2, 3) and np.allclose(r.user_probs().sum(1), 1.0)
+    assert r.user_attribution().shape == (2, 3)
+    # each turn equals the read-outs asked directly as the next user turn of the history
+    hist = list(r.messages[:2])
+    direct = group_readout(tiny, "v1", [hist + [{"role": "user", "content": "Who are you?"}]])
+    assert r.turns[0].self_readout.mass == pytest.approx(direct.mass)
+    du = user_readout_with_controls(tiny, cands[0], cands, history=hist)
+    assert r.user_probs()[0] == pytest.approx([du.p("user", c) for c in cands])
+    # a finished conversation is read as it is; steering applies and carries its unsteered prior
+    g = torch.Generator().manual_seed(4)
+    spec = SteerSpec(torch.randn(tiny.d_model, generator=g), 20.0, layers=[1])
+    s = conversation_readout(tiny, list(r.messages), steering=spec, user_candidates=cands, progress=False,
+                             self_questions=["Who are you?"])
+    assert s.messages == r.messages and s.steering
+    assert s.self_mass(prior=True) == pytest.approx(r.self_mass())  # the prior = the same history unsteered
+    assert not np.allclose(s.self_mass(), r.self_mass())
+    assert s.to_dict()["turns"][1]["turn"] == 2
+    fig = s.figure()
+    assert len(fig.data) == len(s.groups) + 2 * 3
+    from persona_vectors.models import active_hook_points
+
+    assert active_hook_points(tiny) == []
+
+
+def test_conversation_readout_bad_inputs(tiny) -> None:
+    from persona_vectors.conversation import conversation_readout
+
+    with pytest.raises(ValueError, match="non-empty list"):
+        conversation_readout(tiny, [], progress=False)
+    with pytest.raises(ValueError, match="no assistant turn"):
+        conversation_readout(tiny, [{"role": "user", "content": "Hi"}], progress=False)
+    with pytest.raises(TypeError, match="SteerSpec"):
+        conversation_readout(tiny, ["Hi"], steering=[torch.ones(tiny.d_model)], progress=False)
+    with pytest.raises(ValueError, match="history already starts with a system"):
+        from persona_vectors.readout import user_readout_with_controls
+
+        user_readout_with_controls(tiny, "a ghost", ["a ghost", "a friend"], system="x",
+                                   history=[{"role": "system", "content": "y"}])

@@ -29,7 +29,14 @@ from .extract import (
 from .space import PersonaSpace, role_matrix
 from .export import export_control_vector_gguf
 from .steer import SteeringError, SteeringHandle, SteerSpec, effective_alpha, patch, projection_threshold, steer
-from .conversation import TurnProjections, load_drift_scripts, run_scripts, turn_projections
+from .conversation import (
+    ConversationReadout,
+    TurnProjections,
+    conversation_readout,
+    load_drift_scripts,
+    run_scripts,
+    turn_projections,
+)
 from .calibrate import CalibrationError, CalibrationResult, LayerScan, calibrate_alpha, layer_scan
 from .sweep import (
     JsonlStore,
@@ -122,7 +129,8 @@ __all__ = [
     "SteerSpec", "SteeringError", "SteeringHandle", "effective_alpha", "patch", "projection_threshold", "steer",
     "CalibrationError", "CalibrationResult", "LayerScan", "calibrate_alpha", "layer_scan",
     # multi-turn conversations and persona drift
-    "TurnProjections", "load_drift_scripts", "run_scripts", "turn_projections",
+    "ConversationReadout", "TurnProjections", "conversation_readout", "load_drift_scripts", "run_scripts",
+    "turn_projections",
     # sweeps
     "JsonlStore", "StoreCorruptError", "SweepConfig", "SweepConfigError", "SweepStoreError",
     "SweepStoreLockedError", "run_sweep", "summarize",

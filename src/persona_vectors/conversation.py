@@ -37,8 +37,11 @@ from .sites import Site, as_sites
 from .vector import PersonaVector
 
 __all__ = [
+    "ConversationReadout",
     "TurnProjections",
+    "TurnReadout",
     "assistant_turn_masks",
+    "conversation_readout",
     "load_drift_scripts",
     "run_scripts",
     "turn_projections",
@@ -305,3 +308,183 @@ def load_drift_scripts(name: str = "drift_v1") -> dict[str, list[dict[str, Any]]
         raise FileNotFoundError(f"no shipped conversation scripts named {name!r}; available: {have}")
     doc = json.loads(path.read_text(encoding="utf-8"))
     return {k: list(v) for k, v in doc["kinds"].items()}
+
+
+# ============================================================================================ per-turn read-outs
+@dataclass(frozen=True)
+class TurnReadout:
+    """One assistant turn's read-outs: who the model says it is (``self_readout``, a balanced
+    :class:`~persona_vectors.readout.GroupReadout` with its unsteered prior) and who it thinks the user is
+    (``user_readout``, a :class:`~persona_vectors.readout.ControlledUserReadout` with control questions), each
+    asked as the next user turn of the conversation so far (the probe never enters the conversation)."""
+
+    turn: int
+    user: str
+    reply: str
+    self_readout: Any
+    user_readout: Any
+
+
+@dataclass(frozen=True)
+class ConversationReadout:
+    """Per-turn self and user read-outs of one conversation (:func:`conversation_readout`)."""
+
+    messages: tuple[dict[str, str], ...]
+    turns: tuple[TurnReadout, ...]
+    steering: tuple[str, ...] = ()
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The self read-out's candidate groups."""
+        return tuple(self.turns[0].self_readout.groups) if self.turns else ()
+
+    @property
+    def user_candidates(self) -> tuple[str, ...]:
+        """The user read-out's candidates."""
+        return tuple(self.turns[0].user_readout.candidates) if self.turns else ()
+
+    def self_mass(self, *, prior: bool = False) -> np.ndarray:
+        """``[turns, groups]`` group masses of the self read-out (``prior=True``: with steering bypassed)."""
+        rows = []
+        for t in self.turns:
+            m = t.self_readout.prior if prior else t.self_readout.mass
+            if m is None:
+                raise ValueError("this read-out has no prior (steering was not active, or prior=None)")
+            rows.append([m[g] for g in self.groups])
+        return np.array(rows, dtype=float)
+
+    def user_probs(self, kind: str = "user", *, prior: bool = False) -> np.ndarray:
+        """``[turns, candidates]`` mean P(candidate) over the user questions (``kind="user"``), a control kind
+        (``"non_self"``, ``"third_person"``) or all controls (``"controls"``)."""
+        return np.array([[t.user_readout.p(kind, c, prior=prior) for c in self.user_candidates] for t in self.turns],
+                        dtype=float)
+
+    def user_attribution(self) -> np.ndarray:
+        """``[turns, candidates]`` P(candidate | user questions) − P(candidate | control questions): near 0 for
+        an identity that is primed everywhere rather than attributed to the user."""
+        return self.user_probs("user") - self.user_probs("controls")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: the messages, and per turn both read-outs' ``to_dict()``."""
+        return {"messages": [dict(m) for m in self.messages], "steering": list(self.steering),
+                "turns": [{"turn": t.turn, "user": t.user, "reply": t.reply, "self": t.self_readout.to_dict(),
+                           "user_readout": t.user_readout.to_dict()} for t in self.turns]}
+
+    def figure(self, *, title: str | None = None, top_users: int = 6) -> Any:
+        """A plotly figure: self group masses per turn (left) and the user attribution of the ``top_users``
+        candidates with the largest mean P under the user questions (right; dashed: the control questions)."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        x = [t.turn for t in self.turns]
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("Who are you? (group mass)",
+                                                            "Who is the user? (solid: user questions, dashed: controls)"))
+        mass = self.self_mass()
+        for j, g in enumerate(self.groups):
+            fig.add_trace(go.Scatter(x=x, y=mass[:, j], mode="lines+markers", name=g, legendgroup="self"), row=1, col=1)
+        pu, pc = self.user_probs("user"), self.user_probs("controls")
+        order = np.argsort(-pu.mean(0))[:top_users]
+        palette = ["#1565c0", "#d32f2f", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037", "#c2185b"]
+        for k, j in enumerate(order):
+            c, col = self.user_candidates[j], palette[k % len(palette)]
+            fig.add_trace(go.Scatter(x=x, y=pu[:, j], mode="lines+markers", name=f"user: {c}", line=dict(color=col),
+                                     legendgroup="user"), row=1, col=2)
+            fig.add_trace(go.Scatter(x=x, y=pc[:, j], mode="lines", name=f"control: {c}", showlegend=False,
+                                     line=dict(color=col, dash="dash"), legendgroup="user"), row=1, col=2)
+        for col in (1, 2):
+            fig.update_xaxes(title_text="assistant turn", dtick=1, row=1, col=col)
+            fig.update_yaxes(title_text="probability", rangemode="tozero", row=1, col=col)
+        fig.update_layout(template="plotly_white", width=1200, height=480,
+                          title=title or ("Per-turn read-outs" + (f" under {', '.join(self.steering)}" if self.steering else "")))
+        return fig
+
+
+def conversation_readout(
+    model: Any,
+    conversation: Sequence[str] | Sequence[Mapping[str, str]],
+    *,
+    self_candidates: Any = "v1",
+    user_candidates: Sequence[str] | None = None,
+    user_controls: Any = "v1",
+    steering: Any = None,
+    system: str | None = None,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    self_questions: Sequence[str] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ConversationReadout:
+    """Who the model thinks it is, and who it thinks it is talking to, after every turn of a conversation.
+
+    Args:
+        model: a :class:`~persona_vectors.models.PersonaModel`.
+        conversation: user turns to play (the model answers each, :func:`run_scripts`), or a finished message list.
+        self_candidates: the balanced candidate set of the self read-out (a shipped name, path, mapping or
+            :class:`~persona_vectors.readout.CandidateSet`), asked with its questions ("Who are you?", …) unless
+            ``self_questions`` is given.
+        user_candidates: who the user might be (default: the user-controls file's list).
+        user_controls: the user questions and their control questions (:func:`~persona_vectors.readout.load_user_controls`).
+        steering: a :class:`~persona_vectors.steer.SteerSpec` or a list of them, applied to the played turns and
+            to every read-out; each read-out also carries its unsteered prior (same history, steering bypassed).
+        system: a system message (``None``: the chat template's default).
+        max_new_tokens, temperature, seed: generation of the played turns.
+        self_questions: override the self questions.
+        batch_size: candidate rows per forward.
+        progress: a progress bar over turns.
+
+    Each probe is asked as the next user turn of the conversation so far and never enters it; controls and priors
+    are as in :func:`~persona_vectors.readout.group_readout` and
+    :func:`~persona_vectors.readout.user_readout_with_controls`.
+    """
+    from .readout import group_readout, load_user_controls, user_readout_with_controls
+    from .steer import SteerSpec, patch
+
+    specs: list[Any] = []
+    if steering is not None:
+        specs = [steering] if isinstance(steering, SteerSpec) else list(steering)
+        if not all(isinstance(s, SteerSpec) for s in specs):
+            raise TypeError("steering must be a SteerSpec or a list of SteerSpec (see persona_vectors.SteerSpec)")
+    ctl = load_user_controls(user_controls) if isinstance(user_controls, str) else user_controls
+    ucands = list(ctl.candidates if user_candidates is None else user_candidates)
+    if not ucands:
+        raise ValueError("user_candidates must name at least one candidate")
+    handle = patch(model, specs) if specs else None
+    try:
+        if conversation and all(isinstance(t, str) for t in conversation):
+            msgs = run_scripts(model, [list(conversation)], system=system, max_new_tokens=max_new_tokens,
+                               temperature=temperature, seed=seed, progress=False)[0]  # type: ignore[arg-type]
+        elif conversation and all(isinstance(t, Mapping) for t in conversation):
+            msgs = [dict(m) for m in conversation]  # type: ignore[arg-type]
+            if system is not None:
+                msgs = model.to_messages(msgs, system)
+        else:
+            raise ValueError("conversation must be a non-empty list of user-turn strings or of {'role', 'content'} messages")
+        ends = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        if not ends:
+            raise ValueError("the conversation has no assistant turn to read after")
+        it: Any = enumerate(ends, start=1)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(list(it), desc="turn read-outs", unit="turn")
+        turns = []
+        for t, i in it:
+            hist = msgs[: i + 1]
+            from .readout.candidates import _as_candidate_set
+
+            cs = _as_candidate_set(self_candidates)
+            qs = [hist + [{"role": "user", "content": q}] for q in (self_questions or cs.questions)]
+            sr = group_readout(model, cs, qs, batch_size=batch_size)
+            ur = user_readout_with_controls(model, ucands[0], ucands, controls=ctl, batch_size=batch_size, history=hist)
+            user = next((m["content"] for m in reversed(msgs[:i]) if m["role"] == "user"), "")
+            turns.append(TurnReadout(t, user, msgs[i]["content"], sr, ur))
+    finally:
+        if handle is not None:
+            handle.remove()
+    return ConversationReadout(tuple(msgs), tuple(turns), tuple(_spec_label(s) for s in specs))
+
+
+def _spec_label(spec: Any) -> str:
+    name = getattr(getattr(spec.vector, "provenance", None), "name", None) or type(spec.vector).__name__
+    return f"{name} {spec.operator} α={spec.alpha} L{spec.layers}"

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -131,6 +131,7 @@ def user_readout_with_controls(
     scoring: str = "mean",
     prior: str | None = "auto",
     batch_size: int = 32,
+    history: Sequence[Mapping[str, str]] | None = None,
 ) -> ControlledUserReadout:
     """Who the model thinks the user is, with controls that tell attribution from priming.
 
@@ -140,8 +141,15 @@ def user_readout_with_controls(
     scientist.") and third-person ("Who is he?" → "He is ...") — each with its own answer prefix. Reports
     P(target) under each and the difference (:class:`ControlledUserReadout`). ``prior="auto"`` also scores
     everything with steering bypassed when steering hooks are active (as :func:`group_readout`);
-    ``None`` skips it.
+    ``None`` skips it. ``history``: earlier messages of a conversation (user/assistant turns, optionally a
+    system message first); every question is then asked as the next user turn of that conversation.
     """
+    if history is not None and system is not None and history and history[0].get("role") == "system":
+        raise ValueError("history already starts with a system message; do not also pass system=")
+    past = [dict(m) for m in history] if history else []
+    for m in past:
+        if "role" not in m or "content" not in m:
+            raise ValueError(f"each history message needs 'role' and 'content' keys, got {m!r}")
     ctl = controls if isinstance(controls, UserControls) else load_user_controls(controls)
     mode = _resolve_scoring(scoring, None)
     cands = list(ctl.candidates if candidates is None else candidates)
@@ -160,7 +168,8 @@ def user_readout_with_controls(
     def score_all() -> torch.Tensor:
         out = torch.zeros(len(items), len(cands), dtype=torch.float64)
         for pre, idx in by_prefix.items():
-            rs = identity_readout_batch(model, cands, [items[i][1] for i in idx], prefix=pre, system=system,
+            qs: list[Any] = [past + [{"role": "user", "content": items[i][1]}] if past else items[i][1] for i in idx]
+            rs = identity_readout_batch(model, cands, qs, prefix=pre, system=system,
                                         batch_size=batch_size, scoring=mode)
             for i, r in zip(idx, rs):
                 out[i] = torch.tensor(r.probs, dtype=torch.float64)
