@@ -138,3 +138,40 @@ def test_core_path_runs_on_both_models(name, request, tmp_path):
     assert m.generate(["Who are you?"], max_new_tokens=10) == plain  # unloaded: the base model again
     out = export_control_vector_gguf(vec, tmp_path / "ghost.gguf", arch="gemma3" if name == "gemma" else "llama")
     assert out.is_file() and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", BOTH)
+def test_facts_route_positions_sweep_map_and_conversations_on_both_models(name, request, tmp_path):
+    """The rest of the feature list on both models: the facts route (teacher-forced), steering restricted to
+    prompt / response positions, a batched α sweep with its store, a persona map from role means, and scripted
+    multi-turn conversations with per-turn projections."""
+    import json
+
+    from persona_vectors import PersonaSpace, SweepConfig, fact_vector, role_means, run_scripts, run_sweep, turn_projections
+    from persona_vectors.plotting import persona_map
+
+    m = request.getfixturevalue(name)
+    mid = m.n_layers // 2
+    fv = fact_vector(m, "hitler_baseline", layers=[mid], cache=tmp_path / "cache", progress=False)
+    assert fv.provenance.route == "facts" and torch.isfinite(fv.directions).all() and float(fv[mid].norm()) > 0
+    plain = m.generate(["Who are you?"], max_new_tokens=8)
+    outs = {}
+    for pos in ("prompt", "response"):
+        with steer(m, fv, 1.0, layers=[mid], relative=True, positions=pos):
+            outs[pos] = m.generate(["Who are you?"], max_new_tokens=8)
+    assert outs["prompt"] != plain or outs["response"] != plain
+    cfg = SweepConfig(vectors={"hitler": fv}, alphas=[0.0, 1.0], layers=[mid], prompts=["Who are you?"],
+                      max_new_tokens=6, relative=True)
+    rep = run_sweep(m, cfg, tmp_path / "sweep.jsonl", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "sweep.jsonl").read_text().splitlines()]
+    assert rep.rows_written == len(rows) == 2
+    assert next(r["text"] for r in rows if r["alpha"] == 0.0) == m.generate(["Who are you?"], max_new_tokens=6)[0]
+    rm = role_means(m, ["ghost", "pirate_captain", "librarian"], n_questions=1, layers=[mid], max_new_tokens=6,
+                    cache=tmp_path / "cache", progress=False)
+    vecs = {n: rm.means[n][0].double() - rm.default_mean[0].double() for n in rm.means}
+    space = PersonaSpace(n_components=2).fit(torch.stack(list(vecs.values())).numpy(), names=list(vecs))
+    fig = persona_map(space, title=f"{name} persona map")
+    assert len(fig.data) >= 1
+    convs = run_scripts(m, [["Describe your surroundings.", "Who are you?"]], max_new_tokens=8, progress=False)
+    tp = turn_projections(m, convs, fv, [mid], progress=False)
+    assert tp.matrix("vector", mid).shape == (1, 2)

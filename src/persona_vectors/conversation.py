@@ -413,6 +413,8 @@ def conversation_readout(
     seed: int | None = None,
     self_questions: Sequence[str] | None = None,
     batch_size: int = 32,
+    priors: bool = True,
+    robust: bool = True,
     progress: bool = True,
 ) -> ConversationReadout:
     """Who the model thinks it is, and who it thinks it is talking to, after every turn of a conversation.
@@ -431,6 +433,10 @@ def conversation_readout(
         max_new_tokens, temperature, seed: generation of the played turns.
         self_questions: override the self questions.
         batch_size: candidate rows per forward.
+        priors: also score every read-out with steering bypassed (the unsteered prior of the same history);
+            ``False`` halves the cost when other directions serve as the control.
+        robust: run the self read-out's robustness check (leave-one-out and distractor groups,
+            :func:`~persona_vectors.readout.group_readout`); ``False`` skips scoring the distractors.
         progress: a progress bar over turns.
 
     Each probe is asked as the next user turn of the conversation so far and never enters it; controls and priors
@@ -468,15 +474,16 @@ def conversation_readout(
             from tqdm.auto import tqdm
 
             it = tqdm(list(it), desc="turn read-outs", unit="turn")
+        from .readout.candidates import _as_candidate_set
+
+        cs = _as_candidate_set(self_candidates)
         turns = []
         for t, i in it:
             hist = msgs[: i + 1]
-            from .readout.candidates import _as_candidate_set
-
-            cs = _as_candidate_set(self_candidates)
             qs = [hist + [{"role": "user", "content": q}] for q in (self_questions or cs.questions)]
-            sr = group_readout(model, cs, qs, batch_size=batch_size)
-            ur = user_readout_with_controls(model, ucands[0], ucands, controls=ctl, batch_size=batch_size, history=hist)
+            sr = group_readout(model, cs, qs, batch_size=batch_size, prior="auto" if priors else None, robust=robust)
+            ur = user_readout_with_controls(model, ucands[0], ucands, controls=ctl, batch_size=batch_size, history=hist,
+                                            prior="auto" if priors else None)
             user = next((m["content"] for m in reversed(msgs[:i]) if m["role"] == "user"), "")
             turns.append(TurnReadout(t, user, msgs[i]["content"], sr, ur))
     finally:
