@@ -27,7 +27,6 @@ Stages (each resumable with ``--resume``; records are appended as they are measu
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -45,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import prereg_plan as P  # noqa: E402
 import records as RC  # noqa: E402
+import run_dir as R  # noqa: E402
 from judge_corpus import text_id  # noqa: E402  (the id labels are keyed by: sha256 of the text, 16 hex)
 
 NAME = "assistant_axis_prereg"
@@ -302,18 +302,8 @@ def _config_doc(cfg: Config, model: Any, prereg: dict[str, Any], dirs: list[dict
 
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json and report.md from the run directory's records and config."""
-    out = Path(out)
-    config = RC.read_json(out / RC.CONFIG)
-    records = RC.read_records(out / RC.RECORDS)
-    results = RC.roundtrip(summarize(records, config))
-    RC.write_json(out / RC.RESULTS, results)
-    text = render(results, config)
-    (out / RC.REPORT).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    figure(results, out / "share_by_kl.html")
-    if config["config"]["mode"] == "default" and Path(out).resolve() == (ROOT / "runs" / NAME).resolve():
-        (ROOT / "docs" / f"{NAME}.md").write_text((out / RC.REPORT).read_text(encoding="utf-8"), encoding="utf-8")
-    C.say(f"wrote {out / RC.REPORT}: {results['verdict']['h1']}")
-    return results
+    return R.write_report(out, NAME, summarize, render, headline=lambda r: r["verdict"]["h1"],
+                          figures=[("share_by_kl.html", lambda res, rec, cfg, path: figure(res, path))])
 
 
 def figure(results: Mapping[str, Any], path: Path) -> Path:
@@ -657,12 +647,7 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
 # ============================================================================================ entry point
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="CI smoke test (never a verdict)")
-    ap.add_argument("--resume", action="store_true", help="continue a run in --out from its records")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--report-only", action="store_true")
+    ap = R.parser(__doc__, quick_help="CI smoke test (never a verdict)")
     ap.add_argument("--export-hand-check", type=Path, metavar="FILE")
     ap.add_argument("--import-hand-labels", type=Path, metavar="FILE")
     ap.add_argument("--labeller", default=None)

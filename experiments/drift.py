@@ -22,7 +22,6 @@ kind, 3 turns, 16 tokens) never gives a verdict and never writes docs.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import platform
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import prereg_plan as P  # noqa: E402
 import records as RC  # noqa: E402
+import run_dir as R  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "drift"
@@ -214,16 +214,10 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     P.require_committed(prereg, cfg.mode)
     C.set_threads(cfg.threads)
     C.seed_everything(int(cfg.plan["seed"]))
-    old = RC.read_json(out / RC.CONFIG) if resume and (out / RC.CONFIG).is_file() else None
-    if old is not None:
-        cfg.deviations = list(old["config"]["deviations"])
-        if old.get("code_sha256") != _code_sha() and not any(d.startswith("resumed with different code") for d in cfg.deviations):
-            cfg.deviations.append("resumed with different code (plan §8): the run's code changed between sessions")
+    old = R.carry_resume(out, cfg, _code_sha(), resume)
     records = RC.Records(out / RC.RECORDS, fresh=not resume)
     config = _config_doc(cfg, prereg)
-    if old is not None:
-        config["sessions"] = old.get("sessions", []) + config["sessions"]
-    RC.write_json(out / RC.CONFIG, config)
+    R.save_config(out, config, old)
     model = load_model(cfg.plan["model"], progress=False)
     t0 = time.perf_counter()
     axis, axis_rows = build_axis(model, cfg.plan)
@@ -553,32 +547,17 @@ def figure(results: dict[str, Any], config: dict[str, Any], path: Path) -> Optio
 
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json, report.md and the figure from the run directory."""
-    out = Path(out)
-    config = RC.read_json(out / RC.CONFIG)
-    records = RC.read_records(out / RC.RECORDS)
-    results = RC.roundtrip(summarize(records, config))
-    RC.write_json(out / RC.RESULTS, results)
-    text = render(results, config)
-    (out / RC.REPORT).write_text(text, encoding="utf-8")
-    try:
-        figure(results, config, out / "drift.html")
-    except Exception as err:  # the figure is optional; the numbers are in the report
-        C.say(f"figure skipped: {type(err).__name__}: {err}")
-    if config["config"]["mode"] == "default" and out.resolve() == (ROOT / "runs" / NAME).resolve():
-        (ROOT / "docs" / f"{NAME}.md").write_text(text, encoding="utf-8")
-    v = results.get("verdict") or {}
-    C.say(f"wrote {out / RC.REPORT}: H1 {v.get('h1')}, H2 {v.get('h2')}")
-    return results
+    def headline(r: Mapping[str, Any]) -> str:
+        v = r.get("verdict") or {}
+        return f"H1 {v.get('h1')}, H2 {v.get('h2')}"
+
+    return R.write_report(out, NAME, summarize, render, headline=headline,
+                          figures=[("drift.html", lambda res, rec, cfg, path: figure(res, cfg, path))])
 
 
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test (never a verdict, never writes docs/)")
-    ap.add_argument("--resume", action="store_true", help="continue a run in --out (finished conditions are kept)")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--report-only", action="store_true")
+    ap = R.parser(__doc__, resume_help="continue a run in --out (finished conditions are kept)")
     a = ap.parse_args(argv)
     cfg = Config.preset(quick=a.quick, out=a.out, threads=a.threads)
     if a.report_only:

@@ -29,7 +29,6 @@ sentences, shorter answers, quick-budget vectors) never gives a verdict and neve
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import platform
@@ -45,6 +44,7 @@ import _common as C  # noqa: E402
 import finetune_prereg_lib as L  # noqa: E402
 import prereg_plan as P  # noqa: E402
 import records as RC  # noqa: E402
+import run_dir as R  # noqa: E402
 from finetune_personas import GENERAL_TEXT  # noqa: E402  (v0.1's 20 general sentences)
 from finetune_prereg_lib import verdict  # noqa: E402,F401  (the plan's §6 rule; re-exported)
 
@@ -263,11 +263,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     prereg = plan_commit()
     P.require_committed(prereg, cfg.mode)
-    old = RC.read_json(out / RC.CONFIG) if resume and (out / RC.CONFIG).is_file() else None
-    if old is not None:
-        cfg.deviations = list(old["config"]["deviations"])
-        if old.get("code_sha256") != _code_sha() and not any(d.startswith("resumed with different code") for d in cfg.deviations):
-            cfg.deviations.append("resumed with different code (plan §8): the run's code changed between sessions")
+    old = R.carry_resume(out, cfg, _code_sha(), resume)
     records = RC.Records(out / RC.RECORDS, fresh=not resume)
     t0 = time.perf_counter()
     model = C.load(cfg)
@@ -550,33 +546,15 @@ def figure(results: Mapping[str, Any], path: Path) -> Optional[Path]:
 
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json and report.md (and the trade-off figure) from the run directory."""
-    out = Path(out)
-    config = RC.read_json(out / RC.CONFIG)
-    records = RC.read_records(out / RC.RECORDS)
-    results = RC.roundtrip(summarize(records, config))
-    RC.write_json(out / RC.RESULTS, results)
-    text = render(results, config)
-    (out / RC.REPORT).write_text(text, encoding="utf-8")
-    try:
-        figure(results, out / "tradeoff.html")
-    except Exception as err:  # the figure is optional; the numbers are in the report
-        C.say(f"figure skipped: {type(err).__name__}: {err}")
-    if config["config"]["mode"] == "default" and Path(out).resolve() == (ROOT / "runs" / NAME).resolve():
-        (ROOT / "docs" / f"{NAME}.md").write_text(text, encoding="utf-8")
-    C.say(f"wrote {out / RC.REPORT}: {results['verdict']['word']}")
-    return results
+    return R.write_report(out, NAME, summarize, render, headline=lambda r: r["verdict"]["word"],
+                          figures=[("tradeoff.html", lambda res, rec, cfg, path: figure(res, path))])
 
 
 # ============================================================================================ entry point
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test (never a verdict, never writes docs/)")
+    ap = R.parser(__doc__)
     ap.add_argument("--full", action="store_true", help="all four datasets (the extra ones are secondary)")
-    ap.add_argument("--resume", action="store_true", help="continue a run in --out from its records")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args(argv)
     cfg = Config.preset(quick=a.quick, full=a.full, out=a.out, threads=a.threads)
     if a.report_only:

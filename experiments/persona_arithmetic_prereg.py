@@ -26,7 +26,6 @@ decision rule) live in ``experiments/arithmetic_prereg_lib.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ import arithmetic_prereg_lib as AL  # noqa: E402
 import persona_arithmetic as PA  # noqa: E402  (v0.1: candidates, calibration rule, read-out summaries)
 import prereg_plan as P  # noqa: E402
 import records as RC  # noqa: E402
+import run_dir as R  # noqa: E402
 from arithmetic_prereg_lib import verdict  # noqa: E402,F401  (the decision rule, re-exported)
 
 NAME = "persona_arithmetic_prereg"
@@ -411,17 +411,7 @@ def run(cfg: Config, resume: bool = False, model: Any = None) -> dict[str, Any]:
 
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json and report.md from the run directory's records and config."""
-    out = Path(out)
-    config = RC.read_json(out / RC.CONFIG)
-    records = RC.read_records(out / RC.RECORDS)
-    results = RC.roundtrip(summarize(records, config))
-    RC.write_json(out / RC.RESULTS, results)
-    text = render(results, config)
-    (out / RC.REPORT).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    if config["config"]["mode"] == "default" and Path(out).resolve() == (ROOT / "runs" / NAME).resolve():
-        (ROOT / "docs" / f"{NAME}.md").write_text((out / RC.REPORT).read_text(encoding="utf-8"), encoding="utf-8")
-    C.say(f"wrote {out / RC.REPORT}: {results['verdict']['word']}")
-    return results
+    return R.write_report(out, NAME, summarize, render, headline=lambda r: r["verdict"]["word"])
 
 
 
@@ -688,12 +678,7 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
 # ============================================================================================ entry point
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test (plan §7; never a verdict)")
-    ap.add_argument("--resume", action="store_true", help="continue a run in --out from its records")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--report-only", action="store_true")
+    ap = R.parser(__doc__, quick_help="smoke test (plan §7; never a verdict)")
     a = ap.parse_args(argv)
     cfg = Config.preset(quick=a.quick, out=a.out, threads=a.threads)
     if a.report_only:

@@ -1,0 +1,84 @@
+"""The life cycle of a pre-registered run directory, shared by every experiment script.
+
+``records → stats → report`` lives in :mod:`records`; this module holds what was copied between the scripts:
+
+- :func:`carry_resume`: on ``--resume``, the previous ``config.json`` (its deviations carried over, plus the
+  plan's "resumed with different code" deviation when the script changed between sessions);
+- :func:`save_config`: write ``config.json``, appending this session to the previous sessions;
+- :func:`write_report`: ``results.json`` and ``report.md`` recomputed from the records (the same
+  ``summarize``/``render`` that ``recompute.py`` replays), the figures, and the copy under ``docs/`` for a
+  default run written to ``runs/<name>``;
+- :func:`parser`: the command-line options every script takes (``--quick --resume --out --threads
+  --report-only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import _common as C
+import records as RC
+
+ROOT = Path(__file__).resolve().parents[1]
+RESUMED_WITH_OTHER_CODE = "resumed with different code (plan §8): the run's code changed between sessions"
+
+Figure = Callable[[Mapping[str, Any], list[dict[str, Any]], Mapping[str, Any], Path], Any]
+
+
+def carry_resume(out: Path, cfg: Any, code_sha: str, resume: bool) -> Optional[dict[str, Any]]:
+    """The previous ``config.json`` of ``out`` when resuming (else ``None``); carries its deviations into
+    ``cfg.deviations`` and adds the code-change deviation once when ``code_sha`` differs from the recorded one."""
+    path = out / RC.CONFIG
+    if not (resume and path.is_file()):
+        return None
+    old = RC.read_json(path)
+    cfg.deviations = list(old["config"]["deviations"])
+    if old.get("code_sha256") != code_sha and not any(d.startswith("resumed with different code") for d in cfg.deviations):
+        cfg.deviations.append(RESUMED_WITH_OTHER_CODE)
+    return old
+
+
+def save_config(out: Path, config: dict[str, Any], old: Optional[Mapping[str, Any]]) -> None:
+    """Write ``config.json``; a resumed run keeps the earlier sessions before this one."""
+    if old is not None:
+        config["sessions"] = list(old.get("sessions", [])) + list(config.get("sessions", []))
+    RC.write_json(out / RC.CONFIG, config)
+
+
+def write_report(out: str | Path, name: str, summarize: Callable[..., Any], render: Callable[..., str], *,
+                 figures: Sequence[tuple[str, Figure]] = (), headline: Callable[[Mapping[str, Any]], str] = lambda r: "",
+                 ) -> dict[str, Any]:
+    """Recompute ``results.json`` and ``report.md`` from the run directory, draw ``figures`` (``(file name,
+    figure(results, records, config, path))``; a failing figure is skipped with a message: the numbers are in
+    the report) and copy the report to ``docs/<name>.md`` for a default run in ``runs/<name>``."""
+    out = Path(out)
+    config = RC.read_json(out / RC.CONFIG)
+    records = RC.read_records(out / RC.RECORDS)
+    results = RC.roundtrip(summarize(records, config))
+    RC.write_json(out / RC.RESULTS, results)
+    text = render(results, config)
+    text = text if text.endswith("\n") else text + "\n"
+    (out / RC.REPORT).write_text(text, encoding="utf-8")
+    for fname, draw in figures:
+        try:
+            draw(results, records, config, out / fname)
+        except Exception as err:  # noqa: BLE001 - the figure is optional
+            C.say(f"figure {fname} skipped: {type(err).__name__}: {err}")
+    if config["config"]["mode"] == "default" and out.resolve() == (ROOT / "runs" / name).resolve():
+        (ROOT / "docs" / f"{name}.md").write_text(text, encoding="utf-8")
+    C.say(f"wrote {out / RC.REPORT}: {headline(results)}")
+    return results
+
+
+def parser(doc: str, *, quick_help: str = "smoke test (never a verdict, never writes docs/)",
+           resume_help: str = "continue a run in --out from its records") -> argparse.ArgumentParser:
+    """The options every experiment takes; a script adds its own before ``parse_args``."""
+    ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--resume", action="store_true", help=resume_help)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true")
+    return ap
