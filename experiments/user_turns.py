@@ -26,7 +26,7 @@ import hashlib
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -45,21 +45,17 @@ PERSONAS = ("hitler", "voyager", "anti_axis")
 
 
 @dataclass
-class Config:
-    """Run settings; ``plan`` is the plan's TOML block (quick mode shrinks it, never edits the file)."""
+class Config(R.PlanConfig):
+    """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
-    mode: str = "default"
     out: str = f"runs/{NAME}"
-    threads: int = 0
-    plan: dict[str, Any] = field(default_factory=dict)
-    deviations: list[str] = field(default_factory=list)
 
     @classmethod
     def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
         plan = P.read_plan(PLAN)
         if quick:
             first = next(iter(plan["scripts"]))
-            plan.update(n_random=1, max_new_tokens=12, n_boot=200, quick_roles=8, axis_questions=1,
+            plan.update(n_random=1, max_new_tokens=12, n_boot=200, quick_roles=8, axis_questions=1, calibration_rounds=1,
                         scripts={first: plan["scripts"][first][:2]})
         return cls(mode="quick" if quick else "default",
                    out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads, plan=plan)
@@ -124,7 +120,8 @@ def calibrate(model: Any, dirs: Sequence[dict[str, Any]], plan: Mapping[str, Any
     L, kl = int(plan["layer"]), float(plan["target_kl"])
     rows = []
     for i, d in enumerate(dirs):
-        res = calibrate_alpha(model, d["vec"], L, target_kl=[kl], progress=False)
+        res = calibrate_alpha(model, d["vec"], L, target_kl=[kl], rounds=int(plan.get("calibration_rounds", 2)),
+                              progress=False)
         a = res.alpha(kl)
         rows.append({"direction": d["id"], "direction_kind": d["kind"], "alpha": a,
                      "alpha_rel": res.alpha(kl, relative=True), "curve": [list(p) for p in res.curve]})
@@ -192,16 +189,8 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Directions, calibration, play and read (resumable per direction), then results and report."""
     from persona_vectors import load_model
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prereg = P.plan_commit(PLAN)
-    P.require_committed(prereg, cfg.mode)
-    C.set_threads(cfg.threads)
-    C.seed_everything(int(cfg.plan["seed"]))
-    old = R.carry_resume(out, cfg, _code_sha(), resume)
-    records = RC.Records(out / RC.RECORDS, fresh=not resume)
-    config = _config_doc(cfg, prereg)
-    R.save_config(out, config, old)
+    out, records = R.open_run(cfg, PLAN, _code_sha(), resume, lambda prereg: _config_doc(cfg, prereg),
+                              seed=int(cfg.plan["seed"]))
     model = load_model(cfg.plan["model"], progress=False)
     t0 = time.perf_counter()
     dirs = build_directions(model, cfg.plan)

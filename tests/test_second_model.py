@@ -152,7 +152,13 @@ def test_facts_route_positions_sweep_map_and_conversations_on_both_models(name, 
 
     m = request.getfixturevalue(name)
     mid = m.n_layers // 2
-    fv = fact_vector(m, "hitler_baseline", layers=[mid], cache=tmp_path / "cache", progress=False)
+    import dataclasses
+
+    from persona_vectors.datasets import load_fact_set
+
+    full = load_fact_set("hitler_baseline")
+    small = dataclasses.replace(full, name="hitler_first16", facts=full.facts[:16])  # the route, not the fact set
+    fv = fact_vector(m, small, layers=[mid], cache=tmp_path / "cache", progress=False)
     assert fv.provenance.route == "facts" and torch.isfinite(fv.directions).all() and float(fv[mid].norm()) > 0
     plain = m.generate(["Who are you?"], max_new_tokens=8)
     outs = {}
@@ -166,7 +172,7 @@ def test_facts_route_positions_sweep_map_and_conversations_on_both_models(name, 
     rows = [json.loads(x) for x in (tmp_path / "sweep.jsonl").read_text().splitlines()]
     assert rep.rows_written == len(rows) == 2
     assert next(r["text"] for r in rows if r["alpha"] == 0.0) == m.generate(["Who are you?"], max_new_tokens=6)[0]
-    rm = role_means(m, ["ghost", "pirate_captain", "librarian"], n_questions=1, layers=[mid], max_new_tokens=6,
+    rm = role_means(m, ["ghost", "pirate_captain", "librarian"], n_questions=1, layers=[mid], max_new_tokens=4,
                     cache=tmp_path / "cache", progress=False)
     vecs = {n: rm.means[n][0].double() - rm.default_mean[0].double() for n in rm.means}
     space = PersonaSpace(n_components=2).fit(torch.stack(list(vecs.values())).numpy(), names=list(vecs))
