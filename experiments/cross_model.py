@@ -27,7 +27,7 @@ import hashlib
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -46,14 +46,10 @@ QUICK_ROLES = 10
 
 
 @dataclass
-class Config:
-    """Run settings; ``plan`` is the plan's TOML block (never edited here)."""
+class Config(R.PlanConfig):
+    """Run settings (:class:`run_dir.PlanConfig`)."""
 
-    mode: str = "default"
     out: str = f"runs/{NAME}"
-    threads: int = 0
-    plan: dict[str, Any] = field(default_factory=dict)
-    deviations: list[str] = field(default_factory=list)
 
     @classmethod
     def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
@@ -145,15 +141,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Measure both models (resumable per model), then write the results and the report."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prereg = P.plan_commit(PLAN)
-    P.require_committed(prereg, cfg.mode)
-    C.set_threads(cfg.threads)
-    old = R.carry_resume(out, cfg, _code_sha(), resume)
-    records = RC.Records(out / RC.RECORDS, fresh=not resume)
-    config = _config_doc(cfg, prereg)
-    R.save_config(out, config, old)
+    out, records = R.open_run(cfg, PLAN, _code_sha(), resume, lambda prereg: _config_doc(cfg, prereg))
     done = {r["model"] for r in RC.of_kind(records.rows, "model")}
     for name in cfg.plan["models"]:
         if name in done:

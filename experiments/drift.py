@@ -26,7 +26,7 @@ import hashlib
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -46,14 +46,10 @@ BINS = ((1, 3), (4, 7), (8, 10))
 
 
 @dataclass
-class Config:
-    """Run settings; ``plan`` is the plan's TOML block (quick mode shrinks it, never edits the file)."""
+class Config(R.PlanConfig):
+    """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
-    mode: str = "default"
     out: str = f"runs/{NAME}"
-    threads: int = 0
-    plan: dict[str, Any] = field(default_factory=dict)
-    deviations: list[str] = field(default_factory=list)
 
     @classmethod
     def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
@@ -208,16 +204,8 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Build the axis, play both conditions (resumable per condition), then write results and report."""
     from persona_vectors import load_model
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prereg = P.plan_commit(PLAN)
-    P.require_committed(prereg, cfg.mode)
-    C.set_threads(cfg.threads)
-    C.seed_everything(int(cfg.plan["seed"]))
-    old = R.carry_resume(out, cfg, _code_sha(), resume)
-    records = RC.Records(out / RC.RECORDS, fresh=not resume)
-    config = _config_doc(cfg, prereg)
-    R.save_config(out, config, old)
+    out, records = R.open_run(cfg, PLAN, _code_sha(), resume, lambda prereg: _config_doc(cfg, prereg),
+                              seed=int(cfg.plan["seed"]))
     model = load_model(cfg.plan["model"], progress=False)
     t0 = time.perf_counter()
     axis, axis_rows = build_axis(model, cfg.plan)

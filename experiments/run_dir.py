@@ -15,16 +15,49 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import _common as C
+import prereg_plan as P
 import records as RC
 
 ROOT = Path(__file__).resolve().parents[1]
 RESUMED_WITH_OTHER_CODE = "resumed with different code (plan §8): the run's code changed between sessions"
 
 Figure = Callable[[Mapping[str, Any], list[dict[str, Any]], Mapping[str, Any], Path], Any]
+
+
+@dataclass
+class PlanConfig:
+    """Run settings shared by the plan-driven scripts; ``plan`` is the plan's TOML block (a quick mode shrinks
+    a copy of it, the file is never edited) and ``deviations`` the plan deviations recorded so far."""
+
+    mode: str = "default"
+    out: str = "runs/run"
+    threads: int = 0
+    plan: dict[str, Any] = field(default_factory=dict)
+    deviations: list[str] = field(default_factory=list)
+
+
+def open_run(cfg: Any, plan_path: str, code_sha: str, resume: bool,
+             config_doc: Callable[[dict[str, Any]], dict[str, Any]], *, seed: Optional[int] = None,
+             ) -> tuple[Path, RC.Records]:
+    """Start (or resume) a run in ``cfg.out``: refuse a default run from an uncommitted plan, set the torch threads
+    (and the seeds), carry the deviations of a resumed run, open the records and write ``config.json``
+    (``config_doc(prereg)``). Returns the run directory and its records."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prereg = P.plan_commit(plan_path)
+    P.require_committed(prereg, cfg.mode)
+    C.set_threads(cfg.threads)
+    if seed is not None:
+        C.seed_everything(int(seed))
+    old = carry_resume(out, cfg, code_sha, resume)
+    records = RC.Records(out / RC.RECORDS, fresh=not resume)
+    save_config(out, config_doc(prereg), old)
+    return out, records
 
 
 def carry_resume(out: Path, cfg: Any, code_sha: str, resume: bool) -> Optional[dict[str, Any]]:
