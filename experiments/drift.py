@@ -191,7 +191,7 @@ def _judge_accuracy() -> Optional[float]:
     from persona_vectors.judge import VALIDATION_PATH
 
     doc = json.loads(VALIDATION_PATH.read_text(encoding="utf-8"))
-    for path in (("retrained", "batch1", "accuracy"), ("batch1", "accuracy")):
+    for path in (("by_batch", "1", "accuracy"),):
         node: Any = doc
         for k in path:
             node = node.get(k) if isinstance(node, dict) else None
