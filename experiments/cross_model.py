@@ -372,12 +372,8 @@ def report(out: str | Path) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    ap = R.parser(__doc__, resume_help="continue a run in --out (models already measured are kept)")
-    a = ap.parse_args(argv)
-    cfg = Config.preset(quick=a.quick, out=a.out, threads=a.threads)
-    if a.report_only:
-        return report(Path(cfg.out))
-    return run(cfg, resume=a.resume)
+    return R.main(argv, __doc__, Config.preset, run, report,
+                  resume_help="continue a run in --out (models already measured are kept)")
 
 
 if __name__ == "__main__":

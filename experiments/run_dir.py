@@ -105,6 +105,17 @@ def write_report(out: str | Path, name: str, summarize: Callable[..., Any], rend
     return results
 
 
+def main(argv: Optional[list[str]], doc: str, preset: Callable[..., Any], run: Callable[..., Any],
+         report: Callable[[Path], Any], *, resume_help: str) -> Any:
+    """The command line of a script with only the common options: ``--report-only`` re-renders ``--out``,
+    otherwise ``run(preset(...), resume=)``."""
+    a = parser(doc, resume_help=resume_help).parse_args(argv)
+    cfg = preset(quick=a.quick, out=a.out, threads=a.threads)
+    if a.report_only:
+        return report(Path(cfg.out))
+    return run(cfg, resume=a.resume)
+
+
 def parser(doc: str, *, quick_help: str = "smoke test (never a verdict, never writes docs/)",
            resume_help: str = "continue a run in --out from its records") -> argparse.ArgumentParser:
     """The options every experiment takes; a script adds its own before ``parse_args``."""

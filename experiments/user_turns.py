@@ -365,7 +365,8 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def figure(results: dict[str, Any], config: dict[str, Any], path: Path) -> Optional[Path]:
+def figure(results: dict[str, Any], records: list[dict[str, Any]], config: dict[str, Any], path: Path
+           ) -> Optional[Path]:
     """Per hypothesis: the persona direction's per-turn attribution, unsteered, and the random band."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -403,17 +404,13 @@ def report(out: str | Path) -> dict[str, Any]:
         return ", ".join(f"{h} {x['word']}" for h, x in (r.get("verdicts") or {}).items())
 
     return R.write_report(out, NAME, summarize, render, headline=headline,
-                          figures=[("user_turns.html", lambda res, rec, cfg, path: figure(res, cfg, path))])
+                          figures=[("user_turns.html", figure)])
 
 
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    ap = R.parser(__doc__, resume_help="continue a run in --out (directions already read are kept)")
-    a = ap.parse_args(argv)
-    cfg = Config.preset(quick=a.quick, out=a.out, threads=a.threads)
-    if a.report_only:
-        return report(Path(cfg.out))
-    return run(cfg, resume=a.resume)
+    return R.main(argv, __doc__, Config.preset, run, report,
+                  resume_help="continue a run in --out (directions already read are kept)")
 
 
 if __name__ == "__main__":
