@@ -305,6 +305,17 @@ def unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm()
 
 
+def direction_vector(model: Any, directions: Mapping[int, torch.Tensor], name: str, route: str) -> Any:
+    """A :class:`PersonaVector` of the given per-layer directions (stored as float32, not re-normalised) with
+    this model's provenance, ``method="direction"`` — what ``steer`` and ``calibrate_alpha`` take."""
+    from persona_vectors import PersonaVector, Site
+    from persona_vectors.vector import Provenance
+
+    prov = Provenance(model_id=model.info.model_id, fingerprint=model.info.fingerprint, d_model=model.d_model,
+                      name=name, method="direction", route=route)
+    return PersonaVector.from_dict({Site(int(L)): v.float() for L, v in directions.items()}, prov)
+
+
 def cos(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
     a = torch.as_tensor(a, dtype=torch.float64).reshape(-1)
     b = torch.as_tensor(b, dtype=torch.float64).reshape(-1)

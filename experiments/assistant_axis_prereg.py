@@ -148,12 +148,7 @@ def build_directions(model: Any, cfg: Config) -> list[dict[str, Any]]:
 
 def as_vector(model: Any, d: Mapping[str, Any], layer: int) -> Any:
     """A one-site :class:`PersonaVector` of a unit direction (what :func:`calibrate_alpha` takes)."""
-    from persona_vectors import PersonaVector, Site
-    from persona_vectors.vector import Provenance
-
-    prov = Provenance(model_id=model.info.model_id, fingerprint=model.info.fingerprint, d_model=model.d_model,
-                      name=d["id"], method="direction", route="assistant_axis_prereg")
-    return PersonaVector.from_dict({Site(layer): d["vec"].float()}, prov)
+    return C.direction_vector(model, {layer: d["vec"]}, d["id"], "assistant_axis_prereg")
 
 
 # ============================================================================================ run

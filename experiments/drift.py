@@ -85,9 +85,8 @@ def build_axis(model: Any, plan: Mapping[str, Any]) -> tuple[Any, list[dict[str,
     """The Assistant Axis at the cap and read layers (unit PersonaVector) and per-layer axis/threshold rows."""
     import torch
 
-    from persona_vectors import PersonaVector, Site
+    from persona_vectors import Site
     from persona_vectors.datasets import load_roles
-    from persona_vectors.vector import Provenance
     from persona_vectors.personas import role_means
     from persona_vectors.steer import default_threshold_conversations, projection_threshold
 
@@ -99,10 +98,7 @@ def build_axis(model: Any, plan: Mapping[str, Any]) -> tuple[Any, list[dict[str,
                     layers=layers, max_new_tokens=int(plan["axis_max_new_tokens"]),
                     progress=lambda m: C.say(f"  role means: {m}"))
     raw = rm.axis("assistant")
-    dirs = {Site(L): (raw[Site(L)] / raw[Site(L)].norm()).float() for L in layers}
-    prov = Provenance(model_id=model.info.model_id, fingerprint=model.info.fingerprint, d_model=model.d_model,
-                      name="assistant_axis", method="direction", route="drift")
-    axis = PersonaVector.from_dict(dirs, prov)
+    axis = C.direction_vector(model, {L: raw[Site(L)] / raw[Site(L)].norm() for L in layers}, "assistant_axis", NAME)
     reference = default_threshold_conversations(model, n_questions=1 if plan.get("quick_roles") else 4)
     rows = []
     for L in layers:

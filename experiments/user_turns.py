@@ -73,13 +73,8 @@ def candidates(plan: Mapping[str, Any]) -> list[str]:
 # ============================================================================================ measurement
 def _one_site(model: Any, vec: Any, layer: int, name: str) -> Any:
     """A one-site unit :class:`PersonaVector` named ``name``."""
-    from persona_vectors import PersonaVector, Site
-    from persona_vectors.vector import Provenance
-
     v = vec.double()
-    prov = Provenance(model_id=model.info.model_id, fingerprint=model.info.fingerprint, d_model=model.d_model,
-                      name=name, method="direction", route=NAME)
-    return PersonaVector.from_dict({Site(layer): (v / v.norm()).float()}, prov)
+    return C.direction_vector(model, {layer: v / v.norm()}, name, NAME)
 
 
 def build_directions(model: Any, plan: Mapping[str, Any]) -> list[dict[str, Any]]:
