@@ -49,7 +49,7 @@ $(STAMP)/browser: | $(BIN)/python
 	@touch $@
 
 test: install $(STAMP)/browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
