@@ -95,7 +95,9 @@ class Capture:
             reads, e.g. each decoding step of ``generate``).
 
     ``acts[site]`` holds the latest forward's activation ``[batch, pos, d_model]`` at each site (cleared by
-    :meth:`forward` before each run).
+    :meth:`forward` before each run). Activations reach ``acts`` and ``sink`` on the model's input device
+    (``model.device``): under a device map that spreads blocks over GPUs, a block's activation is moved there,
+    so reducers combine sites and masks on one device.
     """
 
     def __init__(self, model: Any, sites: Any, *, stop: bool = False, sink: Sink | None = None) -> None:
@@ -107,12 +109,15 @@ class Capture:
         deepest = max(s.layer for s in self.sites)
         self._stop_site = max((s for s in self.sites if s.layer == deepest), key=lambda s: s.kind == "resid_post")
         self._hooks = HookSet()
+        self._device = torch.device(model.device)
 
     def _hook(self, site: Site) -> Callable[..., None]:
-        acts, sink, n = self.acts, self.sink, len(self.sites)
+        acts, sink, n, dev = self.acts, self.sink, len(self.sites), self._device
         stop = self.stop and site == self._stop_site
 
         def hook(x: torch.Tensor, hook: Any = None) -> None:
+            if x.device != dev:
+                x = x.to(dev)
             if sink is not None:
                 sink(site, x)
             else:

@@ -14,7 +14,8 @@ names fire both in bridge forwards and in plain HF ``generate`` on the wrapped m
 
 The package's rooms: :mod:`.types` (prompt types, :class:`ModelInfo`, :class:`ChatText`, errors), :mod:`.weights`
 (cache root, embedded GGUF, the checksummed weight cache, fingerprints), :mod:`.positions` (position tracker,
-response regions, ``steering_bypassed``), :mod:`.norms` (the residual-norm cache), :mod:`.sampling` (sampling
+response regions, ``steering_bypassed``), :mod:`.placement` (device maps: checked before loading, the input
+device), :mod:`.norms` (the residual-norm cache), :mod:`.sampling` (sampling
 settings, explicit generators), :mod:`.chatter` (quieting library logs), :mod:`.wrapper` (:class:`PersonaModel`)
 and :mod:`.loading` (:func:`load_model`).
 """
@@ -26,6 +27,7 @@ from .dialogue import render_plain_dialogue
 from .loading import _load_error_message, bridge_architecture, load_model
 from .registry import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, embedded_model, embedded_names
 from .norms import NormCache, set_norm_measure
+from .placement import DEVICE_MAP_STRATEGIES, DeviceMapError, check_device_map, input_device
 from .positions import _PositionTracker, active_hook_points, position_ids_from_mask, steering_bypassed, steering_is_bypassed
 from .sampling import _check_sampling, _GeneratorSampler
 from .types import (
@@ -61,7 +63,7 @@ from .weights import (
 from .wrapper import BOS_FAMILIES, PersonaModel, _unwrap_block_internals, bos_token_to_add
 
 __all__ = [
-    "BOS_FAMILIES", "DEFAULT_MODEL", "EMBEDDED_MODELS", "EmbeddedModel", "assembled_path", "bos_token_to_add", "cached_model_dir",
+    "BOS_FAMILIES", "DEFAULT_MODEL", "DEVICE_MAP_STRATEGIES", "DeviceMapError", "check_device_map", "input_device", "EMBEDDED_MODELS", "EmbeddedModel", "assembled_path", "bos_token_to_add", "cached_model_dir",
     "bridge_architecture", "embedded_model", "embedded_names", "render_plain_dialogue",
     "CACHE_FORMAT", "CACHE_HASH", "EMBEDDED_GGUF", "EMBEDDED_MODEL_ID", "EMBEDDED_PACKAGE", "ChatText",
     "EmbeddedModelMissingError", "Message", "Messages", "ModelInfo", "ModelLoadError", "NormCache", "PersonaModel",

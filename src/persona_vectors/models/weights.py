@@ -165,6 +165,8 @@ def weight_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 256) ->
     for name, p in sorted(model.state_dict().items()):
         if not torch.is_floating_point(p):
             continue
+        if p.device.type == "meta":  # offloaded by a device map: read the stored weights
+            p = _offloaded_tensor(model, name)
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // samples_per_tensor)
         sample = flat[::step][:samples_per_tensor].to("cpu", torch.bfloat16).to(torch.float32)
@@ -174,14 +176,31 @@ def weight_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 256) ->
     return h.hexdigest()[:16]
 
 
-def _load_hf(source: str, *, gguf_file: str | None, dtype: torch.dtype, local_only: bool) -> tuple[Any, Any]:
+def _offloaded_tensor(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """The stored value of a parameter that accelerate offloaded (it sits on ``meta`` between forwards): read from
+    the offload hook's weights map (a memory-mapped file or the checkpoint: only the sampled pages are read)."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    hook = getattr(owner, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        weights = getattr(h, "weights_map", None)
+        if weights is not None and leaf in weights:
+            return weights[leaf]
+    raise ValueError(f"Parameter {name} is on the meta device and no offload hook holds its weights: load the model "
+                     "with its weights (a device_map's 'disk'/'cpu' offload keeps them readable)")
+
+
+def _load_hf(source: str, *, gguf_file: str | None, dtype: torch.dtype, local_only: bool,
+             placement: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """Tokenizer and model from a HF id or directory; ``placement`` (``device_map``, ``max_memory``,
+    ``offload_folder``) goes to ``from_pretrained``, which places the weights through accelerate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw: dict[str, Any] = {"local_files_only": local_only}
     if gguf_file:
         kw["gguf_file"] = gguf_file
     tok = AutoTokenizer.from_pretrained(source, **kw)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw, **(placement or {}))
     return model, tok
 
 
@@ -201,13 +220,20 @@ def _load_gguf(gguf: Path, dtype: torch.dtype) -> tuple[Any, Any]:
     return model, tok
 
 
-def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress: bool) -> tuple[Any, Any]:
+def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress: bool,
+                      placement: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """Dequantize a GGUF once, then serve it from a safetensors cache keyed by the file's sha256.
 
     Every file of the cache is checksummed (xxh3-128) when the cache is built and verified on every load;
     a cache that fails the check (bit rot, a partial copy, someone's edit) is rebuilt with a one-line
-    warning. A cache dir that cannot be written means an uncached load, with a warning.
+    warning. A cache dir that cannot be written means an uncached load, with a warning. ``placement`` (a
+    device map) loads the cached safetensors through accelerate, so it needs the cache.
     """
+    from .types import ModelLoadError
+
+    if placement and not use_cache:
+        raise ModelLoadError("device_map= places a GGUF model's dequantized weights from the weight cache: load it "
+                             "with use_cache=True (the default)")
     if not use_cache:
         return _load_gguf(gguf, dtype)
     key = _source_key(gguf)
@@ -216,6 +242,8 @@ def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress:
     if (target / "DONE").is_file():
         problems = verify_model_cache(target)
         if not problems:
+            if placement:  # a placement error is the map's, not the cache's: never rebuild for it
+                return _load_hf(str(target), gguf_file=None, dtype=dtype, local_only=True, placement=placement)
             try:
                 return _load_hf(str(target), gguf_file=None, dtype=dtype, local_only=True)
             except Exception as err:  # noqa: BLE001 - unreadable despite matching checksums: rebuild below
@@ -228,9 +256,16 @@ def _load_gguf_cached(gguf: Path, dtype: torch.dtype, use_cache: bool, progress:
     try:
         _write_model_cache(model, tok, target, source=gguf, key=key)
     except OSError as err:
+        if placement:
+            raise ModelLoadError(f"device_map= places a GGUF model's dequantized weights from the weight cache, which "
+                                 f"could not be written under {root} ({err.strerror or err}): set PERSONA_VECTORS_CACHE "
+                                 "to a writable directory") from err
         warnings.warn(f"Could not write the model cache under {root} ({err.strerror or err}); loading uncached. "
                       "Set PERSONA_VECTORS_CACHE to a writable directory to cache the dequantized weights.",
                       stacklevel=2)
+    if placement:
+        del model
+        return _load_hf(str(target), gguf_file=None, dtype=dtype, local_only=True, placement=placement)
     if dtype != torch.float32:
         model = model.to(dtype)
     return model, tok

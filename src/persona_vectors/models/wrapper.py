@@ -17,6 +17,7 @@ from . import norms
 from .dialogue import RESPONSE_LEAD, STOP_STRINGS, cut_at_stop, render_plain_dialogue
 from .chatter import _quiet
 from .norms import NormCache
+from .placement import input_device, is_dispatched
 from .positions import _PositionTracker, position_ids_from_mask, steering_bypassed
 from .sampling import _GeneratorSampler, _check_sampling
 from .types import ChatText, Messages, ModelInfo, PromptLike, PromptTooLongError
@@ -112,8 +113,10 @@ class PersonaModel:
         name = model_id or getattr(hf_model.config, "_name_or_path", "") or "custom"
         with _quiet():
             bridge = TransformerBridge.boot_transformers(
-                name, hf_model=hf_model, tokenizer=tokenizer, device=hf_model.device, dtype=hf_model.dtype
+                name, hf_model=hf_model, tokenizer=tokenizer, device=input_device(hf_model), dtype=hf_model.dtype
             )
+        if is_dispatched(hf_model):  # the bridge reads the embedding's parameters, on `meta` when offloaded
+            bridge.cfg.device = str(input_device(hf_model))
         return cls(bridge, tokenizer, model_id=name, hooks=hooks)
 
     def _stop_ids(self, cfg: Any) -> list[int]:
@@ -145,13 +148,20 @@ class PersonaModel:
 
     @property
     def device(self) -> torch.device:
-        """Device of the model's parameters."""
-        return next(self.hf.parameters()).device
+        """The device inputs go to: the parameters' device, or under a device map (see :func:`load_model`) the
+        input embedding's execution device. Hooks at later layers see activations on their block's device."""
+        return input_device(self.hf)
 
     @property
     def dtype(self) -> torch.dtype:
         """Dtype of the model's parameters."""
         return next(self.hf.parameters()).dtype
+
+    @property
+    def device_map(self) -> dict[str, Any] | None:
+        """Where a model loaded with ``device_map=`` placed each module (accelerate's ``hf_device_map``), else None."""
+        dm = getattr(self.hf, "hf_device_map", None)
+        return dict(dm) if dm else None
 
     def hook_point(self, site: Site) -> Any:
         """The bridge HookPoint module for a site (raises a clear error when out of range)."""

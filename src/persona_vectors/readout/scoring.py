@@ -184,7 +184,7 @@ def _score_chunk(
     with torch.inference_mode(), _answer_positions(model, boundary):
         logits = _forward(model, ids.to(dev), att.to(dev), keep, past)
         logp = torch.log_softmax(logits.float(), dim=-1)
-        targets = ids[:, lo + 1 : hi + 1].to(dev)
+        targets = ids[:, lo + 1 : hi + 1].to(logp.device)  # the unembedding's device under a device map
         tok_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
     pos = torch.arange(lo + 1, hi + 1).unsqueeze(0)
     sel = (pos >= torch.tensor(st).unsqueeze(1)) & (pos < torch.tensor(lens).unsqueeze(1))
