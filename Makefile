@@ -32,7 +32,7 @@ $(STAMP)/models-2: | $(BIN)/python
 	@touch $@
 
 $(STAMP)/package: pyproject.toml $(STAMP)/torch $(STAMP)/models-2
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,ray]"
 	@touch $@
 
 demo: install

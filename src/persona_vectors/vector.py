@@ -135,6 +135,11 @@ class PersonaVector:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("PersonaVector is immutable: arithmetic and .replace() return new vectors")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor (immutable slots have no settable state): vectors travel to other
+        processes, e.g. the Ray actors of a sweep."""
+        return (type(self), (self._sites, self._dirs, self._prov))
+
     # ------------------------------------------------------------------------------------------ accessors
     @classmethod
     def from_dict(cls, directions: Mapping[Site | int, torch.Tensor], provenance: Provenance) -> "PersonaVector":

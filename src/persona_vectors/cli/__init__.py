@@ -45,5 +45,9 @@ __all__ = [
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (a bare ``--ray`` means ``--ray auto``, see :func:`.sweeping.bare_ray_flag`)."""
+    import sys
+
+    from .sweeping import bare_ray_flag
+
+    app(args=bare_ray_flag(sys.argv[1:]))

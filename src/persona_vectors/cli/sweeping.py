@@ -13,6 +13,23 @@ from . import base
 from .base import app, emit_json, friendly
 
 
+def bare_ray_flag(argv: list[str]) -> list[str]:
+    """``argv`` with a bare ``--ray`` (last, or followed by something that is not a Ray address) given the value
+    ``auto``, so ``sweep CONFIG --ray`` works as ``--ray auto``; Typer options cannot take an optional value.
+
+    A following token is the address when it is ``auto``, ``local``, ``HOST:PORT`` or ``ray://...``.
+    """
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is None or not (nxt in ("auto", "local") or nxt.startswith("ray://")
+                                   or (":" in nxt and not nxt.startswith("-") and nxt.rsplit(":", 1)[1].isdigit())):
+                out.append("auto")
+    return out
+
+
 @app.command("sweep")
 @friendly
 def sweep_command(
@@ -23,12 +40,22 @@ def sweep_command(
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
                                         "(default: offline, the HF cache only)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                              help="Shard the batches over Ray actors, one model replica each: a "
+                                              "cluster's HOST:PORT, 'auto' (or nothing) for RAY_ADDRESS or the one "
+                                              "running here, or 'local' to start one for this sweep (needs "
+                                              "persona-vectors[ray])"),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="With --ray: number of actors (default: the "
+                                         "cluster's GPUs, or its CPUs / --actor-threads)"),
+    actor_threads: int = typer.Option(1, "--actor-threads", min=1, help="With --ray: torch threads per CPU actor"),
 ) -> None:
     """Run (or resume) a steering sweep from a TOML config; rows stream to a crash-safe JSONL file.
 
     The store is locked while the sweep runs (a second sweep on it fails with "in use by PID N"); --no-resume only
     deletes a results file this library wrote, and --out may not be the config. Rows whose steering went
     non-finite are not stored: one error line per failed (vector, layer, alpha), exit code 2 after the rest.
+
+    With --ray the batches run on Ray actors that each load the same model; this process writes the store.
     """
     import warnings
 
@@ -37,15 +64,29 @@ def sweep_command(
     cfg = SweepConfig.from_toml(config)
     path = out or config.with_suffix(".jsonl")
     check_sweep_output(path, resume=resume, config_path=config)  # before the (slow) model load
-    m = base.load_model_arg(model, allow_download=allow_download)
-    j = None
-    if judge:
-        from ..judge import EmbeddingJudge
+    if ray_address is None and (actors is not None or actor_threads != 1):
+        base.fail("--actors and --actor-threads apply with --ray only: add --ray [ADDRESS]")
+    started = False
+    if ray_address is not None:
+        from ..sweep.distributed import connect
 
-        j = EmbeddingJudge.default()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SweepRowsNotStoredWarning)  # printed below as error lines
-        rep = run_sweep(m, cfg, path, judge=j, resume=resume, progress=True)
+        started = connect(ray_address)  # an unreachable cluster fails here, before the model load
+    try:
+        m = base.load_model_arg(model, allow_download=allow_download)
+        j = None
+        if judge:
+            from ..judge import EmbeddingJudge
+
+            j = EmbeddingJudge.default()
+        ray_kw = dict(backend="ray", num_actors=actors, actor_threads=actor_threads) if ray_address is not None else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SweepRowsNotStoredWarning)  # printed below as error lines
+            rep = run_sweep(m, cfg, path, judge=j, resume=resume, progress=True, **ray_kw)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
     typer.echo(f"{rep.rows_written} rows written, {rep.rows_skipped} already stored, {rep.rows_total} total"
                f"{f', {rep.rows_failed} failed' if rep.rows_failed else ''} ({rep.seconds:.1f}s) -> {path}")
     if path.is_file() and path.stat().st_size:

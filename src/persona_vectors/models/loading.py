@@ -197,5 +197,13 @@ def load_model(
         if device_map is None:
             hf_model = hf_model.to("cpu" if device is None else device)
     model = PersonaModel.from_hf(hf_model, tok, model_id=model_id, hooks=hooks)
+    model.load_args = {
+        "name_or_path": None if name_or_path is None else str(name_or_path), "dtype": str(dtype).removeprefix("torch."),
+        "use_cache": use_cache, "allow_download": allow_download, "hooks": hooks,
+        **({"device": str(device)} if device is not None else {}),
+        **({"device_map": device_map} if device_map is not None else {}),
+        **({"max_memory": dict(max_memory)} if max_memory is not None else {}),
+        **({"offload_folder": str(offload_folder)} if offload_folder is not None else {}),
+    }
     log.info("loaded %s in %.1fs", model_id, time.perf_counter() - t0)
     return model

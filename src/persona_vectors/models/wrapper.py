@@ -97,6 +97,9 @@ class PersonaModel:
         #: special tokens (so user text can inject chat structure); the default reads them as plain text.
         self.raw_special_tokens: bool = False
         self._specials: tuple[int, tuple[str, ...]] | None = None
+        #: The keyword arguments :func:`load_model` was called with (``None`` for :meth:`from_hf`): enough to load
+        #: the same model again in another process, e.g. a replica per Ray actor of a sweep.
+        self.load_args: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------------------- build
     @classmethod

@@ -116,6 +116,12 @@ def run_sweep(
     readouts: Sequence[Readout] = (),
     resume: bool = True,
     progress: bool = True,
+    backend: str = "local",
+    ray_address: str | None = None,
+    num_actors: int | None = None,
+    actor_threads: int = 1,
+    model_loader: Callable[[], Any] | None = None,
+    max_restarts: int | None = None,
 ) -> SweepReport:
     """Run (or resume) the sweep, streaming one JSON line per generation to ``out_path``.
 
@@ -134,6 +140,13 @@ def run_sweep(
         resume: keep stored rows and skip them (the config and model must match the sidecar);
             ``False`` deletes the existing results (only a results file this library wrote) and starts over.
         progress: show a tqdm bar with ETA.
+        backend: ``"local"`` (this process) or ``"ray"``: batches sharded over Ray actors, each holding a model
+            replica, this process the one writer (see :mod:`persona_vectors.sweep.distributed`). With Ray,
+            ``ray_address`` (``None``: an existing ``ray.init`` or ``"auto"``; ``"local"``; ``"HOST:PORT"``),
+            ``num_actors`` (default: the cluster's GPUs, or CPUs ÷ ``actor_threads``), ``actor_threads`` (torch
+            threads per CPU actor), ``model_loader`` (a picklable zero-argument callable returning the replica;
+            default: ``load_model`` with ``model.load_args``) and ``max_restarts`` (Ray restarts of a dead actor,
+            whose batches are retried; default 3). The judge and read-outs are pickled to every actor.
 
     Each row holds: ``row_id, vector, layer, alpha, prompt_id, prompt, sample, seed`` (the coordinates),
     ``operator, positions, relative, alpha_raw`` (the raw-equivalent coefficient on the stored vector),
@@ -150,6 +163,32 @@ def run_sweep(
     """
     out = Path(out_path)
     t0 = time.perf_counter()
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "local" and (ray_address is not None or num_actors is not None or model_loader is not None
+                               or max_restarts is not None):
+        raise ValueError("ray_address, num_actors, model_loader and max_restarts apply to backend='ray' only: pass "
+                         "backend='ray' too")
+    if backend == "ray":
+        from .distributed import connect
+
+        check_sweep_output(out, resume=resume, config_path=cfg.source)
+        started = connect(ray_address)  # before any store work: a missing extra or cluster fails at once
+        try:
+            return _run_sweep(model, cfg, out, t0, judge, readouts, resume, progress, backend,
+                              dict(num_actors=num_actors, threads=actor_threads, model_loader=model_loader,
+                                   max_restarts=max_restarts))
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    return _run_sweep(model, cfg, out, t0, judge, readouts, resume, progress, backend, {})
+
+
+def _run_sweep(model: Any, cfg: SweepConfig, out: Path, t0: float, judge: Any, readouts: Sequence[Readout],
+               resume: bool, progress: bool, backend: str, ray_opts: dict[str, Any]) -> SweepReport:
+    """:func:`run_sweep` after its argument checks (and, for Ray, connected)."""
     check_sweep_output(out, resume=resume, config_path=cfg.source)
     vectors = load_sweep_vectors(model, cfg)
     batches = expand_grid(cfg)
@@ -217,12 +256,18 @@ def run_sweep(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=skipped, unit="row", desc=cfg.name or "sweep", dynamic_ncols=True)
+        todo = [b for b in batches if any(r["row_id"] not in done_ids for r in b.rows)]
+        if backend == "ray":
+            from .distributed import DEFAULT_MAX_RESTARTS, ray_batches
+
+            restarts = ray_opts.pop("max_restarts")
+            results: Any = ray_batches(model, cfg, vectors, todo, run_batch=_run_batch, judge=judge, readouts=readouts,
+                                       **ray_opts,
+                                       max_restarts=DEFAULT_MAX_RESTARTS if restarts is None else restarts)
+        else:
+            results = ((b, *_run_batch(model, cfg, vectors[b.vector], b, judge, readouts)) for b in todo)
         try:
-            for batch in batches:
-                todo = [r for r in batch.rows if r["row_id"] not in done_ids]
-                if not todo:
-                    continue
-                rows, failed = _run_batch(model, cfg, vectors[batch.vector], batch, judge, readouts)
+            for batch, rows, failed in results:  # this process is the one writer, whichever backend generates
                 n = store.append([r for r in rows if r["row_id"] not in done_ids])
                 failed = [f for f in failed if f.row_id not in done_ids]
                 failures.extend(failed)
@@ -231,6 +276,9 @@ def run_sweep(
                 if bar is not None:
                     bar.update(n + len(failed))
         finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # a Ray backend stops its actors (and a cluster it started) here
             if bar is not None:
                 bar.close()
     report = SweepReport(out, total, written, skipped, ran, time.perf_counter() - t0, failures)

@@ -1,0 +1,226 @@
+"""Sweeps sharded over Ray actors: ``run_sweep(..., backend="ray")`` / ``persona-vectors sweep CONFIG --ray``.
+
+Each actor holds its own model replica (loaded in the actor from ``model.load_args``, or from ``model_loader``)
+and generates whole batches (cells) of the grid with the same code as the local runner, so greedy results are
+the same rows. The driver stays the one writer: it holds the store's lock and appends each finished batch with
+one write + fsync, skipping ``row_id`` s already stored, so a batch that Ray retries (its actor died and was
+restarted) or that a resumed sweep regenerates never duplicates a row.
+
+Faults: an actor that dies is restarted by Ray (``max_restarts``) and its unfinished batches are retried
+(``max_task_retries``); the rows of finished batches are already on disk. An actor that keeps dying, or a batch
+that raises, stops the sweep with :class:`SweepWorkerError` naming the batch and the actor's error; the store
+keeps every row written so far, and a resume runs only the rest.
+
+Resources: ``num_gpus=1`` per actor when the cluster has GPUs, otherwise ``threads`` CPUs per actor (torch uses
+that many threads in it). Ray is an optional dependency: ``pip install persona-vectors[ray]``.
+
+>>> run_sweep(model, cfg, "runs/big.jsonl", backend="ray", ray_address="auto")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from typing import Any, Callable, Iterator, Sequence
+
+from .config import SweepBatch, SweepConfig
+from .errors import SweepStoreError
+
+#: How often Ray restarts a dead actor (and retries its batches) before the sweep stops.
+DEFAULT_MAX_RESTARTS = 3
+
+RAY_INSTALL = "pip install 'persona-vectors[ray]'"
+
+
+class SweepWorkerError(SweepStoreError):
+    """A Ray sweep stopped: a batch raised, or its actor died more often than Ray restarts it. The rows stored
+    before stay in the store (a resume runs only the missing ones)."""
+
+
+class RayUnavailableError(RuntimeError):
+    """Ray is not installed, or no Ray cluster answers at the address given; the message says how to fix it."""
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or :class:`RayUnavailableError` naming the extra to install."""
+    try:
+        import ray
+    except ImportError as err:
+        raise RayUnavailableError(f"backend='ray' needs Ray, which is not installed: {RAY_INSTALL}") from err
+    return ray
+
+
+def _start_hint(address: str) -> str:
+    return (f"start one with `ray start --head` on this machine (or `ray start --address=HEAD_IP:6379` to join "
+            f"one), pass its address, or use `--ray local` for a cluster just for this sweep (tried {address})")
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect(address: str | None) -> bool:
+    """Connect this process to Ray; returns whether it started Ray itself (and should shut it down after).
+
+    ``None``: keep an existing connection (``ray.init`` done by the caller), else ``"auto"``. ``"auto"``: the
+    cluster named by ``RAY_ADDRESS`` or the one running on this machine. ``"local"``: start a private local
+    cluster for this process. ``"HOST:PORT"`` or ``"ray://HOST:PORT"``: that cluster (checked with a TCP
+    connect first, so an unreachable address fails in seconds). Failure raises :class:`RayUnavailableError`
+    in one line naming the address tried and how to start a cluster.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    address = address or "auto"
+    if address == "local":
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return True
+    target = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
+    hostport = target.removeprefix("ray://")
+    if hostport != "auto":
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise RayUnavailableError(f"Ray address {target!r} is not HOST:PORT (e.g. 10.0.0.5:6379 or "
+                                      "ray://10.0.0.5:10001): pass one, or `auto` for the local cluster")
+        if not _reachable(host, int(port)):
+            raise RayUnavailableError(f"no Ray cluster answers at {target}: {_start_hint(target)}")
+    try:
+        ray.init(address=target, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RayUnavailableError(f"no Ray cluster at {target} ({first[:160]}): {_start_hint(target)}") from None
+    return True
+
+
+def replica_loader(model: Any, model_loader: Callable[[], Any] | None) -> Callable[[], Any]:
+    """The zero-argument callable each actor calls to load its replica: ``model_loader``, else
+    :func:`~persona_vectors.models.load_model` with the arguments ``model`` was loaded with."""
+    if model_loader is not None:
+        if not callable(model_loader):
+            raise TypeError(f"model_loader must be a zero-argument callable returning the model, got {model_loader!r}")
+        return model_loader
+    args = getattr(model, "load_args", None)
+    if not args:
+        raise ValueError("backend='ray' loads a model replica in every actor, and this model was not made by "
+                         "load_model(): pass model_loader= (a picklable zero-argument callable returning it, e.g. "
+                         "functools.partial(load_model, 'org/name'))")
+    from ..models import load_model
+
+    return functools.partial(load_model, **args, progress=False)
+
+
+def _check_picklable(what: str, obj: Any) -> None:
+    try:
+        import cloudpickle  # ships with Ray
+
+        cloudpickle.dumps(obj)
+    except Exception as err:  # noqa: BLE001 - any pickling failure gets the same advice
+        raise ValueError(f"backend='ray' ships {what} to every actor, but it cannot be pickled ({type(err).__name__}: "
+                         f"{str(err)[:120]}); pass a module-level function or an object without open handles (a read-out "
+                         "that needs the model can load it per process)") from None
+
+
+class _Worker:
+    """One Ray actor: a model replica and the sweep's settings; ``run(batch)`` generates one batch (cell)."""
+
+    def __init__(self, loader: Callable[[], Any], run_batch: Callable[..., Any], cfg: SweepConfig,
+                 vectors: dict[str, Any], judge: Any, readouts: Sequence[Any], threads: int, fingerprint: str) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.model = loader()
+        got = self.model.info.fingerprint
+        if got != fingerprint:
+            raise RuntimeError(f"the actor's model replica has weights {got}, the driver's {fingerprint}: the loader "
+                               "must load the same model")
+        self.run_batch, self.cfg, self.vectors, self.judge, self.readouts = run_batch, cfg, vectors, judge, list(readouts)
+
+    def run(self, batch: SweepBatch) -> tuple[list[dict[str, Any]], list[Any]]:
+        return self.run_batch(self.model, self.cfg, self.vectors[batch.vector], batch, self.judge, self.readouts)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _cell(batch: SweepBatch) -> str:
+    return f"vector {batch.vector!r}, layer {batch.layer}, seed {batch.seed}, batch {batch.index}"
+
+
+def ray_batches(
+    model: Any, cfg: SweepConfig, vectors: dict[str, Any], batches: Sequence[SweepBatch], *,
+    run_batch: Callable[..., tuple[list[dict[str, Any]], list[Any]]], judge: Any, readouts: Sequence[Any], address: str | None = None, num_actors: int | None = None, threads: int = 1,
+    model_loader: Callable[[], Any] | None = None, max_restarts: int = DEFAULT_MAX_RESTARTS,
+    on_actors: Callable[[list[Any]], None] | None = None,
+) -> Iterator[tuple[SweepBatch, list[dict[str, Any]], list[Any]]]:
+    """Run ``batches`` on Ray actors; yields ``(batch, rows, failures)`` as batches finish (completion order).
+
+    ``run_batch(model, cfg, vector, batch, judge, readouts) -> (rows, failures)`` is what each actor runs per batch
+    (the local runner's function). The caller writes what it receives (it is the one writer). ``num_actors`` defaults to the cluster's GPUs,
+    or its CPUs ÷ ``threads``, at most one per batch. ``on_actors`` receives the actor handles once they exist
+    (tests use it to kill one). Raises :class:`SweepWorkerError` when a batch fails for good.
+    """
+    if not batches:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer (torch threads per actor), got {threads!r}")
+    if num_actors is not None and (isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1):
+        raise ValueError(f"num_actors must be a positive integer, got {num_actors!r}")
+    loader = replica_loader(model, model_loader)
+    for what, obj in (("model_loader", loader), ("the judge", judge), ("the read-outs", list(readouts))):
+        _check_picklable(what, obj)
+    ray = import_ray()
+    started = connect(address)
+    actors: list[Any] = []
+    try:
+        res = ray.cluster_resources()
+        gpus = int(res.get("GPU", 0))
+        per = {"num_gpus": 1, "num_cpus": threads} if gpus else {"num_cpus": threads}
+        n = num_actors or max(1, gpus if gpus else int(res.get("CPU", 1)) // threads)
+        n = min(n, len(batches))
+        Actor = ray.remote(max_restarts=max_restarts, max_task_retries=max_restarts, **per)(_Worker)
+        args = (loader, run_batch, cfg, vectors, judge, list(readouts), threads, model.info.fingerprint)
+        actors = [Actor.remote(*args) for _ in range(n)]  # plain arguments: a restarted actor gets them again
+        if on_actors is not None:
+            on_actors(list(actors))
+        pending = list(batches)
+        inflight: dict[Any, tuple[SweepBatch, Any]] = {}
+
+        def submit(actor: Any) -> None:
+            if pending:
+                b = pending.pop(0)
+                inflight[actor.run.remote(b)] = (b, actor)
+
+        for a in actors:  # two batches queued per actor: it starts the next while the driver writes
+            submit(a)
+            submit(a)
+        while inflight:
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            ref = done[0]
+            batch, actor = inflight.pop(ref)
+            try:
+                rows, failures = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - RayActorError, RayTaskError: all stop the sweep
+                cause = getattr(err, "cause", None) or err
+                msg = str(cause).strip().splitlines()
+                raise SweepWorkerError(f"Ray sweep stopped at {_cell(batch)}: {type(cause).__name__}: "
+                                       f"{(msg[-1] if msg else '')[:300]} (rows stored so far are kept; fix the cause "
+                                       "and resume to run the rest)") from None
+            submit(actor)
+            yield batch, rows, failures
+    finally:
+        for a in actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - an actor that is already gone
+                pass
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["DEFAULT_MAX_RESTARTS", "RayUnavailableError", "SweepWorkerError", "connect", "import_ray", "ray_batches",
+           "replica_loader"]

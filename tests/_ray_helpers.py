@@ -1,0 +1,43 @@
+"""Helpers the Ray sweep tests ship to Ray actors (importable in the actors' processes: tests/ is on their
+PYTHONPATH): a replica loader for the tiny model and read-outs that kill the actor's process."""
+
+from __future__ import annotations
+
+import os
+
+
+def tiny_replica():
+    """The tiny test model (seed 0), as every actor loads it."""
+    from conftest import make_tiny_model
+
+    return make_tiny_model()
+
+
+class DieOnce:
+    """A read-out whose first call, across all processes, kills its own process (``os._exit``): an actor dying
+    mid-batch. The marker file makes it once; later calls add nothing."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self, texts, rows):
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return [{} for _ in texts]
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os._exit(1)
+
+
+class DieAt:
+    """A read-out that kills its process whenever a batch holds ``prompt``: an actor that dies every time it runs
+    that batch (with ``max_restarts=0``, for good)."""
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+
+    def __call__(self, texts, rows):
+        if any(r["prompt"] == self.prompt for r in rows):
+            os._exit(1)
+        return [{} for _ in texts]
