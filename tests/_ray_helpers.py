@@ -13,6 +13,24 @@ def tiny_replica():
     return make_tiny_model()
 
 
+def save_tiny_checkpoint(directory) -> None:
+    """A random tiny Llama (seed 0) with the char-level chat tokenizer, saved as a HF checkpoint directory that
+    ``load_model(directory)`` loads (so actors reload it from the driver model's ``load_args``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import make_tiny_tokenizer
+
+    tok = make_tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, bos_token_id=1,
+                      tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).eval().save_pretrained(directory)
+    tok.save_pretrained(directory)
+
+
 class DieOnce:
     """A read-out whose first call, across all processes, kills its own process (``os._exit``): an actor dying
     mid-batch. The marker file makes it once; later calls add nothing."""

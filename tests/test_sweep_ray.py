@@ -13,7 +13,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from _ray_helpers import DieAt, DieOnce, tiny_replica  # noqa: E402
+from _ray_helpers import DieAt, DieOnce, save_tiny_checkpoint, tiny_replica  # noqa: E402
 from _sweep_child import build  # noqa: E402
 from persona_vectors.sweep import JsonlStore, run_sweep  # noqa: E402
 from persona_vectors.sweep.distributed import RayUnavailableError, SweepWorkerError, connect  # noqa: E402
@@ -52,6 +52,20 @@ def local_rows(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "local.jsonl"
     run_sweep(model, cfg, out, progress=False)
     return _by_id(out)
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """(model, cfg, single-process rows) for a checkpoint directory loaded with load_model: actors reload it from
+    ``model.load_args``, the path the CLI takes."""
+    from persona_vectors import load_model
+
+    d = tmp_path_factory.mktemp("ckpt")
+    save_tiny_checkpoint(d)
+    model, cfg = build(load_model(d, progress=False))
+    out = tmp_path_factory.mktemp("local-ckpt") / "local.jsonl"
+    run_sweep(model, cfg, out, progress=False)
+    return model, cfg, _by_id(out)
 
 
 def _by_id(path: Path) -> dict[str, dict]:
@@ -93,13 +107,14 @@ def test_cli_ray_without_cluster_says_where_and_how(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # ~20 s: two actors import torch and the library, one of them twice
-def test_killed_actor_run_equals_single_process(cluster, setup, local_rows, tmp_path):
+def test_killed_actor_run_equals_single_process(cluster, loaded, tmp_path):
     """Greedy rows equal to the single-process run although an actor dies mid-batch: Ray restarts it and retries
-    its batch; the one writer stores every row once (0 lost, 0 duplicated)."""
-    model, cfg = setup
+    its batch; the one writer stores every row once (0 lost, 0 duplicated). Actors load their replicas with
+    load_model and the driver model's load_args."""
+    model, cfg, local_rows = loaded
+    assert model.load_args["name_or_path"]
     out, marker = tmp_path / "killed.jsonl", tmp_path / "died"
-    rep = run_sweep(model, cfg, out, backend="ray", model_loader=tiny_replica, readouts=[DieOnce(str(marker))],
-                    num_actors=2, progress=False)
+    rep = run_sweep(model, cfg, out, backend="ray", readouts=[DieOnce(str(marker))], num_actors=2, progress=False)
     assert marker.exists(), "no actor died: the test did not test anything"
     assert rep.ok and rep.rows_written == rep.rows_total == len(local_rows) == 18
     assert _by_id(out) == local_rows
@@ -125,6 +140,8 @@ def test_actor_dying_for_good_stops_with_the_cell_and_keeps_rows(cluster, setup,
 
 def test_bad_ray_input(setup, tmp_path):
     model, cfg = setup
+    with pytest.raises(ValueError, match="not made by load_model.*model_loader="):
+        run_sweep(model, cfg, tmp_path / "b.jsonl", backend="ray", ray_address="127.0.0.1:1")
     with pytest.raises(ValueError, match="backend='ray' only"):
         run_sweep(model, cfg, tmp_path / "a.jsonl", num_actors=2)
     with pytest.raises(ValueError, match="backend must be 'local' or 'ray'"):

@@ -188,7 +188,7 @@ def ray_batches(
         if on_actors is not None:
             on_actors(list(actors))
         pending = list(batches)
-        inflight: dict[Any, tuple[SweepBatch, Any]] = {}
+        inflight: dict[Any, tuple[SweepBatch, Any]] = {}  # in submission order; an actor runs its batches in order
 
         def submit(actor: Any) -> None:
             if pending:
@@ -201,15 +201,18 @@ def ray_batches(
         while inflight:
             done, _ = ray.wait(list(inflight), num_returns=1)
             ref = done[0]
-            batch, actor = inflight.pop(ref)
+            batch, actor = inflight[ref]
             try:
                 rows, failures = ray.get(ref)
             except Exception as err:  # noqa: BLE001 - RayActorError, RayTaskError: all stop the sweep
+                # the actor's earliest unfinished batch is the one it was running (the others were queued behind it)
+                batch = next(b for b, a in inflight.values() if a is actor)
                 cause = getattr(err, "cause", None) or err
                 msg = str(cause).strip().splitlines()
                 raise SweepWorkerError(f"Ray sweep stopped at {_cell(batch)}: {type(cause).__name__}: "
                                        f"{(msg[-1] if msg else '')[:300]} (rows stored so far are kept; fix the cause "
                                        "and resume to run the rest)") from None
+            del inflight[ref]
             submit(actor)
             yield batch, rows, failures
     finally:

@@ -170,13 +170,14 @@ def run_sweep(
         raise ValueError("ray_address, num_actors, model_loader and max_restarts apply to backend='ray' only: pass "
                          "backend='ray' too")
     if backend == "ray":
-        from .distributed import connect
+        from .distributed import connect, replica_loader
 
         check_sweep_output(out, resume=resume, config_path=cfg.source)
+        loader = replica_loader(model, model_loader)
         started = connect(ray_address)  # before any store work: a missing extra or cluster fails at once
         try:
             return _run_sweep(model, cfg, out, t0, judge, readouts, resume, progress, backend,
-                              dict(num_actors=num_actors, threads=actor_threads, model_loader=model_loader,
+                              dict(num_actors=num_actors, threads=actor_threads, model_loader=loader,
                                    max_restarts=max_restarts))
         finally:
             if started:
