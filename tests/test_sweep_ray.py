@@ -157,3 +157,27 @@ def test_persona_vector_pickles(setup):
     back = pickle.loads(pickle.dumps(vec))
     assert back.sites == vec.sites and torch.equal(back.directions, vec.directions)
     assert back.provenance == vec.provenance
+
+
+def test_replica_goes_to_the_actors_gpu(monkeypatch):
+    """A driver model on the CPU (the CLI loads there) gives replicas on the GPU Ray assigns the actor."""
+    import torch
+
+    import persona_vectors.models as models
+    from persona_vectors.sweep.distributed import replica_loader
+
+    seen = []
+    monkeypatch.setattr(models, "load_model", lambda **kw: seen.append(kw))
+
+    class Driver:
+        load_args = {"name_or_path": "x", "device": "cpu", "dtype": "float32"}
+
+    loader = replica_loader(Driver(), None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loader()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loader()
+    Driver.load_args = {"name_or_path": "x", "device_map": "auto"}
+    replica_loader(Driver(), None)()
+    assert [kw.get("device") for kw in seen] == ["cpu", "cuda", None]
+    assert all(kw["progress"] is False for kw in seen)

@@ -99,7 +99,8 @@ def connect(address: str | None) -> bool:
 
 def replica_loader(model: Any, model_loader: Callable[[], Any] | None) -> Callable[[], Any]:
     """The zero-argument callable each actor calls to load its replica: ``model_loader``, else
-    :func:`~persona_vectors.models.load_model` with the arguments ``model`` was loaded with."""
+    :func:`~persona_vectors.models.load_model` with the arguments ``model`` was loaded with (on the actor's GPU
+    when Ray gave it one and the driver's model was on the CPU)."""
     if model_loader is not None:
         if not callable(model_loader):
             raise TypeError(f"model_loader must be a zero-argument callable returning the model, got {model_loader!r}")
@@ -109,9 +110,19 @@ def replica_loader(model: Any, model_loader: Callable[[], Any] | None) -> Callab
         raise ValueError("backend='ray' loads a model replica in every actor, and this model was not made by "
                          "load_model(): pass model_loader= (a picklable zero-argument callable returning it, e.g. "
                          "functools.partial(load_model, 'org/name'))")
+    return functools.partial(_load_replica, dict(args))
+
+
+def _load_replica(args: dict[str, Any]) -> Any:
+    """``load_model(**args)`` in an actor; on the GPU Ray gave the actor when the driver's model sat on the CPU
+    without a device map (a CLI sweep loads on the CPU; its actors on a GPU cluster should not)."""
+    import torch
+
     from ..models import load_model
 
-    return functools.partial(load_model, **args, progress=False)
+    if "device_map" not in args and str(args.get("device", "cpu")).startswith("cpu") and torch.cuda.is_available():
+        args = {**args, "device": "cuda"}
+    return load_model(**args, progress=False)
 
 
 def _check_picklable(what: str, obj: Any) -> None:
@@ -153,16 +164,17 @@ def _cell(batch: SweepBatch) -> str:
 
 def ray_batches(
     model: Any, cfg: SweepConfig, vectors: dict[str, Any], batches: Sequence[SweepBatch], *,
-    run_batch: Callable[..., tuple[list[dict[str, Any]], list[Any]]], judge: Any, readouts: Sequence[Any], address: str | None = None, num_actors: int | None = None, threads: int = 1,
+    run_batch: Callable[..., tuple[list[dict[str, Any]], list[Any]]], judge: Any, readouts: Sequence[Any],
+    address: str | None = None, num_actors: int | None = None, threads: int = 1,
     model_loader: Callable[[], Any] | None = None, max_restarts: int = DEFAULT_MAX_RESTARTS,
-    on_actors: Callable[[list[Any]], None] | None = None,
 ) -> Iterator[tuple[SweepBatch, list[dict[str, Any]], list[Any]]]:
     """Run ``batches`` on Ray actors; yields ``(batch, rows, failures)`` as batches finish (completion order).
 
     ``run_batch(model, cfg, vector, batch, judge, readouts) -> (rows, failures)`` is what each actor runs per batch
-    (the local runner's function). The caller writes what it receives (it is the one writer). ``num_actors`` defaults to the cluster's GPUs,
-    or its CPUs ÷ ``threads``, at most one per batch. ``on_actors`` receives the actor handles once they exist
-    (tests use it to kill one). Raises :class:`SweepWorkerError` when a batch fails for good.
+    (the local runner's function). The caller writes what it receives (it is the one writer). ``num_actors``
+    defaults to the cluster's GPUs, or its CPUs ÷ ``threads``, at most one per batch. Raises
+    :class:`SweepWorkerError` when a batch fails for good. Closing the generator kills the actors (and shuts down
+    a Ray it started).
     """
     if not batches:
         return
@@ -185,8 +197,6 @@ def ray_batches(
         Actor = ray.remote(max_restarts=max_restarts, max_task_retries=max_restarts, **per)(_Worker)
         args = (loader, run_batch, cfg, vectors, judge, list(readouts), threads, model.info.fingerprint)
         actors = [Actor.remote(*args) for _ in range(n)]  # plain arguments: a restarted actor gets them again
-        if on_actors is not None:
-            on_actors(list(actors))
         pending = list(batches)
         inflight: dict[Any, tuple[SweepBatch, Any]] = {}  # in submission order; an actor runs its batches in order
 
