@@ -13,6 +13,9 @@ Two interchangeable judges implement the :class:`Judge` protocol:
   labelled set shipped in ``data/judge_labelled.jsonl``. Its accuracy is measured,
   not assumed: :func:`cross_validate_judge` (and ``python -m persona_vectors.judge
   --cv``) reports stratified k-fold per-label recall/precision/F1.
+  ``EmbeddingJudge(reader=True)`` adds a second view of each text (:class:`Reader`: a private, unsteered
+  copy of the embedded instruct model asked who wrote it); more accurate on real steered text, one forward
+  pass per text (``docs/judge_validation.md`` has both variants' held-out figures).
 * :class:`LLMJudge` -- an optional, stronger judge that asks any OpenAI-compatible
   chat-completions endpoint, with retries, a concurrency limit and an on-disk cache
   so that re-running an analysis costs nothing.
@@ -54,6 +57,7 @@ from .embedding import (
     _shipped_temperature,
     apply_temperature,
 )
+from .reader import Reader
 from .crossval import (
     cross_validate_judge,
     format_cv_markdown,
@@ -77,6 +81,7 @@ __all__ = [
     "JudgeModelMissingError",
     "Embedder",
     "EmbeddingJudge",
+    "Reader",
     "LLMJudge",
     "LLMJudgeError",
     "cross_validate_judge",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .features import Embedder, incoherence_features, self_reference_features
+from .reader import Reader
 from .labels import JudgeResult, LABELS, VALIDATION_PATH, _empty_result, load_labelled, load_real_labelled
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `import persona_vectors.judge` is cheap
@@ -62,6 +63,11 @@ class EmbeddingJudge:
         temperature: divides the log-probabilities before renormalising (1 = the classifier's own);
             :meth:`default` uses the value fitted on held-out real generations so its probabilities are
             calibrated where the judge is used.
+        reader: ``True`` (or a :class:`~persona_vectors.judge.reader.Reader`) adds the reader's view: the
+            embedded instruct model's last-token states when asked who wrote the text (the "reader" variant,
+            validated beside the default in ``docs/judge_validation.md``; it loads a private, unsteered copy of
+            the embedded model and costs one forward pass per text).
+        reader_weight: multiplier on the reader's (centred, per-layer unit-norm) states.
 
     Attributes:
         embedder_: the embedder used at fit time (and for prediction).
@@ -77,6 +83,8 @@ class EmbeddingJudge:
         max_iter: int = 5000,
         embedder: Embedder | None = None,
         temperature: float = 1.0,
+        reader: bool | Reader = False,
+        reader_weight: float = 1.0,
     ) -> None:
         self.C = C
         self.feature_weight = feature_weight
@@ -84,12 +92,39 @@ class EmbeddingJudge:
         self.max_iter = max_iter
         self.embedder = embedder
         self.temperature = temperature
+        self.reader = reader
+        self.reader_weight = reader_weight
 
     # -- internals shared with cross-validation (embeddings computed once, outside folds)
-    def _design(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    def _reader(self) -> Reader | None:
+        if self.reader is False or self.reader is None:
+            return None
+        if self.reader is True:
+            self.reader = Reader()
+        return self.reader
+
+    def _design(self, embeddings: np.ndarray, texts: Sequence[str], states: np.ndarray | None = None) -> np.ndarray:
+        """Design matrix: embedding, weighted text features and (reader variant) the reader's raw states, which
+        :meth:`_reader_transform` centres and normalises with the training fold's mean."""
         feats = (np.stack([np.concatenate([incoherence_features(t), self_reference_features(t)]) for t in texts])
                  if len(texts) else np.zeros((0, 7)))
-        return np.hstack([embeddings, self.feature_weight * feats]).astype(np.float64)
+        parts = [embeddings, self.feature_weight * feats]
+        reader = self._reader()
+        if reader is not None:
+            if states is None:
+                states = reader.encode(list(texts))
+            parts.append(states)
+        return np.hstack(parts).astype(np.float64)
+
+    def _reader_transform(self, X: np.ndarray) -> np.ndarray:
+        """Centre the reader block on the training mean and scale each layer's part to norm 1/sqrt(layers)."""
+        if self._reader() is None:
+            return X
+        head, states = X[:, :self.n_head_], X[:, self.n_head_:]
+        blocks = (states - self.reader_mean_).reshape(len(X), self.reader_blocks_, -1)
+        blocks = blocks / np.linalg.norm(blocks, axis=2, keepdims=True).clip(1e-6)
+        scaled = blocks.reshape(len(X), -1) * (self.reader_weight / np.sqrt(self.reader_blocks_))
+        return np.hstack([head, scaled])
 
     def _fit_design(self, X: np.ndarray, labels: Sequence[str]) -> EmbeddingJudge:
         from sklearn.linear_model import LogisticRegression
@@ -100,6 +135,12 @@ class EmbeddingJudge:
         clf = LogisticRegression(
             C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, solver="newton-cg"
         )
+        reader = self._reader()
+        if reader is not None:
+            self.reader_blocks_: int = len(reader.layers)
+            self.n_head_: int = X.shape[1] - reader.width
+            self.reader_mean_: np.ndarray = X[:, self.n_head_:].mean(axis=0)
+            X = self._reader_transform(X)
         with _single_thread_blas():
             clf.fit(X, np.asarray(labels))
         self.classifier_: LogisticRegression = clf
@@ -108,6 +149,7 @@ class EmbeddingJudge:
 
     def _proba_design(self, X: np.ndarray) -> np.ndarray:
         """Probabilities in :data:`LABELS` order (0 for labels unseen at fit time)."""
+        X = self._reader_transform(X)
         with _single_thread_blas():
             raw = self.classifier_.predict_proba(X)
         if self.temperature != 1.0:
@@ -170,30 +212,37 @@ class EmbeddingJudge:
                 results.append(_empty_result())
                 continue
             scores = {lab: float(p) for lab, p in zip(LABELS, row)}
-            results.append(JudgeResult(LABELS[int(row.argmax())], scores, "embedding"))
+            results.append(JudgeResult(LABELS[int(row.argmax())], scores,
+                                       "embedding+reader" if self._reader() is not None else "embedding"))
         return results
 
     @classmethod
-    def default(cls) -> EmbeddingJudge:
+    def default(cls, reader: bool = False) -> EmbeddingJudge:
         """The shipped judge, built once per process: fitted on the hand-written set plus the labelled real
         generations (``data/judge_real/``), with the temperature fitted on their held-out predictions.
 
-        Fitting embeds about 1,400 short texts (seconds on CPU), so experiment code should call this freely
+        Fitting embeds about 1,900 short texts (seconds on CPU), so experiment code should call this freely
         instead of re-fitting; the same object is returned on every call (treat it as read-only). Its
         accuracy on real held-out text is in ``docs/judge_validation.md``.
+
+        Args:
+            reader: the "reader" variant (:mod:`persona_vectors.judge.reader`): adds the embedded instruct
+                model's view of who wrote each text. More accurate on real steered text (see the validation
+                report), one forward pass of a 135M model per judged text; its first fit on a machine reads the
+                ~1,900 training texts once (minutes on 2 CPU cores, then cached on disk).
         """
-        global _DEFAULT_JUDGE
         with _DEFAULT_LOCK:
-            if _DEFAULT_JUDGE is None:
+            if reader not in _DEFAULT_JUDGES:
                 texts, labels, emb = _shipped_embeddings()
-                judge = cls(embedder=Embedder(), temperature=_shipped_temperature())
+                judge = cls(embedder=Embedder(), temperature=_shipped_temperature(reader), reader=reader)
                 judge.embedder_ = judge.embedder  # type: ignore[assignment]
-                judge._fit_design(judge._design(emb, texts), labels)
-                _DEFAULT_JUDGE = judge
-            return _DEFAULT_JUDGE
+                states = judge._reader().encode(texts, progress=True) if reader else None
+                judge._fit_design(judge._design(emb, texts, states), labels)
+                _DEFAULT_JUDGES[reader] = judge
+            return _DEFAULT_JUDGES[reader]
 
 
-_DEFAULT_JUDGE: EmbeddingJudge | None = None
+_DEFAULT_JUDGES: dict[bool, EmbeddingJudge] = {}
 
 
 _DEFAULT_LOCK = threading.Lock()
@@ -205,10 +254,11 @@ _SHIPPED: tuple[list[str], list[str], np.ndarray] | None = None
 _SHIPPED_LOCK = threading.Lock()
 
 
-def _shipped_temperature() -> float:
+def _shipped_temperature(reader: bool = False) -> float:
     """The calibration temperature fitted by ``experiments/judge_validation_report.py`` (1.0 if absent)."""
     try:
-        return float(json.loads(VALIDATION_PATH.read_text())["calibration"]["temperature"])
+        cal = json.loads(VALIDATION_PATH.read_text())["calibration"]
+        return float(cal["reader"]["temperature"] if reader else cal["temperature"])
     except (OSError, ValueError, KeyError, TypeError):
         return 1.0
 
