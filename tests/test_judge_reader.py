@@ -79,3 +79,22 @@ def test_reader_variant_fits_and_predicts(tiny, tmp_path: Path, monkeypatch: pyt
     plain = EmbeddingJudge(C=1.0).fit(TEXTS, labels)
     assert plain.classify(TEXTS[:1])[0].source == "embedding"
     assert not hasattr(plain, "reader_mean_")
+
+
+def test_cli_reader_flag_scores_the_reader_variant(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from persona_vectors.cli import app
+
+    monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path))
+    labels = ["supernatural", "ai_assistant", "incoherent", "human", "no_self", "incoherent"]
+    small = EmbeddingJudge(reader=Reader(tiny), C=1.0).fit(TEXTS, labels)
+    asked = []
+    monkeypatch.setattr(EmbeddingJudge, "default", classmethod(lambda cls, reader=False: asked.append(reader) or small))
+    f = tmp_path / "mine.jsonl"
+    f.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in zip(TEXTS, labels)))
+    r = CliRunner().invoke(app, ["judge", "validate", "--labelled", str(f), "--reader"])
+    assert r.exit_code == 0, r.output
+    assert asked == [True] and "Reader-variant judge" in r.output
