@@ -58,6 +58,44 @@ def fit_temperature(proba: np.ndarray, y_idx: np.ndarray) -> float:
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 
 
+def variant_figures(corpus: Any, args: argparse.Namespace, batch: np.ndarray, params: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """Crossed grouped CV (same folds as the default), per-batch figures, the temperature fitted on all
+    out-of-fold predictions, held-out ECE at that temperature, and the hand-written CV of one judge variant."""
+    from persona_vectors.judge import LABELS
+    from persona_vectors.judge_validation import crossed_group_cv, evaluate, hand_written_cv
+    from persona_vectors.stats import ece
+
+    cv = crossed_group_cv(corpus, n_folds=args.folds, repeats=args.repeats, seed=args.seed, judge_params=params)
+    tested = np.asarray(cv["tested_index"])
+    oof = np.asarray(cv["oof_proba"])
+    y_idx = np.array([LABELS.index(corpus.labels[i]) for i in tested])
+    T = fit_temperature(oof, y_idx)
+    by_batch = {str(bt): evaluate([corpus.labels[i] for i in tested[batch[tested] == bt]], oof[batch[tested] == bt])
+                for bt in (1, 2) if (batch[tested] == bt).any()}
+    return {"params": params, "crossed_cv": {k: v for k, v in cv.items() if k != "oof_proba"},
+            "by_batch": by_batch, "temperature": T, "ece_raw": float(ece(oof, y_idx)),
+            "hand_written_cv": hand_written_cv(include_real=True, judge_params=params)}
+
+
+def hand_check_accuracy(reader: bool) -> dict[str, Any]:
+    """The shipped judge variant (fitted on everything shipped) scored against the blind reader's labels of the
+    ghost/angel rerun's pre-registered hand-check sample (``docs/data/assistant_axis_prereg``): text the judge
+    never saw, drawn from the very distribution an experiment used it on."""
+    import records as RC
+    from judge_corpus import text_id
+    from persona_vectors.judge import EmbeddingJudge
+    from persona_vectors.judge_validation import evaluate
+
+    recs = RC.read_records(ROOT / "docs" / "data" / "assistant_axis_prereg" / "records.jsonl.gz")
+    gens = {text_id(g["text"]): g["text"] for g in RC.of_kind(recs, "generation")}
+    hand = RC.of_kind(recs, "hand_label")
+    texts, labels = [gens[h["id"]] for h in hand], [h["label"] for h in hand]
+    res = evaluate(labels, EmbeddingJudge.default(reader=reader).predict_proba(texts))
+    res["source"] = "docs/data/assistant_axis_prereg (hand_label records: blind subagent reader, rubric v1)"
+    return res
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Compute every number and write the report (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -137,6 +175,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       for bt in (1, 2) if any(batch_of_id.get(i) == bt for i in both)}
     ceiling = evaluate([a[i] for i in both], np.eye(len(LABELS))[[LABELS.index(b[i]) for i in both]])
 
+    C.say("the reader variant: crossed grouped CV, calibration, hand-written CV")
+    reader = variant_figures(corpus, args, batch, {"reader": True})
+
+    C.say("both variants on the ghost/angel rerun's blind hand-check (the experiment's own generations)")
+    external = {"default": hand_check_accuracy(False), "reader": hand_check_accuracy(True)}
+
     pl = cv["per_label"]
     checks = {
         "accuracy": cv["accuracy"], "supernatural_precision": pl["supernatural"]["precision"],
@@ -158,7 +202,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "by_batch": {str(k): v for k, v in by_batch.items()}, "hand_written_only_on_batch1": base_b1,
         "kappa_by_batch": {str(k): v for k, v in kappa_by_batch.items()}, "reader_ceiling": ceiling,
         "oof_proba": cv["oof_proba"],
+        "reader": reader, "ghost_angel_hand_check": external,
     }
+    results["calibration"]["reader"] = {"temperature": reader["temperature"]}
     with atomic_file(REAL_DIR / "validation.json") as tmp:
         tmp.write_text(json.dumps(C.jsonable(results), indent=1) + "\n")
 
@@ -233,6 +279,48 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "reach against each other: it cannot be met against one reader's labels by any judge, and the judge's "
         "supernatural shares must be read with the confusion-corrected estimate beside them.",
     ]
+    rb1, rb2 = reader["by_batch"].get("1"), reader["by_batch"].get("2")
+    rcv = reader["crossed_cv"]
+    lines += [
+        "",
+        "## The reader variant (`EmbeddingJudge(reader=True)`, `EmbeddingJudge.default(reader=True)`)",
+        "",
+        "The judge's errors sit on *who is speaking* (a self-description vs narration with no speaker, a person "
+        "vs a spirit, repetition vs a terse answer), which sentence embeddings capture poorly. The reader variant "
+        "adds a second view: a private, unsteered copy of the embedded SmolLM2-135M-Instruct is asked \"Who or what "
+        "does the writer of this reply say they are?\" about each text, and its last-token residual states at six "
+        "depths (layers 6–26, each centred and scaled to unit norm) join the MiniLM embedding in the same "
+        "logistic regression (`src/persona_vectors/judge/reader.py`). Same folds, same units, same targets:",
+        "",
+        "| held out | default judge | reader variant | target |",
+        "|---|---:|---:|---:|",
+        f"| accuracy, pooled (crossed grouped CV) | {cv['accuracy']:.3f} | {rcv['accuracy']:.3f} | ≥ 0.85 |",
+        f"| accuracy, batch 1 (the experiments' distribution) | {by_batch[1]['accuracy']:.3f} | "
+        f"{rb1['accuracy']:.3f} | ≥ 0.85 |",
+        f"| accuracy, batch 2 (rare archetypes) | {by_batch[2]['accuracy']:.3f} | {rb2['accuracy']:.3f} | |",
+        f"| supernatural precision / recall, pooled | {pl['supernatural']['precision']:.2f} / "
+        f"{pl['supernatural']['recall']:.2f} | {rcv['per_label']['supernatural']['precision']:.2f} / "
+        f"{rcv['per_label']['supernatural']['recall']:.2f} | ≥ 0.85 / 0.85 |",
+        f"| incoherent recall, pooled | {pl['incoherent']['recall']:.3f} | "
+        f"{rcv['per_label']['incoherent']['recall']:.3f} | ≥ 0.85 |",
+        f"| hand-written set (5-fold CV) | {hand['accuracy']:.3f} | {reader['hand_written_cv']['accuracy']:.3f} | "
+        "≥ 0.90 |",
+        f"| ECE raw; temperature fitted on all out-of-fold predictions | {ece_raw:.3f}; T = {T_all:.2f} | "
+        f"{reader['ece_raw']:.3f}; T = {reader['temperature']:.2f} | |",
+        f"| **the ghost/angel rerun's blind hand-check** (n = {external['default']['n']}, shipped judges) | "
+        f"{external['default']['accuracy']:.3f} | {external['reader']['accuracy']:.3f} | |",
+        "",
+        "The last row is the most direct test there is: the 120 generations of the pre-registered ghost/angel "
+        "rerun that a blind reader labelled, none of them in any training set, scored by each shipped judge. "
+        "How the variant was chosen, honestly: in an exploration (same split, 2 repeats) the reader prompt "
+        "with six layers reached 0.831 on batch 1 and was kept; the alternatives tried — reader states alone, "
+        "mean-pooled states of the bare text, layer subsets, C = 1 or 4, reader weights 0.5–2 — reached "
+        "0.78–0.83. The hand-check accuracy of every alternative was also looked at (0.68–0.78; the reader "
+        "states alone scored best there, 0.78, and worst by CV), so that row is not a pristine test of the "
+        "final choice. The "
+        "variant is opt-in: the committed experiments were scored with the default, and switching an "
+        "experiment's instrument is a deviation its plan must record.",
+    ]
     lines += [
         "",
         f"**Before (hand-written training only), on every real generation:** accuracy "
@@ -252,6 +340,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
           for k, r in by_batch.items()],
         format_validation_markdown(base_res, "**Hand-written-only judge on all real generations**"),
         format_validation_markdown(hand, "**Hand-written set** (5-fold stratified CV, real items in every training fold)"),
+        format_validation_markdown({**rcv, "reliability": []}, "**Reader variant, crossed grouped CV** (same folds)"),
+        format_validation_markdown(external["default"], "**Default judge on the ghost/angel rerun's blind hand-check**"),
+        format_validation_markdown(external["reader"], "**Reader variant on the ghost/angel rerun's blind hand-check**"),
     ]
     out = ROOT / args.out
     with atomic_file(out) as tmp:
