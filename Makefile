@@ -60,6 +60,7 @@ $(STAMP)/peers: $(STAMP)/package
 
 bench: $(STAMP)/peers
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.scale
 
 clean-venv:
 	rm -rf $(VENV)
