@@ -26,34 +26,21 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from .run import interleaved
 
 HERE = Path(__file__).resolve().parent
 QUESTIONS = ["Who are you?", "Where do you live?", "What do you want?", "How do you feel?",
              "What is your name?", "What do you do all day?", "What scares you?", "What do you love?"]
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def interleaved(a: Callable[[], Any], b: Callable[[], Any], reps: int) -> tuple[float, float]:
-    """Warm both up once, then alternate A and B ``reps`` times; the two medians (seconds)."""
-    a(), b()
-    ta, tb = [], []
-    for _ in range(reps):
-        ta.append(_timed(a))
-        tb.append(_timed(b))
-    return statistics.median(ta), statistics.median(tb)
 
 
 def bench_heterogeneous(model: Any, reps: int, new: int, ks: tuple[int, ...] = (1, 8, 64)) -> dict[str, Any]:

@@ -17,16 +17,13 @@ def save_tiny_checkpoint(directory) -> None:
     """A random tiny Llama (seed 0) with the char-level chat tokenizer, saved as a HF checkpoint directory that
     ``load_model(directory)`` loads (so actors reload it from the driver model's ``load_args``)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    from conftest import make_tiny_tokenizer
+    from conftest import make_tiny_tokenizer, tiny_llama_config
 
     tok = make_tiny_tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, bos_token_id=1,
-                      tie_word_embeddings=False)
+    cfg = tiny_llama_config(tok)
     LlamaForCausalLM(cfg).eval().save_pretrained(directory)
     tok.save_pretrained(directory)
 

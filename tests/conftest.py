@@ -53,19 +53,25 @@ def make_tiny_tokenizer():
     return tok
 
 
+def tiny_llama_config(tok, n_layers: int = 4):
+    """The tiny Llama's config (d_model 32) for the char-level tokenizer ``tok``."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, bos_token_id=1,
+                       tie_word_embeddings=False)
+
+
 def make_tiny_model(seed: int = 0, n_layers: int = 4):
     """A random-init 4-layer Llama wrapped as a PersonaModel (fp32, CPU)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from persona_vectors import PersonaModel
 
     tok = make_tiny_tokenizer()
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, bos_token_id=1,
-                      tie_word_embeddings=False)
-    hf = LlamaForCausalLM(cfg).eval()
+    hf = LlamaForCausalLM(tiny_llama_config(tok, n_layers)).eval()
     return PersonaModel.from_hf(hf, tok, model_id=f"tiny-llama-seed{seed}")
 
 

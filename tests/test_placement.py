@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import CONVS, make_tiny_tokenizer
+from conftest import CONVS, make_tiny_tokenizer, tiny_llama_config
 from persona_vectors import load_model, steer
 from persona_vectors.models.placement import DeviceMapError, check_device_map, input_device
 from persona_vectors.record import record
@@ -25,14 +25,11 @@ LAYERS = [1, 2]
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny random Llama saved as a HF checkpoint directory (config, safetensors, tokenizer)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tok = make_tiny_tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=0, bos_token_id=1,
-                      tie_word_embeddings=False)
+    cfg = tiny_llama_config(tok)
     d = tmp_path_factory.mktemp("tiny-ckpt")
     LlamaForCausalLM(cfg).eval().save_pretrained(d)
     tok.save_pretrained(d)
