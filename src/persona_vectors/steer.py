@@ -356,6 +356,7 @@ def _make_hook(model: Any, plan: _Plan) -> Callable[..., Any]:
         return torch.cat([x[:, :k], checked(apply(x[:, k:]))], dim=1)
 
     hook._pv_steering = True  # type: ignore[attr-defined]  # lets _norm_warning tell steering hooks apart
+    hook._pv_positions = positions  # type: ignore[attr-defined]  # lets a shared prefill see prompt-free steering
     return hook
 
 

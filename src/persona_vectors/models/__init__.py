@@ -14,7 +14,8 @@ names fire both in bridge forwards and in plain HF ``generate`` on the wrapped m
 
 The package's rooms: :mod:`.types` (prompt types, :class:`ModelInfo`, :class:`ChatText`, errors), :mod:`.weights`
 (cache root, embedded GGUF, the checksummed weight cache, fingerprints), :mod:`.positions` (position tracker,
-response regions, ``steering_bypassed``), :mod:`.placement` (device maps: checked before loading, the input
+response regions, ``steering_bypassed``), :mod:`.prefill` (one prefill shared by rows of one prompt under
+response-only steering), :mod:`.placement` (device maps: checked before loading, the input
 device), :mod:`.norms` (the residual-norm cache), :mod:`.sampling` (sampling
 settings, explicit generators), :mod:`.chatter` (quieting library logs), :mod:`.wrapper` (:class:`PersonaModel`)
 and :mod:`.loading` (:func:`load_model`).
@@ -28,6 +29,7 @@ from .loading import _load_error_message, bridge_architecture, load_model
 from .registry import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, embedded_model, embedded_names
 from .norms import NormCache, set_norm_measure
 from .placement import DEVICE_MAP_STRATEGIES, DeviceMapError, check_device_map, input_device
+from .prefill import SharedPrefillError, shared_prefill_blocker
 from .positions import _PositionTracker, active_hook_points, position_ids_from_mask, steering_bypassed, steering_is_bypassed
 from .sampling import _check_sampling, _GeneratorSampler
 from .types import (
@@ -67,7 +69,7 @@ __all__ = [
     "bridge_architecture", "embedded_model", "embedded_names", "render_plain_dialogue",
     "CACHE_FORMAT", "CACHE_HASH", "EMBEDDED_GGUF", "EMBEDDED_MODEL_ID", "EMBEDDED_PACKAGE", "ChatText",
     "EmbeddedModelMissingError", "Message", "Messages", "ModelInfo", "ModelLoadError", "NormCache", "PersonaModel",
-    "PromptLike", "PromptTooLongError", "cache_dir", "embedded_gguf_path", "file_sha256", "load_model",
+    "PromptLike", "PromptTooLongError", "SharedPrefillError", "shared_prefill_blocker", "cache_dir", "embedded_gguf_path", "file_sha256", "load_model",
     "active_hook_points", "position_ids_from_mask", "set_norm_measure", "steering_bypassed", "steering_is_bypassed", "verify_model_cache",
     "weight_fingerprint",
 ]

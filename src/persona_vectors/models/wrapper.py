@@ -19,6 +19,7 @@ from .chatter import _quiet
 from .norms import NormCache
 from .placement import input_device, is_dispatched
 from .positions import _PositionTracker, position_ids_from_mask, steering_bypassed
+from .prefill import SharedPrefillError, shared_prefill_blocker, shared_prefill_cache
 from .sampling import _GeneratorSampler, _check_sampling
 from .types import ChatText, Messages, ModelInfo, PromptLike, PromptTooLongError
 from .weights import weight_fingerprint
@@ -452,6 +453,7 @@ class PersonaModel:
         batch_size: int | None = None,
         progress: bool = False,
         truncate: Literal["left"] | None = None,
+        shared_prefill: bool | Literal["auto"] = False,
     ) -> list[str]:
         """Generate one reply per prompt (batched, left padded, stops at end of turn).
 
@@ -459,7 +461,7 @@ class PersonaModel:
         reproducible (the same seed and batch give the same texts). Steering hooks active around this call apply.
         A prompt whose tokens plus ``max_new_tokens`` exceed :attr:`context_length` raises
         :class:`PromptTooLongError` before any forward, unless ``truncate="left"`` (drop the prompt's oldest
-        tokens so it fits, with a warning).
+        tokens so it fits, with a warning). ``shared_prefill``: see :meth:`generate_tokens`.
         """
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts: wrap a single prompt as [prompt]")
@@ -479,6 +481,7 @@ class PersonaModel:
             toks = self.generate_tokens(
                 chunk, system=system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                 seed=None if seed is None else seed + i, use_cache=use_cache, truncate=truncate,
+                shared_prefill=shared_prefill,
             )
             out.extend(self.decode_response(t) for t in toks)
         return out
@@ -495,8 +498,15 @@ class PersonaModel:
         use_cache: bool = True,
         min_new_tokens: int = 0,
         truncate: Literal["left"] | None = None,
+        shared_prefill: bool | Literal["auto"] = False,
     ) -> list[torch.Tensor]:
-        """Like :meth:`generate` but returns the new token ids of each row (end-of-turn stripped)."""
+        """Like :meth:`generate` but returns the new token ids of each row (end-of-turn stripped).
+
+        ``shared_prefill=True``: all rows have the same prompt and only response-position steering is active, so
+        the prompt is prefilled once and its KV cache shared by the rows (:mod:`persona_vectors.models.prefill`;
+        same tokens as the per-row prefill, K times less prefill work); raises :class:`SharedPrefillError` naming
+        what prevents it. ``"auto"``: share when possible, else prefill per row. ``False`` (default): per row.
+        """
         if isinstance(prompts, str):
             raise TypeError("generate_tokens() takes a list of prompts: wrap a single prompt as [prompt]")
         _check_sampling(max_new_tokens, temperature, top_p, truncate)
@@ -515,6 +525,7 @@ class PersonaModel:
                               f"(context {ctx} - max_new_tokens {max_new_tokens})", stacklevel=2)
                 rows[i] = r[len(r) - keep :]
             self.check_length(len(rows[i]), new_tokens=max_new_tokens)
+        share = self._share_prefill(rows, shared_prefill, use_cache)
         enc = self._rows_to_batch(rows, "left")
         prompt_len = enc["input_ids"].shape[1]
         do_sample = temperature > 0
@@ -539,6 +550,8 @@ class PersonaModel:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None,
                       logits_processor=LogitsProcessorList([_GeneratorSampler(temperature, top_p, gen)]))
         with self._generating(prompt_len), torch.inference_mode(), _quiet():
+            if share:
+                kw["past_key_values"] = shared_prefill_cache(self, rows[0], len(rows))
             seqs = self.hf.generate(**enc, **kw)
         new = seqs[:, prompt_len:]
         result = []
@@ -550,6 +563,19 @@ class PersonaModel:
                 cut = len(cut_at_stop(self.tokenizer, ids[:cut]))
             result.append(row[:cut].cpu())
         return result
+
+    def _share_prefill(self, rows: Sequence[Sequence[int]], shared_prefill: bool | str, use_cache: bool) -> bool:
+        if shared_prefill not in (True, False, "auto"):
+            raise ValueError(f"shared_prefill must be True, False or 'auto', got {shared_prefill!r}")
+        if shared_prefill is False:
+            return False
+        why = shared_prefill_blocker(self, rows, use_cache)
+        if why is not None and shared_prefill is True:
+            raise SharedPrefillError(
+                f"shared_prefill=True but the rows cannot share one prefill: {why}. Steer with "
+                "positions='response' only, pass one prompt repeated per row, or use shared_prefill='auto' "
+                "(falls back to prefilling each row)")
+        return why is None
 
     def decode_response(self, ids: torch.Tensor) -> str:
         """Decode generated token ids to text."""

@@ -63,13 +63,14 @@ def _generate_cached(
 
 
 def _record_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
-                 batch_size: int = 16, on_batch: Optional[Callable[[int], None]] = None) -> Rows:
-    """Per-conversation response-token statistics: a reducer on :class:`~persona_vectors.capture.Capture`
-    (the same masks and batches as :func:`record.record`)."""
+                 batch_size: int = 16, on_batch: Optional[Callable[[int], None]] = None,
+                 positions: str = "response") -> Rows:
+    """Per-conversation statistics of the tokens at ``positions`` (default: the response): a reducer on
+    :class:`~persona_vectors.capture.Capture` (the same masks and batches as :func:`record.record`)."""
     from ..capture import Capture, padded_batches, tokenize_conversation
 
     n, S, d = len(convs), len(sites), model.d_model
-    tokenized = [tokenize_conversation(model, c, "response") for c in convs]
+    tokenized = [tokenize_conversation(model, c, positions) for c in convs]
     means = torch.zeros(n, S, d, dtype=torch.float32)
     norm_sums = torch.zeros(n, S, dtype=torch.float64)
     n_tokens = torch.zeros(n, dtype=torch.long)
