@@ -53,8 +53,8 @@ def test_unknown_persona_suggests_close_match():
 
 def test_resolution_and_route_errors():
     assert P.resolve_persona("Adolf Hitler").name == "hitler"  # alias of a card persona's role
-    assert P.resolve_persona("adolf_hitler").routes == ("prompt", "facts")
-    assert P.resolve_persona("ghost").routes == ("prompt",)
+    assert P.resolve_persona("adolf_hitler").routes == ("prompt", "facts", "prompt_only")
+    assert P.resolve_persona("ghost").routes == ("prompt", "prompt_only")
     assert P.resolve_persona("hitler_moon").routes == ("facts",)
     assert P.resolve_persona("assistant").routes == ("axis",)
     with pytest.raises(DataError, match="no facts route"):

@@ -100,18 +100,18 @@ def test_toy_route_through_the_cli(tiny, tmp_path, echo, monkeypatch):
 
 
 def test_unknown_route_names_the_registered_ones(echo):
-    with pytest.raises(ValueError, match="route must be 'prompt', 'facts', 'axis' or 'echo', got 'nope'"):
+    with pytest.raises(ValueError, match="route must be 'prompt', 'facts', 'axis', 'prompt_only' or 'echo', got 'nope'"):
         P._choose_route(P.resolve_persona("pirate_captain"), "nope")
     with pytest.raises(DataError, match="has no echo route"):
         P._choose_route(P.PersonaSpec("x", None, "stalin"), "echo")  # a fact-set-only persona
 
 
 def test_builtin_routes_and_the_axis_alias():
-    assert P.route_names()[:3] == ("prompt", "facts", "axis")
-    assert P.resolve_persona("hitler").routes == ("prompt", "facts")
+    assert P.route_names()[:4] == ("prompt", "facts", "axis", "prompt_only")
+    assert P.resolve_persona("hitler").routes == ("prompt", "facts", "prompt_only")
     assert P._choose_route(P.resolve_persona("assistant"), "prompt") == "axis"
     assert P._choose_route(P.resolve_persona("hitler"), None) == "prompt"
-    with pytest.raises(ValueError, match="route must be 'prompt', 'facts' or 'axis', got 'bogus'"):
+    with pytest.raises(ValueError, match="route must be 'prompt', 'facts', 'axis' or 'prompt_only', got 'bogus'"):
         P._choose_route(P.resolve_persona("hitler"), "bogus")
     with pytest.raises(TypeError, match="is not a Route"):
         P.register_route(object())  # type: ignore[arg-type]

@@ -79,7 +79,7 @@ def test_map_help_roles_exist_in_the_catalogue():
 
     names = {r.name for r in load_roles()}
     not_roles = {"mean_activation", "record_activations", "mean_diff", "group", "last_prompt", "resid_post",
-                 "resid_pre", "card", "facts", "ai_robot"}
+                 "resid_pre", "card", "facts", "ai_robot", "prompt_only"}
     for cmd in (["map", "--help"], ["personas", "--help"], ["extract", "--help"]):
         r = CliRunner().invoke(app, cmd, env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
         assert r.exit_code == 0, r.output

@@ -36,7 +36,8 @@ def personas_command(
 def extract_command(
     persona: Optional[str] = typer.Option(None, "--persona", help="Persona name (see `persona-vectors personas`)"),
     out: Path = typer.Option(..., "--out", help="Directory to write the vector into"),
-    route: Optional[str] = typer.Option(None, "--route", help="prompt | facts (default: the persona's first route)"),
+    route: Optional[str] = typer.Option(None, "--route", help="prompt | facts | prompt_only (no generated answers) "
+                                        "(default: the persona's first route)"),
     method: str = typer.Option("mean_diff", "--method", help="mean_diff | pca | probe"),
     layers: str = typer.Option("all", "--layers", help="Comma-separated layers (10,14) or 'all'"),
     quick: bool = typer.Option(False, "--quick", help="Small question budget (minutes on CPU)"),
@@ -119,6 +120,9 @@ def map_command(
     questions: int = typer.Option(3, "--questions", min=1, help="Extraction questions per role when building role vectors"),
     prompts: int = typer.Option(1, "--prompts", min=1, help="System prompts per role when building role vectors"),
     save_vectors: Optional[Path] = typer.Option(None, "--save-vectors", help="Also save the built role vectors here (reusable with --vectors)"),
+    prompt_only: bool = typer.Option(False, "--prompt-only", help="Build the role vectors from the prompts alone "
+                                     "(no generated answers: the prompt_only route, many times faster; its map "
+                                     "approximates the answer-based one: see P11 in the scaling benchmark)"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
                                         "(default: offline, the HF cache only)"),
@@ -130,7 +134,8 @@ def map_command(
     assistant, every layer) and cached on disk: the first full-catalogue run generates ~430 short answers
     (roughly 10-20 minutes on 2 CPU cores), later runs take seconds. The default assistant (every default
     system prompt, the origin of these differences) is drawn as the point 'assistant', and the assistant axis
-    is the default assistant minus the mean of the roles (personas.RoleMeans.axis).
+    is the default assistant minus the mean of the roles (personas.RoleMeans.axis). --prompt-only reads the
+    prompts instead of answers (no generation; P11 of the scaling benchmark measures speed and agreement).
     """
     import re
 
@@ -153,7 +158,7 @@ def map_command(
         role_vectors = synthetic_role_vectors(include_assistant=True)
     else:
         from ..datasets import DataError, get_role
-        from ..personas import role_means
+        from ..personas import prompt_only_role_means, role_means
         from ..plotting import ASSISTANT_NAMES
 
         wanted: list[str] = []
@@ -171,9 +176,16 @@ def map_command(
             fail("pass at least one catalogue role with --role (see `persona-vectors personas`), or none for all")
         m = base.load_model_arg(model, allow_download=allow_download)
         n_roles = len(wanted) if wanted else "all catalogue"
-        typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached)", err=True)
-        rm = role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all",
-                        progress=lambda msg: typer.echo(f"  {msg}", err=True))
+        say = lambda msg: typer.echo(f"  {msg}", err=True)  # noqa: E731
+        if prompt_only:
+            typer.echo(f"building role vectors from the prompts alone ({n_roles} roles, {questions} questions x "
+                       f"{prompts} prompts; no answers generated)", err=True)
+            rm = prompt_only_role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all",
+                                        progress=say)
+        else:
+            typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached)",
+                       err=True)
+            rm = role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all", progress=say)
         role_vectors = dict(rm.vectors)
         first = next(iter(role_vectors.values()))  # the default assistant: role mean - default mean = 0
         role_vectors["assistant"] = PersonaVector(first.sites, torch.zeros_like(first.directions),

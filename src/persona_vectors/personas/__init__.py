@@ -41,7 +41,8 @@ The package's rooms, in import order (each imports only those above it): :mod:`.
 :class:`Route` protocol and registry), :mod:`.catalogue` (names, prompts, questions, budgets, fact
 splits), :mod:`.store` (the disk caches, on :mod:`persona_vectors._infra`), :mod:`.compute` (generation
 and recording through the caches, progress), :mod:`.quality`, :mod:`.routes` (the three built-in
-routes, registered) and :mod:`.api` (the entry points). Adding a route is one class with the
+routes, registered), :mod:`.prompt_only` (the generation-free ``prompt_only`` route: role vectors read from the
+prompt, no answers generated) and :mod:`.api` (the entry points). Adding a route is one class with the
 :class:`Route` methods plus one :func:`register_route` call.
 """
 
@@ -79,6 +80,7 @@ from .routes import (
     role_means,
     role_vector,
 )
+from .prompt_only import PromptOnlyRoute, prompt_only_role_means, prompt_only_role_vector
 from .api import PersonaResult, extract_persona, get_persona_vector
 
 # Not in __all__, but reachable here as they were from the single module before the split (the CLI, tests and
@@ -100,6 +102,7 @@ __all__ = [
     "PersonaQuality",
     "PersonaResult",
     "PersonaSpec",
+    "PromptOnlyRoute",
     "PromptRoute",
     "QUICK",
     "RoleMeans",
@@ -119,6 +122,8 @@ __all__ = [
     "known_persona_names",
     "list_personas",
     "persona_quality",
+    "prompt_only_role_means",
+    "prompt_only_role_vector",
     "register_route",
     "resolve_persona",
     "role_contrast",

@@ -1,0 +1,226 @@
+"""Generation-free role vectors (issue #18, P11): read the prompt instead of the model's answers.
+
+The system-prompt route (:class:`~persona_vectors.personas.routes.PromptRoute`) lets the model answer each
+extraction question under each role prompt and reads its response tokens: the answers cost one generation each
+(the first full-catalogue ``persona-vectors map`` spends most of its time there). This route reads the same
+conversations *before* any answer: the activations at the end of the rendered prompt (``"last_prompt"``: the
+last token of the generation prompt, where the model is about to answer in the role) or over the whole prompt
+(``"prompt"``). One forward per conversation, stopped after the deepest site, no generation: ``benchmarks/scale.py``
+(P11) measures how much faster it is over the whole catalogue and how well its map agrees with the answer route
+(Spearman correlation of the roles' PC1 loadings), so users can choose speed or fidelity knowingly.
+
+>>> rm = prompt_only_role_means(model)                                      # doctest: +SKIP  (whole catalogue)
+>>> vec = get_persona_vector(model, "pirate_captain", route="prompt_only")  # doctest: +SKIP
+
+Prompt-only reads are not written to the activation store (they are cheap to recompute); finished vectors of
+:func:`~persona_vectors.personas.get_persona_vector` are cached as for every route.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from ..datasets import DataError, get_role, load_roles
+from ..extract import vector_from_recordings
+from ..models import PersonaModel
+from ..record import Conversation, Recording
+from ..sites import Site
+from ..vector import PersonaVector
+from .catalogue import _first, default_system_prompts, evaluation_questions, extraction_questions
+from .compute import Layers, ProgressFn, _bar, _progress_fn, _record_rows, _say, _sites
+from .quality import _quality_from
+from .registry import Budget, PersonaQuality, PersonaSpec, register_route
+from .routes import RoleMeans
+from .store import CacheArg, _hash
+
+#: Where a prompt-only read looks: the generation prompt's last token, or every prompt token.
+PROMPT_ONLY_POSITIONS: tuple[str, ...] = ("last_prompt", "prompt")
+#: The default read (see ``benchmarks/scale_results.md``, P11, for how it compares with ``"prompt"``).
+DEFAULT_PROMPT_POSITIONS = "last_prompt"
+
+
+def _check_positions(positions: str) -> str:
+    if positions not in PROMPT_ONLY_POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(map(repr, PROMPT_ONLY_POSITIONS))} for a "
+                         f"prompt-only read, got {positions!r}")
+    return positions
+
+
+def prompt_conversations(model: PersonaModel, systems: Sequence[Optional[str]],
+                         questions: Sequence[str]) -> list[Conversation]:
+    """The unanswered conversations of every (system, question) pair, system-major (``None``: the template's
+    default system prompt, as in the answer route)."""
+    return [model.to_messages(q, s) for s in systems for q in questions]
+
+
+def prompt_only_recordings(
+    model: PersonaModel,
+    groups: Sequence[Sequence[Conversation]],
+    sites: tuple[Site, ...],
+    *,
+    positions: str = DEFAULT_PROMPT_POSITIONS,
+    batch_size: int = 32,
+    progress: ProgressFn = None,
+) -> list[Recording]:
+    """One :class:`~persona_vectors.record.Recording` per group of unanswered conversations, read at
+    ``positions`` of each prompt (per-conversation samples kept).
+
+    All groups are recorded together (one pool of length-sorted batches), so a whole catalogue costs one pass.
+    """
+    _check_positions(positions)
+    flat = [c for g in groups for c in g]
+    if not flat:
+        raise DataError("no conversations to read: pass at least one system prompt and one question")
+    _say(progress, f"read {len(flat)} prompts at {len(sites)} sites ({positions}, no generation)")
+    bar = _bar(progress, len(flat), f"read prompts ({len(sites)} sites)", "conv")
+    try:
+        rows = _record_rows(model, flat, sites, batch_size=batch_size, positions=positions,
+                            on_batch=None if bar is None else bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
+    out, start = [], 0
+    for g in groups:
+        rec = rows.select(range(start, start + len(g))).to_recording(g)
+        out.append(dataclasses.replace(rec, positions=positions))
+        start += len(g)
+    return out
+
+
+def _extra(role: str, n_prompts: int, base: Sequence[Optional[str]], qs: Sequence[str], positions: str) -> dict[str, Any]:
+    return {"role": role, "n_prompts": n_prompts, "n_baseline_prompts": len(base), "n_questions": len(qs),
+            "questions_hash": _hash(list(qs)), "baseline_prompts_hash": _hash(list(base)),
+            "prompt_positions": positions, "generation_free": True}
+
+
+def prompt_only_role_means(
+    model: PersonaModel,
+    roles: Optional[Sequence[str]] = None,
+    *,
+    questions: Optional[Sequence[str]] = None,
+    n_questions: Optional[int] = 8,
+    n_prompts: Optional[int] = 3,
+    baseline_prompts: Optional[Sequence[Optional[str]]] = None,
+    layers: Layers = "all",
+    positions: str = DEFAULT_PROMPT_POSITIONS,
+    batch_size: int = 32,
+    progress: Union[bool, ProgressFn] = True,
+) -> RoleMeans:
+    """:func:`~persona_vectors.personas.role_means` without generating answers: each role's mean activation at
+    ``positions`` of its (role prompt × question) conversations, minus the default-assistant prompts' mean.
+
+    Same arguments and result type as ``role_means`` (``max_new_tokens`` is 0: nothing is generated); the
+    vectors' provenance says ``route="prompt_only"`` and ``positions``. ``roles=None`` is the whole catalogue.
+    """
+    _check_positions(positions)
+    names = list(dict.fromkeys(get_role(r).name for r in (roles if roles is not None else [r.name for r in load_roles()])))
+    if not names:
+        raise DataError("no roles given; pass at least one role name")
+    qs = _first(questions if questions is not None else extraction_questions(), n_questions, "questions")
+    base = list(baseline_prompts) if baseline_prompts is not None else default_system_prompts()
+    if not base:
+        raise DataError("no baseline prompts; pass at least one default-assistant system prompt")
+    sites = _sites(model, layers)
+    role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
+    groups = [prompt_conversations(model, base, qs)] + [prompt_conversations(model, role_prompts[n], qs) for n in names]
+    recs = prompt_only_recordings(model, groups, sites, positions=positions, batch_size=batch_size,
+                                  progress=_progress_fn(progress))
+    neg = recs[0]
+    means, vectors, counts = {}, {}, {}
+    for n, pos in zip(names, recs[1:]):
+        means[n] = torch.stack([pos.mean(s) for s in sites])
+        counts[n] = pos.n_conversations
+        vectors[n] = vector_from_recordings(model, pos, neg, method="mean_diff", name=n, route="prompt_only",
+                                            extra=_extra(n, len(role_prompts[n]), base, qs, positions))
+    return RoleMeans(sites, torch.stack([neg.mean(s) for s in sites]), means, vectors, counts, neg.n_conversations,
+                     qs, n_prompts or max(len(p) for p in role_prompts.values()), 0,
+                     {s: neg.mean_norm(s) for s in sites})
+
+
+def prompt_only_role_vector(
+    model: PersonaModel,
+    role_name: str,
+    *,
+    method: str = "mean_diff",
+    questions: Optional[Sequence[str]] = None,
+    n_questions: Optional[int] = None,
+    n_prompts: Optional[int] = None,
+    baseline_prompts: Optional[Sequence[Optional[str]]] = None,
+    layers: Layers = "all",
+    positions: str = DEFAULT_PROMPT_POSITIONS,
+    progress: Union[bool, ProgressFn] = True,
+    name: Optional[str] = None,
+) -> PersonaVector:
+    """One role's generation-free vector: role prompts minus default-assistant prompts, read at ``positions``.
+
+    ``method``: ``mean_diff`` (default) or ``probe``; ``pca`` needs paired samples and is refused (the two
+    sides have different prompt counts): use the answer route (``route="prompt"``) for it.
+    """
+    if method == "pca":
+        raise ValueError("method='pca' needs paired samples, which a prompt-only read does not have: use "
+                         "method='mean_diff' or 'probe', or route='prompt' for PCA")
+    role = get_role(role_name)
+    qs = _first(questions if questions is not None else extraction_questions(), n_questions, "questions")
+    prompts = _first(role.prompts, n_prompts, f"prompts of role {role.name!r}")
+    base = list(baseline_prompts) if baseline_prompts is not None else default_system_prompts()
+    if not base:
+        raise DataError("no baseline prompts; pass at least one default-assistant system prompt")
+    pos, neg = prompt_only_recordings(model, [prompt_conversations(model, prompts, qs),
+                                              prompt_conversations(model, base, qs)],
+                                      _sites(model, layers), positions=positions, progress=_progress_fn(progress))
+    return vector_from_recordings(model, pos, neg, method=method, name=name or role.name, route="prompt_only",
+                                  extra=_extra(role.name, len(prompts), base, qs, positions))
+
+
+class PromptOnlyRoute:
+    """Role vectors with no generated answers: role prompts minus default-assistant prompts, read at the end of
+    the rendered prompt (:data:`DEFAULT_PROMPT_POSITIONS`). Held out: the evaluation questions, read the same way."""
+
+    name = "prompt_only"
+    aliases: tuple[str, ...] = ()
+
+    def supports(self, spec: PersonaSpec) -> bool:
+        """Every catalogue role (not the Assistant Axis, not fact sets)."""
+        return bool(spec.role) and not spec.axis
+
+    def cache_key_data(self, spec: PersonaSpec, budget: Budget) -> tuple[Any, Any]:
+        """The role, the default prompts and the read positions; the budget's questions and prompt count."""
+        role = get_role(spec.role)  # type: ignore[arg-type]
+        return ({"role": role.to_dict(), "default": default_system_prompts(), "positions": DEFAULT_PROMPT_POSITIONS},
+                {"q": extraction_questions(budget.n_questions), "p": budget.n_prompts})
+
+    def build(self, model: PersonaModel, spec: PersonaSpec, *, method: str, sites: tuple[Site, ...], budget: Budget,
+              cache: CacheArg, progress: Union[bool, ProgressFn]) -> PersonaVector:
+        """:func:`prompt_only_role_vector` with the budget's questions and prompts."""
+        return prompt_only_role_vector(model, spec.role, method=method,  # type: ignore[arg-type]
+                                       n_questions=budget.n_questions, n_prompts=budget.n_prompts, layers=sites,
+                                       progress=progress, name=spec.name)
+
+    def spec_from_provenance(self, name: str, extra: dict[str, Any]) -> Optional[PersonaSpec]:
+        """The role recorded in the vector's provenance."""
+        return PersonaSpec(name, extra["role"], None) if extra.get("role") else None
+
+    def quality(self, model: PersonaModel, name: str, vector: PersonaVector, spec: PersonaSpec, *,
+                n_eval_questions: Optional[int], cache: CacheArg, progress: Union[bool, ProgressFn],
+                data: Any = None) -> PersonaQuality:
+        """The evaluation questions under the role's prompts vs under the default prompts, read like the vector."""
+        extra = dict(vector.provenance.extra)
+        positions = _check_positions(str(extra.get("prompt_positions", DEFAULT_PROMPT_POSITIONS)))
+        qs, base = evaluation_questions(n_eval_questions), default_system_prompts()
+        role = get_role(extra.get("role") or spec.role or name)
+        prompts = list(role.prompts[: int(extra.get("n_prompts", len(role.prompts)))])
+        pos, neg = prompt_only_recordings(model, [prompt_conversations(model, prompts, qs),
+                                                  prompt_conversations(model, base, qs)],
+                                          vector.sites, positions=positions, progress=_progress_fn(progress))
+        return _quality_from(name, self.name, vector, pos, neg,
+                             f"{len(qs)} evaluation questions × {len(prompts)} {role.name} prompts vs × {len(base)} "
+                             f"default prompts, read at {positions} (no generation)")
+
+
+PROMPT_ONLY = register_route(PromptOnlyRoute())
+
+__all__ = ["DEFAULT_PROMPT_POSITIONS", "PROMPT_ONLY_POSITIONS", "PromptOnlyRoute", "prompt_conversations",
+           "prompt_only_recordings", "prompt_only_role_means", "prompt_only_role_vector"]

@@ -1,0 +1,106 @@
+"""The generation-free ``prompt_only`` route (issue #18, P11): role vectors read from the unanswered prompt.
+
+Checked against the library's own ``record`` on the same conversations (so the read is the advertised one), with
+generation forbidden, through the registry/public API, and its bad inputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import persona_vectors.personas as P
+from persona_vectors.datasets import get_role
+from persona_vectors.record import record
+from persona_vectors.sites import Site
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROLES = ["ghost", "pirate_captain", "librarian"]
+QS = ["Who are you?", "What do you do all day?"]
+BASE = [None, "You are a helpful assistant."]
+
+
+@pytest.fixture
+def no_generation(tiny, monkeypatch):  # type: ignore[no-untyped-def]
+    def refuse(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the prompt_only route generated text")
+
+    monkeypatch.setattr(tiny, "generate", refuse)
+    monkeypatch.setattr(tiny, "generate_tokens", refuse)
+    return tiny
+
+
+def _convs(model, systems):  # type: ignore[no-untyped-def]
+    return [model.to_messages(q, s) for s in systems for q in QS]
+
+
+@pytest.mark.parametrize("positions", ["last_prompt", "prompt"])
+def test_role_means_equal_record_on_the_prompts(no_generation, positions) -> None:  # type: ignore[no-untyped-def]
+    tiny = no_generation
+    rm = P.prompt_only_role_means(tiny, ROLES, questions=QS, n_prompts=1, baseline_prompts=BASE, layers=[1, 3],
+                                  positions=positions, progress=False)
+    base = record(tiny, _convs(tiny, BASE), [1, 3], positions=positions, progress=False)
+    assert rm.sites == (Site(1), Site(3)) and rm.max_new_tokens == 0 and list(rm.vectors) == ROLES
+    for name in ROLES:
+        ref = record(tiny, _convs(tiny, get_role(name).prompts[:1]), [1, 3], positions=positions, progress=False)
+        for k, s in enumerate(rm.sites):
+            assert torch.allclose(rm.means[name][k], ref.mean(s), atol=1e-5)
+            assert torch.allclose(rm.vectors[name][s], ref.mean(s) - base.mean(s), atol=1e-5)
+        prov = rm.vectors[name].provenance
+        assert prov.route == "prompt_only" and prov.positions == positions
+        assert prov.extra["generation_free"] and prov.extra["prompt_positions"] == positions
+    assert rm.n_samples == {n: len(QS) for n in ROLES} and rm.n_default_samples == len(BASE) * len(QS)
+    assert rm.axis().directions.norm() > 0
+
+
+def test_the_two_reads_differ(no_generation) -> None:  # type: ignore[no-untyped-def]
+    kw = dict(questions=QS, n_prompts=1, baseline_prompts=BASE, layers=[2], progress=False)
+    last = P.prompt_only_role_means(no_generation, ROLES[:2], positions="last_prompt", **kw)
+    whole = P.prompt_only_role_means(no_generation, ROLES[:2], positions="prompt", **kw)
+    assert not torch.allclose(last.vectors["ghost"].directions, whole.vectors["ghost"].directions)
+
+
+def test_registered_route_through_the_public_api(no_generation, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tiny = no_generation
+    spec = P.resolve_persona("pirate_captain")
+    assert spec.routes[0] == "prompt" and "prompt_only" in spec.routes  # the default route is unchanged
+    assert "prompt_only" not in P.resolve_persona("assistant").routes
+    res = P.extract_persona(tiny, "pirate_captain", "prompt_only", layers=[1, 2], quick=True, cache=tmp_path,
+                            progress=False)
+    direct = P.prompt_only_role_vector(tiny, "pirate_captain", n_questions=P.QUICK.n_questions,
+                                       n_prompts=P.QUICK.n_prompts, layers=[1, 2], progress=False)
+    assert torch.allclose(res.vector.directions, direct.directions, atol=1e-6)
+    assert res.vector.provenance.route == "prompt_only" and res.quality.route == "prompt_only"
+    assert set(res.quality.auroc) == {Site(1), Site(2)} and "no generation" in res.quality.heldout
+    again = P.get_persona_vector(tiny, "pirate_captain", "prompt_only", layers=[1, 2], quick=True, cache=tmp_path,
+                                 progress=False)
+    assert torch.equal(again.directions, res.vector.directions)
+
+
+def test_bad_inputs_name_the_fix(tiny) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="'last_prompt', 'prompt'"):
+        P.prompt_only_role_means(tiny, ["ghost"], positions="response", progress=False)
+    with pytest.raises(ValueError, match="route='prompt' for PCA"):
+        P.prompt_only_role_vector(tiny, "ghost", method="pca", progress=False)
+    with pytest.raises(Exception, match="no baseline prompts"):
+        P.prompt_only_role_means(tiny, ["ghost"], baseline_prompts=[], progress=False)
+
+
+def test_map_prompt_only_flag(no_generation, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    import persona_vectors.cli as cli
+
+    monkeypatch.setattr(cli.base, "load_model_arg", lambda model=None, device="cpu", **kw: no_generation)
+    args = ["map", "--prompt-only", "--questions", "1", "--layer", "2", "--out", str(tmp_path / "m.html"),
+            "--save-vectors", str(tmp_path / "saved")]
+    for r in ROLES:
+        args += ["--role", r]
+    res = CliRunner().invoke(cli.app, args)
+    assert res.exit_code == 0, res.output
+    assert "from the prompts alone" in res.output and "3 roles" in res.output
+    from persona_vectors.space import load_role_vectors
+
+    saved = load_role_vectors(tmp_path / "saved")
+    assert saved["ghost"].provenance.route == "prompt_only" and sorted(saved) == sorted(ROLES + ["assistant"])
