@@ -5,6 +5,8 @@
 | P8 | heterogeneous steering: batch of 64 rows with K distinct (vector, α) pairs (K = 1, 8, 64), tokens/s ÷ the same batch unsteered | ≥ 0.95 at K = 64 |
 | P9 | scale-out: a 2-actor Ray sweep with 1 torch thread per actor ÷ one process with 2 threads, cells/s | ≥ 0.9 |
 | P9′ | the same Ray sweep ÷ twice one process with 1 thread (parallel efficiency; no target) | — |
+| P10 | shared prefill: an α-sweep of K = 8 rows steering only response positions over a ~1,000-token conversation, prefilling it once (``shared_prefill=True``) ÷ prefilling each row, wall time; identical tokens | ≥ 2 |
+| P11 | generation-free catalogue: role vectors from prompt-only activations (route ``prompt_only``) ÷ the answer-generation route, wall time; Spearman ρ of the roles' PC1 loadings between the two routes | ≥ 10, ρ ≥ 0.9 |
 
 (Issue #18 numbers these P8–P11; ``benchmarks/run.py`` already uses P8 for the serve load test, so the files stay
 apart: ``benchmarks/scale_results.md`` / ``.json``.)
@@ -18,6 +20,19 @@ on a local Ray cluster (``ray.init(num_cpus=2)``) with 2 actors of 1 thread each
 completion time where it runs, so the ratio is the *steady-state* cells/s (cells after the first ÷ time from the
 first finished cell to the last): actor start-up (imports + model load, reported separately) is paid once per
 sweep and does not scale with the grid. End-to-end wall times are reported too.
+
+P10 builds a multi-turn chat of ~``--p10-tokens`` tokens (shipped fact-set questions with their neutral answers), asks
+it K = 8 times with relative α from −4 to 4 at layer 14 on response positions only, ``--new`` tokens forced, and
+times ``generate_tokens(..., shared_prefill=False)`` against ``shared_prefill=True`` (alternating, medians of
+``--p10-reps`` after a warm-up on a short chat); the two calls' greedy tokens must be identical.
+
+P11 builds the map's role vectors (3 extraction questions × 1 prompt per role, every layer, as ``persona-vectors map``
+does) both ways. Wall time: both routes from nothing (a fresh cache directory) on ``--p11-roles`` roles spread over
+the catalogue plus the shared default-assistant side (0 = the whole catalogue: the answer route then generates
+~430 answers, tens of minutes on 2 CPU cores). Agreement: both routes over the whole catalogue (the answer route
+reads its answers from the user's cache when ``persona-vectors map`` has already generated them there; missing
+answers are generated), PCA of the 137 role vectors per layer (``PersonaSpace``), Spearman ρ between the routes'
+PC1 coordinates (PC1's sign is arbitrary, so |ρ|), reported per layer, at the middle layer and as the median.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .run import interleaved
@@ -135,6 +151,130 @@ def bench_scale_out(model: Any, new: int) -> dict[str, Any]:
             "same_texts": same}
 
 
+def long_chat(model: Any, n_tokens: int) -> list[dict[str, str]]:
+    """A multi-turn chat of at least ``n_tokens`` tokens (fact-set questions, neutral answers), ending on a question."""
+    from persona_vectors.datasets import load_fact_set
+
+    facts = load_fact_set("hitler_baseline").facts
+    msgs: list[dict[str, str]] = [{"role": "system", "content": "You are a helpful assistant."}]
+    i = 0
+    while len(model.chat_ids(msgs + [{"role": "user", "content": "Who are you?"}])) < n_tokens:
+        f = facts[i % len(facts)]
+        msgs += [{"role": "user", "content": f.question}, {"role": "assistant", "content": f.neutral_answer}]
+        i += 1
+    return msgs + [{"role": "user", "content": "Who are you?"}]
+
+
+def bench_shared_prefill(model: Any, reps: int, new: int, n_tokens: int = 1000, k: int = 8, layer: int = 14
+                         ) -> dict[str, Any]:
+    """P10: K rows of one long chat, response-only per-row steering: shared prefill ÷ per-row prefill (wall time)."""
+    from persona_vectors.steer import steer
+
+    chat = long_chat(model, n_tokens)
+    g = torch.Generator().manual_seed(10)
+    v = torch.randn(model.d_model, generator=g)
+    alphas = torch.linspace(-4.0, 4.0, k).tolist()
+    out_tokens: dict[bool, list[list[int]]] = {}
+
+    def run(share: bool, prompt: Any = chat) -> None:
+        with steer(model, v, alphas, layers=[layer], relative=True, positions="response"):
+            toks = model.generate_tokens([prompt] * k, max_new_tokens=new, min_new_tokens=new, shared_prefill=share)
+        if prompt is chat:
+            out_tokens[share] = [t.tolist() for t in toks]
+
+    run(False, "Who are you?")  # warm-up on a short chat
+    run(True, "Who are you?")
+    t_row, t_shared = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run(False)
+        t_row.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run(True)
+        t_shared.append(time.perf_counter() - t0)
+    med_row, med_shared = sorted(t_row)[len(t_row) // 2], sorted(t_shared)[len(t_shared) // 2]
+    res = {"rows": k, "prompt_tokens": len(model.chat_ids(chat)), "new_tokens": new, "layer": layer, "reps": reps,
+           "per_row_s": med_row, "shared_s": med_shared, "ratio": med_row / med_shared,
+           "same_tokens": out_tokens[False] == out_tokens[True],
+           "distinct_rows": len({tuple(t) for t in out_tokens[True]})}
+    print(f"P10: {res['ratio']:.2f} ({med_row:.1f} s vs {med_shared:.1f} s; same tokens {res['same_tokens']})",
+          file=sys.stderr, flush=True)
+    return res
+
+
+def _pc1_spearman(a: dict[str, Any], b: dict[str, Any]) -> dict[int, float]:
+    """|Spearman ρ| between the PC1 coordinates of the same roles in two sets of role vectors, per common layer."""
+    from scipy.stats import spearmanr
+
+    from persona_vectors.space import PersonaSpace
+
+    names = sorted(set(a) & set(b))
+    out: dict[int, float] = {}
+    for site in next(iter(a.values())).sites:
+        pa = PersonaSpace(1).fit({n: a[n] for n in names}, site=site)
+        pb = PersonaSpace(1).fit({n: b[n] for n in names}, site=site)
+        rho = spearmanr(pa.coords_[:, 0], pb.coords_[:, 0]).statistic
+        out[site.layer] = abs(float(rho))
+    return out
+
+
+def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = ("last_prompt:3",)) -> dict[str, Any]:
+    """P11: the map's role vectors without generation ÷ with generated answers (wall time), and PC1 agreement.
+
+    ``variants``: prompt-only reads as ``POSITIONS:QUESTIONS`` (``last_prompt:3`` reads the same 3 questions as the
+    answer route; ``last_prompt:1`` reads only the first, a third of the forwards).
+    """
+    from persona_vectors.datasets import get_role, load_roles
+    from persona_vectors.personas import default_system_prompts, extraction_questions, prompt_only_role_means, role_means
+    from persona_vectors.personas.prompt_only import prompt_conversations, prompt_only_recordings
+    from persona_vectors.personas.store import clear_memory_caches
+    from persona_vectors.sites import as_sites
+
+    sites = as_sites("all", model.n_layers)
+
+    kw = dict(n_prompts=1, layers="all", progress=False)
+    every = [r.name for r in load_roles()]
+    subset = every if n_roles <= 0 else [every[round(i * len(every) / n_roles)] for i in range(n_roles)]
+    tmp = Path(tempfile.mkdtemp(prefix="pv-p11-"))
+    clear_memory_caches()
+    t0 = time.perf_counter()
+    role_means(model, subset, n_questions=3, cache=tmp, **kw)
+    t_answers = time.perf_counter() - t0
+    print(f"P11 answer route on {len(subset)} roles from an empty cache: {t_answers:.0f} s", file=sys.stderr, flush=True)
+    clear_memory_caches()
+    t0 = time.perf_counter()
+    full_answers = role_means(model, None, n_questions=3, **kw).vectors  # the user's cache: answers `map` generated
+    t_full_answers = time.perf_counter() - t0
+    res: dict[str, Any] = {"roles_timed": len(subset), "answers_s": t_answers, "catalogue_roles": len(every),
+                           "catalogue_answers_from_cache_s": t_full_answers, "variants": {}}
+    t0 = time.perf_counter()
+    prompt_only_recordings(model, [prompt_conversations(model, [*default_system_prompts(), *(get_role(n).prompts[0] for n in subset)],
+                                                        extraction_questions(3))], sites, share_prefixes=False)
+    res["last_prompt_whole_forwards_s"] = time.perf_counter() - t0  # the same read without shared prefixes
+    for variant in variants:
+        read, _, nq = variant.partition(":")
+        n_q = int(nq or 3)
+        t0 = time.perf_counter()
+        prompt_only_role_means(model, subset, n_questions=n_q, positions=read, **kw)
+        t_fast = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fast = prompt_only_role_means(model, None, n_questions=n_q, positions=read, **kw).vectors
+        t_read = time.perf_counter() - t0
+        rho = _pc1_spearman(full_answers, fast)
+        layers = sorted(rho)
+        mid = layers[len(layers) // 2]
+        res["variants"][variant] = {
+            "positions": read, "questions": n_q, "prompt_only_s": t_fast, "ratio": t_answers / t_fast,
+            "catalogue_s": t_read, "rho_per_layer": rho, "rho_median": float(np.median(list(rho.values()))),
+            "rho_mid": rho[mid], "mid_layer": mid, "rho_min": min(rho.values())}
+        v = res["variants"][variant]
+        print(f"P11 {variant}: {v['ratio']:.1f}x ({t_fast:.1f} s on the subset, {t_read:.0f} s for the catalogue), "
+              f"PC1 rho median {v['rho_median']:.3f}, layer {mid} {v['rho_mid']:.3f}", file=sys.stderr, flush=True)
+    first = res["variants"][variants[0]]
+    res["ratio"], res["rho_median"] = first["ratio"], first["rho_median"]
+    return res
+
+
 def render(r: dict[str, Any]) -> str:
     """Markdown table of the figures with their targets."""
     def mark(ok: bool) -> str:
@@ -160,29 +300,59 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| P9′ | scale-out efficiency: 2 Ray actors × 1 thread ÷ 2 × (1 process × 1 thread), steady-state "
                      f"cells/s | {p9['efficiency']:.2f} ({p9['ray_cells_per_s']:.3f} vs 2 × "
                      f"{p9['local_1_thread_cells_per_s']:.3f} cells/s) | — (1.0 is perfect scaling) | — |")
+    p10 = r.get("P10")
+    if p10:
+        lines.append(f"| P10 | shared prefill: α-sweep of {p10['rows']} rows over a {p10['prompt_tokens']}-token chat, "
+                     f"{p10['new_tokens']} new tokens, response-only steering at layer {p10['layer']}: per-row prefill "
+                     f"÷ one shared prefill, wall time | {p10['ratio']:.2f} ({p10['per_row_s']:.1f} s vs "
+                     f"{p10['shared_s']:.1f} s, medians of {p10['reps']}; identical tokens: {p10['same_tokens']}, "
+                     f"{p10['distinct_rows']} distinct rows) | ≥ 2, identical tokens | "
+                     f"{mark(p10['ratio'] >= 2 and p10['same_tokens'])} |")
+    p11 = r.get("P11")
+    if p11:
+        for name, v in p11["variants"].items():
+            ok = v["ratio"] >= 10 and v["rho_median"] >= 0.9
+            lines.append(
+                f"| P11 ({v['positions']}, {v['questions']} q) | generation-free catalogue: the map's role vectors "
+                f"(1 prompt per role, every layer) from the answer route (3 questions) ÷ the `prompt_only` route "
+                f"({v['questions']} question(s), read at {v['positions']}), wall time from an empty cache on "
+                f"{p11['roles_timed']} of {p11['catalogue_roles']} roles + the default side; unsigned Spearman ρ of "
+                f"the {p11['catalogue_roles']} roles' PC1 coordinates between the routes, per layer | "
+                f"{v['ratio']:.1f}× ({p11['answers_s']:.0f} s vs {v['prompt_only_s']:.1f} s; whole catalogue "
+                f"prompt-only {v['catalogue_s']:.0f} s); ρ median {v['rho_median']:.3f} over "
+                f"{len(v['rho_per_layer'])} layers, {v['rho_mid']:.3f} at layer {v['mid_layer']}, min "
+                f"{v['rho_min']:.3f} | ≥ 10×, ρ ≥ 0.9 | {mark(ok)} |")
+        if "last_prompt_whole_forwards_s" in p11:
+            lines.append(f"| P11′ | the `last_prompt` read (3 q) on the same roles with every conversation run whole "
+                         f"(no shared system-prompt prefixes) | {p11['last_prompt_whole_forwards_s']:.1f} s | — | — |")
     m = r.get("machine", {})
     lines += ["", f"Machine: {m.get('cpu')}, {m.get('cores')} cores (load average {m.get('loadavg')} at the start: "
               f"shared with other jobs), Python {m.get('python')}, torch {m.get('torch')}, ray {m.get('ray')}; "
-              f"P8 medians of {r.get('reps')} interleaved repetitions after warm-up with {m.get('threads')} torch "
-              "threads."]
+              f"P8 medians of {r.get('reps')} interleaved repetitions after warm-up; P8, P10 and P11 with "
+              f"{m.get('threads')} torch threads."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run P8 and P9 on the embedded model; write scale_results.md/json next to this file (or ``--out``)."""
+    """Run P8–P11 on the embedded model; write scale_results.md/json next to this file (or ``--out``)."""
     from importlib.metadata import version
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--new", type=int, default=16, help="new tokens per row")
-    ap.add_argument("--only", nargs="*", default=None, help="subset: P8 P9")
+    ap.add_argument("--only", nargs="*", default=None, help="subset: P8 P9 P10 P11")
+    ap.add_argument("--p10-tokens", type=int, default=1000, help="P10: length of the shared chat in tokens")
+    ap.add_argument("--p10-reps", type=int, default=3, help="P10: alternating repetitions (medians)")
+    ap.add_argument("--p11-roles", type=int, default=24, help="P11: roles timed both ways (0: the whole catalogue)")
+    ap.add_argument("--p11-variants", nargs="+", default=["last_prompt:3", "prompt:3", "last_prompt:1"],
+                    help="P11: prompt-only reads as POSITIONS:QUESTIONS (positions last_prompt or prompt)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for P8 (P9 fixes its own: 2 local, 1 per actor)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     import persona_vectors as pv
 
-    only = set(args.only or ["P8", "P9"])
+    only = set(args.only or ["P8", "P9", "P10", "P11"])
     results: dict[str, Any] = {"reps": args.reps}
     path = args.out / "scale_results.json"
     if args.only and path.is_file():
@@ -204,6 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("P9 skipped: ray is not installed (pip install 'persona-vectors[ray]')", file=sys.stderr)
         else:
             results["P9"] = bench_scale_out(model, args.new)
+    if "P10" in only:
+        results["P10"] = bench_shared_prefill(model, args.p10_reps, args.new, args.p10_tokens)
+    if "P11" in only:
+        results["P11"] = bench_generation_free(model, args.p11_roles, tuple(args.p11_variants))
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     (args.out / "scale_results.md").write_text(render(results))

@@ -104,3 +104,19 @@ def test_map_prompt_only_flag(no_generation, tmp_path, monkeypatch) -> None:  # 
 
     saved = load_role_vectors(tmp_path / "saved")
     assert saved["ghost"].provenance.route == "prompt_only" and sorted(saved) == sorted(ROLES + ["assistant"])
+
+
+def test_shared_prefixes_read_what_whole_forwards_read(tiny) -> None:  # type: ignore[no-untyped-def]
+    from persona_vectors.personas.compute import _record_rows
+    from persona_vectors.personas.prompt_only import _last_prompt_rows, prompt_conversations
+    from persona_vectors.sites import as_sites
+
+    systems = BASE + ["", *(get_role(r).prompts[0] for r in ROLES)]
+    convs = prompt_conversations(tiny, systems, QS + ["Why?"]) + [tiny.to_messages("A lonely question")]
+    sites = as_sites([0, 2, 3], tiny.n_layers)
+    whole = _record_rows(tiny, convs, sites, positions="last_prompt")
+    for batch_size in (1, 5, 32):  # one prefix per forward, several, all
+        shared = _last_prompt_rows(tiny, convs, sites, batch_size=batch_size)
+        assert torch.allclose(shared.means, whole.means, atol=1e-5)
+        assert torch.allclose(shared.norm_sums, whole.norm_sums, atol=1e-4)
+        assert torch.equal(shared.n_tokens, whole.n_tokens)

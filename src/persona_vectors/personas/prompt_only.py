@@ -18,6 +18,7 @@ Prompt-only reads are not written to the activation store (they are cheap to rec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Optional, Sequence, Union
 
@@ -34,7 +35,7 @@ from .compute import Layers, ProgressFn, _bar, _progress_fn, _record_rows, _say,
 from .quality import _quality_from
 from .registry import Budget, PersonaQuality, PersonaSpec, register_route
 from .routes import RoleMeans
-from .store import CacheArg, _hash
+from .store import CacheArg, Rows, _hash
 
 #: Where a prompt-only read looks: the generation prompt's last token, or every prompt token.
 PROMPT_ONLY_POSITIONS: tuple[str, ...] = ("last_prompt", "prompt")
@@ -56,6 +57,85 @@ def prompt_conversations(model: PersonaModel, systems: Sequence[Optional[str]],
     return [model.to_messages(q, s) for s in systems for q in questions]
 
 
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token rows, leaving every row at least its last token."""
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for k in range(max(n, 0)):
+        if any(r[k] != first[k] for r in rows[1:]):
+            return k
+    return max(n, 0)
+
+
+def _last_prompt_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
+                      batch_size: int = 16, on_batch: Optional[Any] = None) -> Rows:
+    """Per-conversation activations at the last prompt token, each shared prefix run once.
+
+    Conversations that differ only in their last message (one system prompt, several questions) share every token
+    up to that message: the prefixes run once per group (left padded, KV cache kept), then each conversation's
+    remaining tokens run on its group's cache (right padded, positions continuing the prefix). The activations equal
+    :func:`~persona_vectors.personas.compute._record_rows` with ``positions="last_prompt"`` up to float rounding.
+    """
+    from transformers import DynamicCache
+
+    from ..capture import Capture, StopForward, tokenize_conversation
+
+    ids = [tokenize_conversation(model, c, "last_prompt")[0] for c in convs]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(convs):
+        groups.setdefault(_hash([dict(m) for m in c[:-1]] if not isinstance(c, str) else c), []).append(i)
+    plan = []
+    for members in groups.values():
+        k = _common_prefix([ids[i] for i in members])
+        plan.append((k, members))
+    plan.sort(key=lambda g: g[0])
+    S, d, dev = len(sites), model.d_model, model.device
+    means = torch.zeros(len(convs), S, d, dtype=torch.float32)
+    norm_sums = torch.zeros(len(convs), S, dtype=torch.float64)
+    pad = int(model.tokenizer.pad_token_id or 0)
+    per_chunk = max(1, batch_size // max(1, max(len(m) for _, m in plan)))
+    with Capture(model, sites, stop=True) as cap, torch.inference_mode():
+        for b in range(0, len(plan), per_chunk):
+            chunk = plan[b : b + per_chunk]
+            width = max(max(k for k, _ in chunk), 1)
+            pre_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            pre_att = torch.zeros((len(chunk), width), dtype=torch.long)
+            for g, (k, members) in enumerate(chunk):
+                if k:
+                    pre_ids[g, width - k :] = torch.tensor(ids[members[0]][:k])
+                    pre_att[g, width - k :] = 1
+            cache = DynamicCache(config=model.hf.config)
+            cap.acts.clear()
+            with contextlib.suppress(StopForward):
+                model.hf(input_ids=pre_ids.to(dev), attention_mask=pre_att.to(dev), use_cache=True,
+                         past_key_values=cache, position_ids=(pre_att.cumsum(-1) - 1).clamp_min(0).to(dev))
+            rows = [(g, i) for g, (_, members) in enumerate(chunk) for i in members]
+            tails = [ids[i][chunk[g][0]:] for g, i in rows]
+            tw = max(len(t) for t in tails)
+            suf_ids = torch.full((len(rows), tw), pad, dtype=torch.long)
+            suf_att = torch.zeros((len(rows), tw), dtype=torch.long)
+            for r, t in enumerate(tails):
+                suf_ids[r, : len(t)] = torch.tensor(t)
+                suf_att[r, : len(t)] = 1
+            owner = torch.tensor([g for g, _ in rows])
+            cache.batch_select_indices(owner.to(dev))
+            att = torch.cat([pre_att[owner], suf_att], dim=1)
+            pos = pre_att[owner].sum(1, keepdim=True) + torch.arange(tw).unsqueeze(0)
+            cap.acts.clear()
+            with contextlib.suppress(StopForward):
+                model.hf(input_ids=suf_ids.to(dev), attention_mask=att.to(dev), use_cache=True,
+                         past_key_values=cache, position_ids=pos.to(dev))
+            last = torch.tensor([len(t) - 1 for t in tails], device=dev)
+            idx = [i for _, i in rows]
+            for j, site in enumerate(sites):
+                x = cap.acts[site][torch.arange(len(rows), device=dev), last].to(torch.float64)
+                means[idx, j] = x.float().cpu()
+                norm_sums[idx, j] = x.norm(dim=-1).cpu()
+            if on_batch is not None:
+                on_batch(len(rows))
+    return Rows(sites, means, norm_sums, torch.ones(len(convs), dtype=torch.long))
+
+
 def prompt_only_recordings(
     model: PersonaModel,
     groups: Sequence[Sequence[Conversation]],
@@ -64,11 +144,14 @@ def prompt_only_recordings(
     positions: str = DEFAULT_PROMPT_POSITIONS,
     batch_size: int = 32,
     progress: ProgressFn = None,
+    share_prefixes: bool = True,
 ) -> list[Recording]:
     """One :class:`~persona_vectors.record.Recording` per group of unanswered conversations, read at
     ``positions`` of each prompt (per-conversation samples kept).
 
-    All groups are recorded together (one pool of length-sorted batches), so a whole catalogue costs one pass.
+    All groups are recorded together, so a whole catalogue costs one pass. With ``share_prefixes`` (default) a
+    ``"last_prompt"`` read runs the tokens that conversations share up to their last message (a system prompt
+    asked several questions) once per prefix; ``False`` runs every conversation whole (length-sorted batches).
     """
     _check_positions(positions)
     flat = [c for g in groups for c in g]
@@ -77,8 +160,11 @@ def prompt_only_recordings(
     _say(progress, f"read {len(flat)} prompts at {len(sites)} sites ({positions}, no generation)")
     bar = _bar(progress, len(flat), f"read prompts ({len(sites)} sites)", "conv")
     try:
-        rows = _record_rows(model, flat, sites, batch_size=batch_size, positions=positions,
-                            on_batch=None if bar is None else bar.update)
+        step = None if bar is None else bar.update
+        if positions == "last_prompt" and share_prefixes:
+            rows = _last_prompt_rows(model, flat, sites, batch_size=batch_size, on_batch=step)
+        else:
+            rows = _record_rows(model, flat, sites, batch_size=batch_size, positions=positions, on_batch=step)
     finally:
         if bar is not None:
             bar.close()
