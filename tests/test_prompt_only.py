@@ -113,6 +113,7 @@ def test_shared_prefixes_read_what_whole_forwards_read(tiny) -> None:  # type: i
 
     systems = BASE + ["", *(get_role(r).prompts[0] for r in ROLES)]
     convs = prompt_conversations(tiny, systems, QS + ["Why?"]) + [tiny.to_messages("A lonely question")]
+    convs.append(tiny.to_messages("Answered?") + [{"role": "assistant", "content": "Yes, answered."}])
     sites = as_sites([0, 2, 3], tiny.n_layers)
     whole = _record_rows(tiny, convs, sites, positions="last_prompt")
     for batch_size in (1, 5, 32):  # one prefix per forward, several, all

@@ -80,7 +80,10 @@ def _last_prompt_rows(model: PersonaModel, convs: Sequence[Conversation], sites:
 
     from ..capture import Capture, StopForward, tokenize_conversation
 
-    ids = [tokenize_conversation(model, c, "last_prompt")[0] for c in convs]
+    ids = []
+    for c in convs:  # a causal read at the last prompt token needs nothing after it (e.g. an answer)
+        row, mask = tokenize_conversation(model, c, "last_prompt")
+        ids.append(row[: mask.index(True) + 1])
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(convs):
         groups.setdefault(_hash([dict(m) for m in c[:-1]] if not isinstance(c, str) else c), []).append(i)
