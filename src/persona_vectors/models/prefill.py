@@ -18,6 +18,7 @@ positions, a capture or any other hook (it would see one prefill row instead of 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -101,9 +102,11 @@ def shared_prefill_cache(model: Any, ids: Sequence[int], n_rows: int) -> Any:
 
     prefix = torch.tensor([list(ids[:-1])], dtype=torch.long, device=model.device)
     cache = DynamicCache(config=model.hf.config)
+    kw: dict[str, Any] = {}
+    if "logits_to_keep" in inspect.signature(model.hf.forward).parameters:
+        kw["logits_to_keep"] = 1  # the prefix's logits are never read: skip the unembedding of all but one position
     with steering_bypassed(), torch.inference_mode():
-        model.hf(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True,
-                 logits_to_keep=1)
+        model.hf(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True, **kw)
     cache.batch_repeat_interleave(n_rows)
     return cache
 
