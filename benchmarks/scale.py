@@ -194,6 +194,7 @@ def bench_shared_prefill(model: Any, reps: int, new: int, n_tokens: int = 1000, 
         t_shared.append(time.perf_counter() - t0)
     med_row, med_shared = sorted(t_row)[len(t_row) // 2], sorted(t_shared)[len(t_shared) // 2]
     res = {"rows": k, "prompt_tokens": len(model.chat_ids(chat)), "new_tokens": new, "layer": layer, "reps": reps,
+           "threads": torch.get_num_threads(),
            "per_row_s": med_row, "shared_s": med_shared, "ratio": med_row / med_shared,
            "same_tokens": out_tokens[False] == out_tokens[True],
            "distinct_rows": len({tuple(t) for t in out_tokens[True]})}
@@ -246,6 +247,7 @@ def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = 
     full_answers = role_means(model, None, n_questions=3, **kw).vectors  # the user's cache: answers `map` generated
     t_full_answers = time.perf_counter() - t0
     res: dict[str, Any] = {"roles_timed": len(subset), "answers_s": t_answers, "catalogue_roles": len(every),
+                           "threads": torch.get_num_threads(),
                            "catalogue_answers_from_cache_s": t_full_answers, "variants": {}}
     t0 = time.perf_counter()
     prompt_only_recordings(model, [prompt_conversations(model, [*default_system_prompts(), *(get_role(n).prompts[0] for n in subset)],
