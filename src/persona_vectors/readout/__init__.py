@@ -27,7 +27,9 @@ apart from "X is primed".
 The read-out is *relative to the candidate set*: probabilities only compare the candidates given (which is
 why groups must be balanced and results checked for robustness to the set), and
 ``bits_of_identification = log2 N - H`` says how far the distribution is from uniform (0 bits: no
-preference; log2 N bits: all mass on one candidate).
+preference; log2 N bits: all mass on one candidate). :func:`identification_bits` measures what a piece of
+evidence buys toward one target: log2 P(target | evidence) − log2 P(target | no evidence), beside its ceiling,
+the entropies and the same for the target's group (:mod:`.bits`).
 
 **Coherence.** Steering far enough breaks a model's language. :func:`coherence` scores texts by their
 per-token perplexity under the *unsteered* model plus word-level repetition, combined into one number in
@@ -72,6 +74,7 @@ from .user import (
     ControlledUserReadout,
     user_readout_with_controls,
 )
+from .bits import TargetBits, identification_bits, target_bits
 from .coherence import (
     COHERENCE_PPL_HIGH,
     COHERENCE_PPL_LOW,
@@ -96,18 +99,21 @@ __all__ = [
     "IdentityReadout",
     "RobustnessCheck",
     "SteeringActiveError",
+    "TargetBits",
     "UserControls",
     "available_candidate_sets",
     "candidate_names",
     "coherence",
     "continuation_tokens",
     "group_readout",
+    "identification_bits",
     "identity_readout",
     "identity_readout_batch",
     "is_coherent",
     "load_candidate_set",
     "load_user_controls",
     "score_continuations",
+    "target_bits",
     "user_identity_readout",
     "user_readout_with_controls",
 ]
