@@ -78,6 +78,22 @@ def variant_figures(corpus: Any, args: argparse.Namespace, batch: np.ndarray, pa
             "hand_written_cv": hand_written_cv(include_real=True, judge_params=params)}
 
 
+def ship_reader_judge(temperature: float) -> Path:
+    """Fit the reader variant on everything shipped, with the held-out temperature, and write it where
+    ``EmbeddingJudge.default(reader=True)`` loads it (so no user machine has to read the training texts)."""
+    from persona_vectors.judge import EmbeddingJudge, Embedder
+    from persona_vectors.judge import embedding as E
+
+    texts, labels, emb = E._shipped_embeddings()
+    judge = EmbeddingJudge(embedder=Embedder(), temperature=temperature, reader=True)
+    judge.embedder_ = judge.embedder
+    judge._fit_design(judge._design(emb, texts, judge._reader().encode(texts, progress=True)), labels)
+    path = judge.save(E.READER_JUDGE_PATH, training_sha256=E.shipped_training_sha256(),
+                      source="experiments/judge_validation_report.py", n_train=len(texts))
+    E._DEFAULT_JUDGES.pop(True, None)
+    return path
+
+
 def hand_check_accuracy(reader: bool) -> dict[str, Any]:
     """The shipped judge variant (fitted on everything shipped) scored against the blind reader's labels of the
     ghost/angel rerun's pre-registered hand-check sample (``docs/data/assistant_axis_prereg``): text the judge
@@ -177,6 +193,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     C.say("the reader variant: crossed grouped CV, calibration, hand-written CV")
     reader = variant_figures(corpus, args, batch, {"reader": True})
+
+    C.say(f"shipping the fitted reader judge: {ship_reader_judge(reader['temperature'])}")
 
     C.say("both variants on the ghost/angel rerun's blind hand-check (the experiment's own generations)")
     external = {"default": hand_check_accuracy(False), "reader": hand_check_accuracy(True)}

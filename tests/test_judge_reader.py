@@ -98,3 +98,36 @@ def test_cli_reader_flag_scores_the_reader_variant(tiny, tmp_path: Path, monkeyp
     r = CliRunner().invoke(app, ["judge", "validate", "--labelled", str(f), "--reader"])
     assert r.exit_code == 0, r.output
     assert asked == [True] and "Reader-variant judge" in r.output
+
+
+def test_save_load_round_trip(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_tiny_model
+
+    monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path))
+    labels = ["supernatural", "ai_assistant", "incoherent", "human", "no_self", "incoherent"]
+    judge = EmbeddingJudge(reader=Reader(tiny), C=1.0, temperature=0.8).fit(TEXTS, labels)
+    path = judge.save(tmp_path / "j.npz", training_sha256="abc")
+    back = EmbeddingJudge.load(path, reader=Reader(tiny))
+    np.testing.assert_allclose(back.predict_proba(TEXTS), judge.predict_proba(TEXTS), atol=1e-12)
+    assert back.meta_ == {"training_sha256": "abc"} and back.temperature == 0.8
+    with pytest.raises(ValueError, match="refit the judge"):  # another reader model's states
+        EmbeddingJudge.load(path, reader=Reader(make_tiny_model(seed=1)))
+    plain = EmbeddingJudge(C=1.0).fit(TEXTS, labels)
+    np.testing.assert_allclose(EmbeddingJudge.load(plain.save(tmp_path / "p.npz")).predict_proba(TEXTS),
+                               plain.predict_proba(TEXTS), atol=1e-12)
+    (tmp_path / "junk.npz").write_bytes(b"not a judge")
+    with pytest.raises(ValueError, match="not a judge saved by EmbeddingJudge.save"):
+        EmbeddingJudge.load(tmp_path / "junk.npz")
+
+
+def test_shipped_reader_judge_is_current() -> None:
+    """The fitted reader judge in the package was fitted on exactly the shipped training data (labels change →
+    rerun experiments/judge_validation_report.py, which rewrites it)."""
+    import json
+
+    from persona_vectors.judge import embedding as E
+
+    with np.load(E.READER_JUDGE_PATH, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+    assert header["meta"]["training_sha256"] == E.shipped_training_sha256()
+    assert header["reader"]["blocks"] == len(READER_LAYERS)

@@ -7,8 +7,10 @@ per process with the shipped calibration temperature, :func:`apply_temperature`)
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -216,6 +218,69 @@ class EmbeddingJudge:
                                        "embedding+reader" if self._reader() is not None else "embedding"))
         return results
 
+    def save(self, path: str | os.PathLike[str], **meta: Any) -> Path:
+        """Write the fitted judge (classifier, reader centring, temperature, settings) to one ``.npz`` file,
+        atomically; ``meta`` (JSON-serialisable) is stored beside it. The embedder and reader models are not
+        stored — they are fixed assets — but the reader's fingerprint is, so :meth:`load` refuses states from
+        another reader model."""
+        from .._infra.files import atomic_file
+
+        self._check_fitted()
+        clf = self.classifier_
+        header = {"version": 1, "C": self.C, "feature_weight": self.feature_weight, "temperature": self.temperature,
+                  "reader_weight": self.reader_weight, "classes": [str(c) for c in clf.classes_],
+                  "reader": None, "meta": meta}
+        arrays = {"coef": clf.coef_, "intercept": clf.intercept_}
+        reader = self._reader()
+        if reader is not None:
+            header["reader"] = {"fingerprint": reader.fingerprint(), "blocks": self.reader_blocks_,
+                                "n_head": self.n_head_}
+            arrays["reader_mean"] = self.reader_mean_
+        target = Path(path)
+        with atomic_file(target) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, header=np.array(json.dumps(header)), **arrays)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, reader: Reader | None = None,
+             embedder: Embedder | None = None) -> EmbeddingJudge:
+        """A judge written by :meth:`save`, ready to classify (no refit).
+
+        Raises:
+            ValueError: the file is not a saved judge, or it was fitted on another reader model's states
+                (refit it, or pass the reader it was fitted with).
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                arrays = {k: z[k] for k in z.files if k != "header"}
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path} is not a judge saved by EmbeddingJudge.save ({err}); refit and save it") from None
+        if header.get("version") != 1:
+            raise ValueError(f"{path} has judge file version {header.get('version')!r}; this library reads version 1")
+        rinfo = header["reader"]
+        judge = cls(C=header["C"], feature_weight=header["feature_weight"], temperature=header["temperature"],
+                    reader=(reader or Reader()) if rinfo else False, reader_weight=header["reader_weight"],
+                    embedder=embedder)
+        if rinfo:
+            fp = judge._reader().fingerprint()
+            if fp != rinfo["fingerprint"]:
+                raise ValueError(f"{path} was fitted on reader states {rinfo['fingerprint']}, but this reader gives "
+                                 f"{fp} (another model, layers or reader version): refit the judge")
+            judge.reader_blocks_, judge.n_head_ = int(rinfo["blocks"]), int(rinfo["n_head"])
+            judge.reader_mean_ = arrays["reader_mean"]
+        clf = LogisticRegression(C=judge.C, class_weight=judge.class_weight, max_iter=judge.max_iter)
+        clf.classes_ = np.array(header["classes"])
+        clf.coef_, clf.intercept_ = arrays["coef"], arrays["intercept"]
+        judge.classifier_, judge.classes_ = clf, clf.classes_
+        judge.embedder_ = judge.embedder if judge.embedder is not None else Embedder()
+        judge.meta_ = header.get("meta", {})
+        return judge
+
     @classmethod
     def default(cls, reader: bool = False) -> EmbeddingJudge:
         """The shipped judge, built once per process: fitted on the hand-written set plus the labelled real
@@ -228,10 +293,15 @@ class EmbeddingJudge:
         Args:
             reader: the "reader" variant (:mod:`persona_vectors.judge.reader`): adds the embedded instruct
                 model's view of who wrote each text. More accurate on real steered text (see the validation
-                report), one forward pass of a 135M model per judged text; its first fit on a machine reads the
-                ~1,900 training texts once (minutes on 2 CPU cores, then cached on disk).
+                report), one forward pass of a 135M model per judged text. Loaded from the shipped fitted file
+                (``data/judge_real/reader_judge.npz``) when it matches the shipped training data and reader;
+                otherwise fitted here, which reads the ~1,900 training texts once (minutes on 2 CPU cores).
         """
         with _DEFAULT_LOCK:
+            if reader and reader not in _DEFAULT_JUDGES:
+                shipped = _shipped_reader_judge(cls)
+                if shipped is not None:
+                    _DEFAULT_JUDGES[reader] = shipped
             if reader not in _DEFAULT_JUDGES:
                 texts, labels, emb = _shipped_embeddings()
                 judge = cls(embedder=Embedder(), temperature=_shipped_temperature(reader), reader=reader)
@@ -246,6 +316,39 @@ _DEFAULT_JUDGES: dict[bool, EmbeddingJudge] = {}
 
 
 _DEFAULT_LOCK = threading.Lock()
+
+
+READER_JUDGE_PATH: Path = VALIDATION_PATH.with_name("reader_judge.npz")
+"""The shipped, fitted reader-variant judge (written by ``experiments/judge_validation_report.py``)."""
+
+
+def shipped_training_sha256() -> str:
+    """sha256 of the shipped judge's training texts and labels (hand-written + labelled real generations): a
+    saved judge is current only if it was fitted on exactly these."""
+    import hashlib
+
+    ht, hl = load_labelled()
+    rt, rl = load_real_labelled()
+    h = hashlib.sha256()
+    for t, lab in zip(ht + rt, hl + rl):
+        h.update(json.dumps([t, lab]).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _shipped_reader_judge(cls: type[EmbeddingJudge]) -> EmbeddingJudge | None:
+    """The shipped reader judge if it is current (same training data and reader), else ``None`` (refit)."""
+    if not READER_JUDGE_PATH.is_file():
+        return None
+    try:
+        judge = cls.load(READER_JUDGE_PATH)
+    except ValueError as err:
+        import warnings
+
+        warnings.warn(f"the shipped reader judge is not usable here ({err}); fitting it instead", stacklevel=3)
+        return None
+    if judge.meta_.get("training_sha256") != shipped_training_sha256():
+        return None
+    return judge
 
 
 _SHIPPED: tuple[list[str], list[str], np.ndarray] | None = None
