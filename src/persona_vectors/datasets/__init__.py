@@ -25,6 +25,11 @@ Shipped data
     First-person biographical fact sets (:class:`FactSet`).  Variants
     (``base`` not null) copy their base set verbatim except for the answers of
     the facts listed in ``swapped_ids``, which must be marked ``cultural``.
+``coauthors/coauthors_v1.json``
+    Coauthor lists of well-known scientists in several fields, each coauthor
+    with one joint work as evidence (:class:`Scientist`, :class:`Coauthor`;
+    :func:`load_coauthors`).  Written from memory by an AI model; the file's
+    ``sources`` says so and marks what was checked.
 ``finetune/*.jsonl`` (+ ``NAME.meta.json``)
     Small chat fine-tuning sets, one ``{"messages": [...]}`` conversation per
     line.  ``voyager_telemetry`` is generated from
@@ -36,7 +41,7 @@ Your own files
 ``load_fact_set``, ``load_finetune_dataset`` and ``load_finetune_meta`` accept
 ``path=`` to read a user file with exactly the same validation;
 :func:`load_json_file` validates any of these JSON files and returns the raw
-dict.
+dict.  :func:`load_coauthors` takes ``path=`` too.
 """
 
 from __future__ import annotations
@@ -66,6 +71,13 @@ from .catalogue import (
     load_roles,
     role_categories,
 )
+from .coauthors import (
+    Coauthor,
+    MIN_COAUTHORS,
+    Scientist,
+    list_coauthor_versions,
+    load_coauthors,
+)
 from .facts import (
     list_fact_sets,
     load_fact_set,
@@ -86,22 +98,27 @@ from .validate import (
 __all__ = [
     "AU_KM",
     "AssistantPrompt",
+    "Coauthor",
     "Conversation",
     "DataError",
     "Fact",
     "FactSet",
+    "MIN_COAUTHORS",
     "QUESTION_SPLITS",
     "QUESTION_TOPICS",
     "Question",
     "ROLE_CATEGORIES",
     "Role",
     "SCHEMA_VERSION",
+    "Scientist",
     "VOYAGER_1_ANCHORS",
     "format_voyager_distance",
     "get_role",
+    "list_coauthor_versions",
     "list_fact_sets",
     "list_finetune_datasets",
     "load_assistant_prompts",
+    "load_coauthors",
     "load_fact_set",
     "load_finetune_dataset",
     "load_finetune_meta",
