@@ -435,3 +435,30 @@ def test_cluster_bootstrap_coverage() -> None:
     assert cov2["questions+directions"] >= 0.90
     assert cov2["questions only"] < cov2["questions+directions"] - 0.10
     assert cov2["rows"] < cov2["questions only"]
+
+
+def test_sign_flip_exact_known_answers() -> None:
+    from persona_vectors.stats import sign_flip_test
+
+    r = sign_flip_test([1.0, 2.0, 3.0])  # only the all-positive assignment reaches the observed mean
+    assert r.exact and r.p_value == pytest.approx(1 / 8) and r.min_p == pytest.approx(1 / 8) and r.mean == 2.0
+    r = sign_flip_test([1.0, -1.0, 2.0, -2.0], alternative="two-sided")
+    assert r.p_value == 1.0  # mean 0: every assignment is at least as extreme
+    assert sign_flip_test([-1.0, -2.0], alternative="less").p_value == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="at least one"):
+        sign_flip_test([])
+    with pytest.raises(ValueError, match="non-finite"):
+        sign_flip_test([1.0, float("nan")])
+
+
+def test_sign_flip_random_matches_exact_and_holds_size() -> None:
+    from persona_vectors.stats import sign_flip_test
+
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.3, 1.0, size=14)
+    exact = sign_flip_test(d).p_value
+    approx_p = sign_flip_test(d, exact_max_n=0, n_perm=40000, seed=1).p_value
+    assert abs(exact - approx_p) < 0.01
+    # under the null, p <= 0.05 about 5 % of the time
+    hits = sum(sign_flip_test(rng.normal(0, 1, size=10)).p_value <= 0.05 for _ in range(400))
+    assert 8 <= hits <= 36

@@ -19,6 +19,7 @@ Contents:
 * :func:`permutation_test_directions` -- a target direction against a set of control directions (the
   direction is the unit; with ``k`` controls the smallest p is ``1/(k+1)``).
 * :func:`permutation_test_within` -- a two-condition test permuting the condition within each question.
+* :func:`sign_flip_test` -- a paired test flipping the signs of one difference per unit (exact for n <= 16).
 * :func:`gee_logistic`, :func:`mixed_logistic` -- a condition effect on a binary outcome with question as
   the cluster (statsmodels GEE / Bayesian mixed GLM).
 * :func:`ece`, :func:`reliability_curve` -- calibration of a judge's probabilities.
@@ -51,9 +52,11 @@ from .bootstrap import (
 )
 from .permutation import (
     DirectionPermutationResult,
+    SignFlipResult,
     WithinPermutationResult,
     permutation_test_directions,
     permutation_test_within,
+    sign_flip_test,
 )
 from .clustered import (
     LogisticEffect,
@@ -77,6 +80,7 @@ __all__ = [
     "LogisticEffect",
     "Proportion",
     "ReliabilityCurve",
+    "SignFlipResult",
     "WithinPermutationResult",
     "bootstrap_mean_ci",
     "cluster_bootstrap",
@@ -90,5 +94,6 @@ __all__ = [
     "permutation_test_directions",
     "permutation_test_within",
     "reliability_curve",
+    "sign_flip_test",
     "wilson",
 ]
