@@ -307,7 +307,7 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| P10 | shared prefill: α-sweep of {p10['rows']} rows over a {p10['prompt_tokens']}-token chat, "
                      f"{p10['new_tokens']} new tokens, response-only steering at layer {p10['layer']}: per-row prefill "
                      f"÷ one shared prefill, wall time | {p10['ratio']:.2f} ({p10['per_row_s']:.1f} s vs "
-                     f"{p10['shared_s']:.1f} s, medians of {p10['reps']}; identical tokens: {p10['same_tokens']}, "
+                     f"{p10['shared_s']:.1f} s, upper medians of {p10['reps']}; identical tokens: {p10['same_tokens']}, "
                      f"{p10['distinct_rows']} distinct rows) | ≥ 2, identical tokens | "
                      f"{mark(p10['ratio'] >= 2 and p10['same_tokens'])} |")
     p11 = r.get("P11")
