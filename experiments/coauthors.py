@@ -15,7 +15,6 @@ recomputes every number from them (``experiments/recompute.py`` replays it).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import random
@@ -23,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -43,21 +42,16 @@ CONDITIONS = ("real", "shuffled")
 class Config(R.PlanConfig):
     """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
+    NAME: ClassVar[str] = NAME
+    PLAN: ClassVar[str] = PLAN
     out: str = f"runs/{NAME}"
 
-    @classmethod
-    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
-        plan = P.read_plan(PLAN)
-        if quick:
-            plan.update(quick_scientists=3, ks=[0, 2], draws=1, templates=plan["templates"][:1], primary_k=2,
-                        seeds=[0], quick_ft=1, max_steps=2, n_samples=1, max_new_tokens=8, n_perm=200, n_boot=200,
-                        eval_questions=plan["eval_questions"][:1])
-        return cls(mode="quick" if quick else "default",
-                   out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads, plan=plan)
-
-
-def _code_sha() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``--quick`` shrinks (a copy of the plan; never a verdict)."""
+        return dict(quick_scientists=3, ks=[0, 2], draws=1, templates=plan["templates"][:1], primary_k=2,
+                    seeds=[0], quick_ft=1, max_steps=2, n_samples=1, max_new_tokens=8, n_perm=200, n_boot=200,
+                    eval_questions=plan["eval_questions"][:1])
 
 
 # ============================================================================================ data
@@ -190,7 +184,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any], scis: Sequence[Any], droppe
     from persona_vectors.vector import library_version
 
     return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
-            "code_sha256": _code_sha(), "scientists": [s.name for s in scis], "dropped": list(dropped),
+            "code_sha256": R.code_sha(__file__), "scientists": [s.name for s in scis], "dropped": list(dropped),
             "candidates": list(cands), "groups": dict(groups),
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
@@ -205,7 +199,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     # the candidate set is every kept scientist of the dataset, also in quick mode (only the targets shrink)
     full, _ = scientists({**cfg.plan, "quick_scientists": 0})
     cands, groups = candidates(full)
-    out, records = R.open_run(cfg, PLAN, _code_sha(), resume,
+    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume,
                               lambda prereg: _config_doc(cfg, prereg, scis, dropped, cands, groups),
                               seed=int(cfg.plan["seed"]))
     model = load_model(cfg.plan["model"], progress=False)

@@ -23,13 +23,12 @@ layers only) never gives a verdict and never writes docs.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -49,18 +48,9 @@ QUICK_ROLES = 10
 class Config(R.PlanConfig):
     """Run settings (:class:`run_dir.PlanConfig`)."""
 
+    NAME: ClassVar[str] = NAME
+    PLAN: ClassVar[str] = PLAN
     out: str = f"runs/{NAME}"
-
-    @classmethod
-    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
-        plan = P.read_plan(PLAN)
-        mode = "quick" if quick else "default"
-        return cls(mode=mode, out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads,
-                   plan=plan)
-
-
-def _code_sha() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 # ============================================================================================ measurement
@@ -133,7 +123,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
     from persona_vectors.vector import library_version
 
     return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
-            "code_sha256": _code_sha(), "categories": {r.name: r.category for r in load_roles()},
+            "code_sha256": R.code_sha(__file__), "categories": {r.name: r.category for r in load_roles()},
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
                             "threads": torch.get_num_threads(), **RC.provenance()}}
@@ -141,7 +131,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Measure both models (resumable per model), then write the results and the report."""
-    out, records = R.open_run(cfg, PLAN, _code_sha(), resume, lambda prereg: _config_doc(cfg, prereg))
+    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume, lambda prereg: _config_doc(cfg, prereg))
     done = {r["model"] for r in RC.of_kind(records.rows, "model")}
     for name in cfg.plan["models"]:
         if name in done:

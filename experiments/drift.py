@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -49,20 +49,15 @@ BINS = ((1, 3), (4, 7), (8, 10))
 class Config(R.PlanConfig):
     """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
+    NAME: ClassVar[str] = NAME
+    PLAN: ClassVar[str] = PLAN
     out: str = f"runs/{NAME}"
 
-    @classmethod
-    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
-        plan = P.read_plan(PLAN)
-        if quick:
-            plan.update(n_conversations=1, n_turns=3, max_new_tokens=16, axis_questions=1, n_boot=200, quick_roles=8,
-                        late_turns=[2, 3])
-        return cls(mode="quick" if quick else "default",
-                   out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads, plan=plan)
-
-
-def _code_sha() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``--quick`` shrinks (a copy of the plan; never a verdict)."""
+        return dict(n_conversations=1, n_turns=3, max_new_tokens=16, axis_questions=1, n_boot=200, quick_roles=8,
+                    late_turns=[2, 3])
 
 
 # ============================================================================================ measurement
@@ -172,7 +167,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
     from persona_vectors.vector import library_version
 
     return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
-            "code_sha256": _code_sha(),
+            "code_sha256": R.code_sha(__file__),
             "judge": {"validation_sha256": hashlib.sha256(VALIDATION_PATH.read_bytes()).hexdigest(),
                       "accuracy_real_batch1": _judge_accuracy()},
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
@@ -200,7 +195,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Build the axis, play both conditions (resumable per condition), then write results and report."""
     from persona_vectors import load_model
 
-    out, records = R.open_run(cfg, PLAN, _code_sha(), resume, lambda prereg: _config_doc(cfg, prereg),
+    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume, lambda prereg: _config_doc(cfg, prereg),
                               seed=int(cfg.plan["seed"]))
     model = load_model(cfg.plan["model"], progress=False)
     t0 = time.perf_counter()

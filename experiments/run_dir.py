@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+import hashlib
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import _common as C
 import prereg_plan as P
@@ -34,11 +35,33 @@ class PlanConfig:
     """Run settings shared by the plan-driven scripts; ``plan`` is the plan's TOML block (a quick mode shrinks
     a copy of it, the file is never edited) and ``deviations`` the plan deviations recorded so far."""
 
+    NAME: ClassVar[str] = "run"  # the experiment's name: runs/<NAME>, runs/<NAME>_quick
+    PLAN: ClassVar[str] = ""  # the plan's path from the repository root
+
     mode: str = "default"
     out: str = "runs/run"
     threads: int = 0
     plan: dict[str, Any] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """The plan entries a ``--quick`` run overrides (none here; a script's Config narrows its plan)."""
+        return {}
+
+    @classmethod
+    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "PlanConfig":
+        """The default run (the plan as written) or the quick one (a copy shrunk by :meth:`shrink`)."""
+        plan = P.read_plan(cls.PLAN)
+        if quick:
+            plan.update(cls.shrink(plan))
+        return cls(mode="quick" if quick else "default", out=out or f"runs/{cls.NAME}{'_quick' if quick else ''}",
+                   threads=threads, plan=plan)
+
+
+def code_sha(path: str | Path) -> str:
+    """sha256 of a script's source: recorded in ``config.json``; a resume under other code is a deviation."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def open_run(cfg: Any, plan_path: str, code_sha: str, resume: bool,

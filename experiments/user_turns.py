@@ -22,13 +22,12 @@ read-out's group masses). :func:`summarize` re-derives every number of the repor
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -48,21 +47,16 @@ PERSONAS = ("hitler", "voyager", "anti_axis")
 class Config(R.PlanConfig):
     """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
+    NAME: ClassVar[str] = NAME
+    PLAN: ClassVar[str] = PLAN
     out: str = f"runs/{NAME}"
 
-    @classmethod
-    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
-        plan = P.read_plan(PLAN)
-        if quick:
-            first = next(iter(plan["scripts"]))
-            plan.update(n_random=1, max_new_tokens=12, n_boot=200, quick_roles=8, axis_questions=1, calibration_rounds=1,
-                        scripts={first: plan["scripts"][first][:2]})
-        return cls(mode="quick" if quick else "default",
-                   out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads, plan=plan)
-
-
-def _code_sha() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``--quick`` shrinks (a copy of the plan; never a verdict)."""
+        first = next(iter(plan["scripts"]))
+        return dict(n_random=1, max_new_tokens=12, n_boot=200, quick_roles=8, axis_questions=1, calibration_rounds=1,
+                    scripts={first: plan["scripts"][first][:2]})
 
 
 def candidates(plan: Mapping[str, Any]) -> list[str]:
@@ -174,7 +168,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
     from persona_vectors.vector import library_version
 
     return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
-            "code_sha256": _code_sha(),
+            "code_sha256": R.code_sha(__file__),
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
                             "threads": torch.get_num_threads(), **RC.provenance()}}
@@ -184,7 +178,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Directions, calibration, play and read (resumable per direction), then results and report."""
     from persona_vectors import load_model
 
-    out, records = R.open_run(cfg, PLAN, _code_sha(), resume, lambda prereg: _config_doc(cfg, prereg),
+    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume, lambda prereg: _config_doc(cfg, prereg),
                               seed=int(cfg.plan["seed"]))
     model = load_model(cfg.plan["model"], progress=False)
     t0 = time.perf_counter()
