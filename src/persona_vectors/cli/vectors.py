@@ -4,6 +4,7 @@ vector to disk), ``map`` (the persona-space figure) and ``export-gguf`` (a llama
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -127,6 +128,14 @@ def map_command(
     allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
                                         "(default: offline, the HF cache only)"),
     dims: int = typer.Option(2, "--dims", help="2 or 3"),
+    ray_address: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                              help="Generate the missing answers on Ray actors, one model replica "
+                                              "each: a cluster's HOST:PORT, 'auto' (or nothing) for RAY_ADDRESS or "
+                                              "the one running here, or 'local' to start one for this run (needs "
+                                              "persona-vectors[ray])"),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="With --ray: number of actors (default: the "
+                                         "cluster's GPUs, or its CPUs / --actor-threads)"),
+    actor_threads: int = typer.Option(1, "--actor-threads", min=1, help="With --ray: torch threads per CPU actor"),
 ) -> None:
     """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file.
 
@@ -136,6 +145,7 @@ def map_command(
     system prompt, the origin of these differences) is drawn as the point 'assistant', and the assistant axis
     is the default assistant minus the mean of the roles (personas.RoleMeans.axis). --prompt-only reads the
     prompts instead of answers (no generation; P11 of the scaling benchmark measures speed and agreement).
+    --ray generates the missing answers on Ray actors (the same answers; this process writes the cache).
     """
     import re
 
@@ -152,13 +162,17 @@ def map_command(
         fail(f"No results file {results}: pass the JSONL written by `persona-vectors sweep`")
     if vectors is not None and demo_synthetic:
         fail("pass at most one of --vectors DIR and --demo-synthetic")
+    if ray_address is None and (actors is not None or actor_threads != 1):
+        fail("--actors and --actor-threads apply with --ray only: add --ray [ADDRESS]")
+    if ray_address is not None and (vectors is not None or demo_synthetic or prompt_only):
+        fail("--ray generates answers for the role vectors, and --vectors, --demo-synthetic and --prompt-only "
+             "generate none: drop --ray")
     if vectors is not None:
         role_vectors = load_role_vectors(vectors)
     elif demo_synthetic:
         role_vectors = synthetic_role_vectors(include_assistant=True)
     else:
         from ..datasets import DataError, get_role
-        from ..personas import prompt_only_role_means, role_means
         from ..plotting import ASSISTANT_NAMES
 
         wanted: list[str] = []
@@ -174,18 +188,14 @@ def map_command(
                      + " (list them with `persona-vectors personas`)")
         if role and not wanted:
             fail("pass at least one catalogue role with --role (see `persona-vectors personas`), or none for all")
-        m = base.load_model_arg(model, allow_download=allow_download)
-        n_roles = len(wanted) if wanted else "all catalogue"
-        say = lambda msg: typer.echo(f"  {msg}", err=True)  # noqa: E731
-        if prompt_only:
-            typer.echo(f"building role vectors from the prompts alone ({n_roles} roles, {questions} questions x "
-                       f"{prompts} prompts; no answers generated)", err=True)
-            rm = prompt_only_role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all",
-                                        progress=say)
-        else:
-            typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached)",
-                       err=True)
-            rm = role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all", progress=say)
+        session: Any = contextlib.nullcontext()
+        if ray_address is not None:
+            from ..sweep.distributed import ray_session
+
+            session = ray_session(ray_address)  # an unreachable cluster fails here, before the model load
+        with session:
+            rm = _build_role_means(wanted, questions, prompts, prompt_only, model, allow_download,
+                                   ray_address is not None, actors, actor_threads)
         role_vectors = dict(rm.vectors)
         first = next(iter(role_vectors.values()))  # the default assistant: role mean - default mean = 0
         role_vectors["assistant"] = PersonaVector(first.sites, torch.zeros_like(first.directions),
@@ -213,6 +223,28 @@ def map_command(
             typer.echo(f"note: {note}")
     write_html(fig, out)
     typer.echo(f"wrote {out} ({len(role_vectors)} roles, layers {', '.join(map(str, spaces))})")
+
+
+def _build_role_means(wanted: list[str], questions: int, prompts: int, prompt_only: bool, model: Optional[str],
+                      allow_download: bool, on_ray: bool, actors: Optional[int], actor_threads: int) -> Any:
+    """The map's role means (``wanted`` roles, or the whole catalogue): loads the model, then the answer route
+    (on Ray actors when ``on_ray``, connected by the caller) or the prompt-only route, with stage messages."""
+    from ..personas import prompt_only_role_means, role_means
+
+    m = base.load_model_arg(model, allow_download=allow_download)
+    n_roles = len(wanted) if wanted else "all catalogue"
+    say = lambda msg: typer.echo(f"  {msg}", err=True)  # noqa: E731
+    if prompt_only:
+        typer.echo(f"building role vectors from the prompts alone ({n_roles} roles, {questions} questions x "
+                   f"{prompts} prompts; no answers generated)", err=True)
+        return prompt_only_role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all",
+                                      progress=say)
+    where = "; missing answers generated on Ray" if on_ray else ""
+    typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached{where})",
+               err=True)
+    ray_kw: dict[str, Any] = dict(backend="ray", num_actors=actors, threads=actor_threads) if on_ray else {}
+    return role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all", progress=say,
+                      **ray_kw)
 
 
 @app.command("export-gguf")

@@ -4,8 +4,11 @@ once per site set), and the progress reporting every entry point shares."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from typing import Any, Callable, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -25,6 +28,52 @@ def _say(progress: ProgressFn, msg: str) -> None:
         progress(msg)
 
 
+@dataclass(frozen=True)
+class _RayGen:
+    """Where missing answers are generated with ``backend="ray"``: actors holding model replicas
+    (:func:`persona_vectors.sweep.distributed.ray_map`), this process the one writer of the answer cache."""
+
+    address: Optional[str] = None
+    num_actors: Optional[int] = None
+    threads: int = 1
+    model_loader: Optional[Callable[[], Any]] = None
+
+
+def _ray_backend(model: PersonaModel, backend: str, address: Optional[str], num_actors: Optional[int],
+                 threads: Optional[int], model_loader: Optional[Callable[[], Any]]) -> Optional[_RayGen]:
+    """The checked ``backend=`` arguments of an entry point: ``None`` for this process, else the Ray settings.
+    Bad values, and a model Ray cannot replicate, fail here, before any work."""
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "local":
+        if address is not None or num_actors is not None or threads is not None or model_loader is not None:
+            raise ValueError("address, num_actors, threads and model_loader apply to backend='ray' only: pass "
+                             "backend='ray' too")
+        return None
+    from ..sweep.distributed import _check_counts, replica_loader
+
+    _check_counts(1 if threads is None else threads, num_actors)
+    replica_loader(model, model_loader)
+    return _RayGen(address, num_actors, 1 if threads is None else threads, model_loader)
+
+
+def _ray_connected(ray: Optional[_RayGen]) -> contextlib.AbstractContextManager[Any]:
+    """Connected to Ray for a ``with`` block when ``ray`` is set (a missing cluster fails at once, in one line)."""
+    if ray is None:
+        return contextlib.nullcontext()
+    from ..sweep.distributed import ray_session
+
+    return ray_session(ray.address)
+
+
+def _generate_batch(max_new_tokens: int, batch_size: int, model: PersonaModel,
+                    batch: tuple[int, list[Conversation]]) -> list[str]:
+    """Greedy answers to one batch ``(index, conversations)``: the one call this process and Ray actors make,
+    so the same batch gives the same text wherever it runs."""
+    return model.generate(batch[1], system=None, max_new_tokens=max_new_tokens, temperature=0.0, seed=0,
+                          batch_size=batch_size)
+
+
 def _generate_cached(
     model: PersonaModel,
     pairs: Sequence[tuple[Optional[str], str]],
@@ -33,8 +82,15 @@ def _generate_cached(
     caches: _Caches,
     batch_size: int = 16,
     progress: ProgressFn = None,
+    ray: Optional[_RayGen] = None,
 ) -> list[str]:
-    """Greedy replies to (system, question) pairs; missing ones generated in batches (all pairs pooled)."""
+    """Greedy replies to (system, question) pairs; missing ones generated in batches (all pairs pooled).
+
+    The missing pairs are sorted by prompt length and cut into batches of ``batch_size``; with ``ray`` the same
+    batches run on Ray actors (left padding could change a greedy near-tie if batches were recut, so they are
+    not). Either way this process writes each finished batch to the cache, so an interrupted run keeps whole
+    batches and a rerun generates only what is missing.
+    """
     keys = [GenerationCache.key(s, q, max_new_tokens) for s, q in pairs]
     todo: dict[str, tuple[Optional[str], str]] = {}
     for k, p in zip(keys, pairs):
@@ -46,17 +102,41 @@ def _generate_cached(
         lens = {k: len(model.chat_text(m)) for k, m in msgs.items()}
         items.sort(key=lambda kv: lens[kv[0]])
         n_batches = (len(items) + batch_size - 1) // batch_size
-        bar = _bar(progress, len(items), "generate answers", "answer")
+        chunks = [items[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+        batches = [(b, [msgs[k] for k, _ in chunk]) for b, chunk in enumerate(chunks)]
+        results: Any
+        if ray is None:
+            def run_here() -> Iterator[tuple[tuple[int, list[Conversation]], list[str]]]:
+                for batch in batches:
+                    _say(progress, f"generate batch {batch[0] + 1}/{n_batches} ({len(batch[1])} answers, "
+                                   f"{max_new_tokens} new tokens)")
+                    yield batch, _generate_batch(max_new_tokens, batch_size, model, batch)
+
+            results = run_here()
+        else:
+            from ..sweep.distributed import RayWorkerError, ray_map
+
+            def stopped(batch: tuple[int, list[Conversation]], cause: str) -> RayWorkerError:
+                return RayWorkerError(f"Ray answer generation stopped at batch {batch[0] + 1}/{n_batches} "
+                                      f"({len(batch[1])} answers, {max_new_tokens} new tokens): {cause} (the answers "
+                                      "of finished batches are cached; fix the cause and rerun to generate the rest)")
+
+            _say(progress, f"generate {len(items)} answers in {n_batches} batches on Ray actors "
+                           f"({max_new_tokens} new tokens)")
+            results = ray_map(model, batches, functools.partial(_generate_batch, max_new_tokens, batch_size),
+                              fail=stopped, address=ray.address, num_actors=ray.num_actors, threads=ray.threads,
+                              model_loader=ray.model_loader)
+        bar = _bar(progress, len(items), "generate answers" + (" (Ray)" if ray is not None else ""), "answer")
         try:
-            for b in range(n_batches):
-                chunk = items[b * batch_size : (b + 1) * batch_size]
-                _say(progress, f"generate batch {b + 1}/{n_batches} ({len(chunk)} answers, {max_new_tokens} new tokens)")
-                replies = model.generate([msgs[k] for k, _ in chunk], system=None, max_new_tokens=max_new_tokens,
-                                         temperature=0.0, seed=0, batch_size=batch_size)
+            for (b, _), replies in results:  # this process is the one writer, whichever backend generates
+                chunk = chunks[b]
                 caches.gen.put({k: r for (k, _), r in zip(chunk, replies)})
+                if ray is not None:
+                    _say(progress, f"generated batch {b + 1}/{n_batches} on Ray ({len(chunk)} answers)")
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
+            results.close()  # a Ray run stops its actors here
             if bar is not None:
                 bar.close()
     return [caches.gen.get(k) or "" for k in keys]

@@ -20,7 +20,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -41,7 +41,8 @@ from .catalogue import (
     fact_conversations,
     fact_split,
 )
-from .compute import Layers, ProgressFn, _generate_cached, _progress_fn, _prompt_side, _rows_cached, _sites
+from .compute import (Layers, ProgressFn, _generate_cached, _progress_fn, _prompt_side, _ray_backend, _ray_connected,
+                      _rows_cached, _sites)
 from .quality import _quality_from
 from .registry import Budget, PersonaQuality, PersonaSpec, register_route
 from .store import CacheArg, _caches, _hash
@@ -249,6 +250,11 @@ def role_means(
     cache: CacheArg = True,
     progress: Union[bool, ProgressFn] = True,
     prompt_index: Optional[int] = None,
+    backend: str = "local",
+    address: Optional[str] = None,
+    num_actors: Optional[int] = None,
+    threads: Optional[int] = None,
+    model_loader: Optional[Callable[[], Any]] = None,
 ) -> RoleMeans:
     """Mean response activations per role (first ``n_prompts`` prompts × first ``n_questions`` questions).
 
@@ -260,7 +266,18 @@ def role_means(
     calls and overlapping role sets are fast). The default side (every default-assistant prompt on the
     same questions) is generated and recorded once and shared by all roles. All missing answers are
     generated in pooled batches of 16.
+
+    ``backend="ray"`` generates those batches on Ray actors that each hold a model replica (the same batches,
+    so the same greedy text; activations are then recorded here): ``address`` (``None``: an existing
+    ``ray.init`` or ``"auto"``; ``"local"``; ``"HOST:PORT"``), ``num_actors`` (default: the cluster's GPUs, or
+    CPUs ÷ ``threads``), ``threads`` (torch threads per CPU actor, default 1), ``model_loader`` (a picklable
+    zero-argument callable returning the replica; default: ``load_model`` with ``model.load_args``). This
+    process stays the one writer of the answer cache, so a rerun generates only what is missing. See
+    :mod:`persona_vectors.sweep.distributed`.
+
+    >>> rm = role_means(load_model(), backend="ray", address="auto")  # doctest: +SKIP  (whole catalogue)
     """
+    ray = _ray_backend(model, backend, address, num_actors, threads, model_loader)
     names = [get_role(r).name for r in (roles if roles is not None else [r.name for r in load_roles()])]
     if not names:
         raise DataError("no roles given; pass at least one role name")
@@ -278,7 +295,8 @@ def role_means(
     else:
         role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
     pairs = [(s, q) for s in base for q in qs] + [(s, q) for n in names for s in role_prompts[n] for q in qs]
-    _generate_cached(model, pairs, max_new_tokens=max_new_tokens, caches=caches, progress=pf)
+    with _ray_connected(ray):
+        _generate_cached(model, pairs, max_new_tokens=max_new_tokens, caches=caches, progress=pf, ray=ray)
     neg, _ = _prompt_side(model, base, qs, sites, max_new_tokens=max_new_tokens, caches=caches, progress=pf)
     default_mean = torch.stack([neg.mean(s) for s in sites])
     means, vectors, counts = {}, {}, {}
@@ -310,14 +328,21 @@ def assistant_axis(
     cache: CacheArg = True,
     progress: Union[bool, ProgressFn] = True,
     name: str = "assistant",
+    backend: str = "local",
+    address: Optional[str] = None,
+    num_actors: Optional[int] = None,
+    threads: Optional[int] = None,
+    model_loader: Optional[Callable[[], Any]] = None,
 ) -> PersonaVector:
     """The Assistant Axis: mean over default-assistant prompts minus the mean over roles of role means.
 
     Positive = toward the default assistant. ``roles=None`` uses the whole catalogue (see
-    :func:`role_means` for cost); :func:`get_persona_vector` uses :data:`AXIS_PANEL`.
+    :func:`role_means` for cost, and for ``backend="ray"`` and its options); :func:`get_persona_vector` uses
+    :data:`AXIS_PANEL`.
     """
     rm = role_means(model, roles, n_questions=n_questions, n_prompts=n_prompts, layers=layers,
-                    max_new_tokens=max_new_tokens, cache=cache, progress=progress)
+                    max_new_tokens=max_new_tokens, cache=cache, progress=progress, backend=backend,
+                    address=address, num_actors=num_actors, threads=threads, model_loader=model_loader)
     return rm.axis(name)
 
 
