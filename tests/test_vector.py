@@ -196,3 +196,22 @@ def test_atomic_file_keeps_previous_content_on_error(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "one"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_same_vector_saves_the_same_tensor_bytes_in_every_process(tmp_path):
+    """safetensors writes its header in a per-process hash order; the library canonicalises it, so the file and
+    its recorded ``tensor_sha256`` do not depend on the process that saved them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from persona_vectors import PersonaVector, Provenance, Site; "
+            "PersonaVector([Site(1), Site(2), Site(3)], torch.arange(12, dtype=torch.float32).reshape(3, 4), "
+            "Provenance('m', 'f', 4)).save(sys.argv[1])")
+    files = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"v{seed}"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        files.append((out / TENSOR_FILE).read_bytes())
+    assert files[0] == files[1] == files[2]
+    v = PersonaVector.load(tmp_path / "v1")
+    assert torch.equal(v.directions, torch.arange(12, dtype=torch.float32).reshape(3, 4))

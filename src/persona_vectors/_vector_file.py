@@ -120,13 +120,24 @@ def check_save_target(directory: str | os.PathLike[str], overwrite: bool | None 
     return target
 
 
+def _canonical_safetensors(raw: bytes) -> bytes:
+    """``raw`` with its JSON header re-written with sorted keys: safetensors writes the header's entries (and the
+    ``__metadata__`` map) in a per-process hash order, so the same tensors saved by two processes would differ in
+    bytes and in ``tensor_sha256``. The header stays padded to 8 bytes as the format asks; the data is unchanged."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
 def _encode(vec: Any) -> tuple[bytes, bytes]:
-    """The two files' bytes: (safetensors, json)."""
+    """The two files' bytes: (safetensors, json); the same vector gives the same bytes in every process."""
     from safetensors.torch import save as st_save
 
-    tensor = st_save({"directions": vec.directions.float().contiguous().cpu()},
+    tensor = _canonical_safetensors(st_save({"directions": vec.directions.float().contiguous().cpu()},
                      metadata={"format": "persona_vectors", "schema_version": str(SCHEMA_VERSION),
-                               "sites": ",".join(str(s) for s in vec.sites)})
+                               "sites": ",".join(str(s) for s in vec.sites)}))
     meta = {
         "schema_version": SCHEMA_VERSION,
         "sites": [str(s) for s in vec.sites],
