@@ -288,3 +288,18 @@ def test_smol_coherence_ranks_degenerate_text_low(smol):
     assert normal.score > rep.score and normal.score > rand.score
     assert is_coherent(normal) and not is_coherent(rep) and not is_coherent(rand)
     assert normal.perplexity < rand.perplexity
+
+
+def test_special_token_strings_follow_tokens_added_later():
+    """The special-token cache is keyed on the added tokens: a special token added after the first render is
+    seen at the next one (and a plain added token is not special)."""
+    from conftest import make_tiny_model
+
+    m = make_tiny_model()
+    before = m.special_token_strings()
+    assert "<|im_end|>" in before and "<pv_new>" not in before
+    m.tokenizer.add_tokens(["plainword"])
+    assert m.special_token_strings() == before
+    m.tokenizer.add_special_tokens({"additional_special_tokens": ["<pv_new>"]})
+    assert "<pv_new>" in m.special_token_strings()
+    assert m._has_special("say <pv_new> now")
