@@ -379,25 +379,47 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def figure(results: dict[str, Any], records: list[dict[str, Any]], config: dict[str, Any], path: Path) -> Any:
-    """Bits vs k, target and field, real and shuffled, with the mean ceiling."""
+    """Plan §4: bits vs k (target and field, real and shuffled; mean over scientists with a 95 % bootstrap band over
+    scientists; the mean ceiling dashed), and a strip of the out-of-context bits per finetune, real vs shuffled."""
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     from persona_vectors.plotting import write_html
+    from persona_vectors.stats import bootstrap_mean_ci
 
     ks = [k for k in config["config"]["plan"]["ks"]]
-    mc = results["mean_curve"]
-    fig = go.Figure()
+    xs = [str(k) for k in ks]
+    curve, mc = results["curve"], results["mean_curve"]
+    rng = np.random.default_rng(0)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
+                        subplot_titles=("in context: k coauthor names in the prompt",
+                                        "out of context: LoRA on the list"))
+    colours = {"target": "#1f77b4", "field": "#d62728"}
     for cond, dash in (("real", "solid"), ("shuffled", "dot")):
         for key, name in (("bits", "target"), ("group_bits", "field")):
-            ys = [mc.get(f"{k}|{cond}", {}).get(key) for k in ks]
-            fig.add_trace(go.Scatter(x=[max(k, 0.5) for k in ks], y=ys, mode="lines+markers",
-                                     name=f"{name}, {cond} names", line={"dash": dash}))
+            rows = [[curve[s].get(f"{k}|{cond}", {}).get(key, np.nan) for k in ks] for s in curve]
+            m, lo, hi = bootstrap_mean_ci(np.array(rows, dtype=float), rng, 2000)
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo)[::-1], fill="toself", hoverinfo="skip",
+                                     fillcolor=colours[name], opacity=0.12 if cond == "real" else 0.06,
+                                     line={"width": 0}, showlegend=False), 1, 1)
+            fig.add_trace(go.Scatter(x=xs, y=list(m), mode="lines+markers", name=f"{name}, {cond} names",
+                                     line={"dash": dash, "color": colours[name]}), 1, 1)
     ceil = [mc.get(f"{k}|real", {}).get("ceiling_bits") for k in ks]
-    fig.add_trace(go.Scatter(x=[max(k, 0.5) for k in ks], y=ceil, mode="lines", name="ceiling (target certain)",
-                             line={"dash": "dash", "color": "grey"}))
-    fig.update_layout(title="Identification in bits vs coauthor names in the prompt (k = 0 drawn at 0.5)",
-                      xaxis={"title": "coauthor names in the prompt", "type": "log"}, yaxis_title="bits",
-                      width=900, height=520)
+    fig.add_trace(go.Scatter(x=xs, y=ceil, mode="lines", name="ceiling (target certain)",
+                             line={"dash": "dash", "color": "grey"}), 1, 1)
+    fts = results["H3"]["finetunes"]
+    for cond, colour in (("real", "#1f77b4"), ("shuffled", "#7f7f7f")):
+        sel = [f for f in fts if f["condition"] == cond]
+        fig.add_trace(go.Scatter(x=[f["scientist"] for f in sel], y=[f["bits"] for f in sel], mode="markers",
+                                 name=f"finetune on {cond} list (target bits)", marker={"color": colour, "size": 9},
+                                 text=[f"seed {f['seed']}, top {f['top']}, field bits {f['group_bits']:+.2f}"
+                                       for f in sel]), 1, 2)
+    fig.add_hline(y=0, line={"color": "black", "width": 1}, row=1, col=2)
+    fig.update_xaxes(title_text="k (names)", type="category", row=1, col=1)
+    fig.update_yaxes(title_text="bits", row=1, col=1)
+    fig.update_yaxes(title_text="target bits vs the unfinetuned model", row=1, col=2)
+    fig.update_layout(title="Identification in bits from coauthor names (SmolLM2-135M; bands: 95 % over scientists)",
+                      width=1060, height=540, legend={"orientation": "h", "y": -0.2})
     return write_html(fig, path)
 
 
