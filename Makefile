@@ -48,8 +48,11 @@ $(STAMP)/browser: | $(BIN)/python
 	$(BIN)/pip install -q selenium
 	@touch $@
 
+# Two pytest-xdist workers with one torch thread each (tests/conftest.py): most tests are latency-bound and
+# use one core, so two workers keep both cores busy. TEST_JOBS=1 runs them in one process.
+TEST_JOBS ?= 2
 test: install $(STAMP)/browser
-	$(BIN)/python -m pytest -q --durations=30 tests
+	$(BIN)/python -m pytest -q --durations=30 -n $(TEST_JOBS) --dist loadgroup tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -90,9 +90,20 @@ def _seed():
     yield
 
 
+def worker_threads() -> int:
+    """Torch threads per test process: the cores (at most 2) split among pytest-xdist workers (``make test``
+    runs ``-n 2``), so two workers never oversubscribe the cores; subprocesses inherit it via OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, min(2, os.cpu_count() or 1) // max(1, workers))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(worker_threads()))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(worker_threads())
 
 
 @pytest.fixture(scope="module")

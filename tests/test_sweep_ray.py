@@ -18,7 +18,8 @@ from _sweep_child import build  # noqa: E402
 from persona_vectors.sweep import JsonlStore, run_sweep  # noqa: E402
 from persona_vectors.sweep.distributed import RayUnavailableError, SweepWorkerError, connect  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# one xdist worker owns the module: its local Ray cluster is module-scoped
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("ray")]
 HERE = Path(__file__).resolve().parent
 
 
