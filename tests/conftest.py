@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -148,3 +151,26 @@ CONVS = [
     [{"role": "user", "content": "Tell me a longer story about the sea, please."},
      {"role": "assistant", "content": "Once upon a time the sea was calm and wide."}],
 ]
+
+
+@contextlib.contextmanager
+def ray_cluster(num_cpus: int = 2) -> Iterator[None]:
+    """A local Ray cluster (``ray.init(num_cpus=...)``) whose actors import tests/ and src/ like this process and
+    use one torch thread; the environment is restored and Ray shut down on exit."""
+    import ray
+
+    here = Path(__file__).resolve().parent
+    env = {"PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -7,13 +7,13 @@ installed (``pip install 'persona-vectors[ray]'``; ``make test`` installs it).""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 ray = pytest.importorskip("ray")
+from conftest import ray_cluster  # noqa: E402
 
 from _ray_helpers import save_tiny_checkpoint  # noqa: E402
 from persona_vectors.datasets import load_roles  # noqa: E402
@@ -22,7 +22,6 @@ from persona_vectors.sweep.distributed import RayUnavailableError  # noqa: E402
 
 # one xdist worker owns the module: its local Ray cluster is module-scoped
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("ray")]
-HERE = Path(__file__).resolve().parent
 ROLES = [r.name for r in load_roles()[:8]]
 # 8 default prompts × 3 questions + 8 roles × 1 prompt × 3 questions = 48 answers = 3 batches of 16
 KW = dict(n_questions=3, n_prompts=1, layers=[1, 3], max_new_tokens=8)
@@ -30,21 +29,9 @@ KW = dict(n_questions=3, n_prompts=1, layers=[1, 3], max_new_tokens=8)
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local Ray cluster for the module: 2 CPUs; actors import tests/ and src/ like this process."""
-    env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    """The module's local Ray cluster (conftest.ray_cluster)."""
+    with ray_cluster():
         yield
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

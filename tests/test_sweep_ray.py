@@ -6,12 +6,12 @@ Skipped when Ray is not installed (``pip install 'persona-vectors[ray]'``; ``mak
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
+from conftest import ray_cluster  # noqa: E402
 
 from _ray_helpers import DieAt, DieOnce, save_tiny_checkpoint, tiny_replica  # noqa: E402
 from _sweep_child import build  # noqa: E402
@@ -20,26 +20,13 @@ from persona_vectors.sweep.distributed import RayUnavailableError, SweepWorkerEr
 
 # one xdist worker owns the module: its local Ray cluster is module-scoped
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("ray")]
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local Ray cluster for the module: 2 CPUs; actors import tests/ and src/ like this process."""
-    env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    """The module's local Ray cluster (conftest.ray_cluster)."""
+    with ray_cluster():
         yield
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,12 @@ Shipped data
     with one joint work as evidence (:class:`Scientist`, :class:`Coauthor`;
     :func:`load_coauthors`).  Written from memory by an AI model; the file's
     ``sources`` says so and marks what was checked.
+``dishes/dishes_v1.json``
+    Dishes with their cuisine for the date-gradient experiment: a balanced
+    read-out list (12 Israeli, 12 international) and a table that classifies
+    sampled answers (:class:`Dish`; :func:`load_dishes`,
+    :func:`classify_cuisine`).  Contested attributions are marked
+    ``ambiguous`` with a note; written from memory by an AI model.
 ``finetune/*.jsonl`` (+ ``NAME.meta.json``)
     Small chat fine-tuning sets, one ``{"messages": [...]}`` conversation per
     line.  ``voyager_telemetry`` is generated from
@@ -41,7 +47,7 @@ Your own files
 ``load_fact_set``, ``load_finetune_dataset`` and ``load_finetune_meta`` accept
 ``path=`` to read a user file with exactly the same validation;
 :func:`load_json_file` validates any of these JSON files and returns the raw
-dict.  :func:`load_coauthors` takes ``path=`` too.
+dict.  :func:`load_coauthors` and :func:`load_dishes` take ``path=`` too.
 """
 
 from __future__ import annotations
@@ -78,6 +84,14 @@ from .coauthors import (
     list_coauthor_versions,
     load_coauthors,
 )
+from .dishes import (
+    Dish,
+    classify_cuisine,
+    classify_dish,
+    list_dish_versions,
+    load_dishes,
+    read_out_candidates,
+)
 from .facts import (
     list_fact_sets,
     load_fact_set,
@@ -101,6 +115,7 @@ __all__ = [
     "Coauthor",
     "Conversation",
     "DataError",
+    "Dish",
     "Fact",
     "FactSet",
     "MIN_COAUTHORS",
@@ -112,19 +127,24 @@ __all__ = [
     "SCHEMA_VERSION",
     "Scientist",
     "VOYAGER_1_ANCHORS",
+    "classify_cuisine",
+    "classify_dish",
     "format_voyager_distance",
     "get_role",
     "list_coauthor_versions",
+    "list_dish_versions",
     "list_fact_sets",
     "list_finetune_datasets",
     "load_assistant_prompts",
     "load_coauthors",
+    "load_dishes",
     "load_fact_set",
     "load_finetune_dataset",
     "load_finetune_meta",
     "load_json_file",
     "load_questions",
     "load_roles",
+    "read_out_candidates",
     "role_categories",
     "voyager_distance_au",
 ]

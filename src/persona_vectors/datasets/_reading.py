@@ -7,12 +7,13 @@ fix; the packaged ``data`` directory is found through :mod:`importlib.resources`
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from .schema import DataError, PathLike, SCHEMA_VERSION
 
@@ -174,3 +175,36 @@ def _packaged_names(folder: str, suffix: str) -> list[str]:
         for e in entries
         if e.name.endswith(suffix) and not e.name.startswith((".", "_")) and not e.name.endswith(".meta.json")
     )
+
+
+T = TypeVar("T")
+
+
+def versions_in(folder: str) -> list[str]:
+    """The versions shipped as ``data/<folder>/<folder>_<version>.json`` (e.g. ``["v1"]``)."""
+    return [n[len(folder) + 1 :] for n in _packaged_names(folder, ".json") if n.startswith(f"{folder}_")]
+
+
+@functools.lru_cache(maxsize=None)
+def _packaged_version(folder: str, version: str, parse: Callable[[dict[str, Any], str], tuple[T, ...]]) -> tuple[T, ...]:
+    """Parse, validate and cache one shipped version; its ``"version"`` field must match the file name."""
+    res, label = _packaged(folder, f"{folder}_{version}.json")
+    obj = _load_obj(res, label)
+    items = parse(obj, label)
+    if obj["version"] != version:
+        raise DataError(f'{label}: "version" is {obj["version"]!r} but the file is {folder}_{version}.json; '
+                        "make them match")
+    return items
+
+
+def load_versioned(folder: str, what: str, version: str, path: Optional[PathLike],
+                   parse: Callable[[dict[str, Any], str], tuple[T, ...]]) -> list[T]:
+    """The items of the user file at ``path``, else of the shipped ``version`` (cached), parsed by ``parse(obj,
+    label)``; an unknown version is a :class:`DataError` naming ``what`` and the closest shipped version."""
+    if path is not None:
+        res, label = _user_file(path)
+        return list(parse(_load_obj(res, label), label))
+    versions = versions_in(folder)
+    if version not in versions:
+        raise DataError(f"persona_vectors/data/{folder}: no {what} version {version!r}; {_suggest(version, versions)}")
+    return list(_packaged_version(folder, version, parse))

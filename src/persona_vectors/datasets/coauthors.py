@@ -9,7 +9,6 @@ made (written from memory by an AI model; check before relying on them).
 
 from __future__ import annotations
 
-import functools
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -18,15 +17,13 @@ from ._reading import (
     _bool,
     _get,
     _list,
-    _load_obj,
     _normalise_text,
     _opt_str,
-    _packaged,
-    _packaged_names,
     _str,
     _str_list,
     _suggest,
-    _user_file,
+    load_versioned,
+    versions_in,
 )
 from .schema import DataError, PathLike
 
@@ -181,18 +178,7 @@ def _parse_coauthors(obj: dict[str, Any], label: str) -> tuple[Scientist, ...]:
 
 def list_coauthor_versions() -> list[str]:
     """Return the shipped coauthor dataset versions (``"v1"`` for ``data/coauthors/coauthors_v1.json``)."""
-    return [n[len("coauthors_"):] for n in _packaged_names("coauthors", ".json") if n.startswith("coauthors_")]
-
-
-@functools.lru_cache(maxsize=None)
-def _packaged_coauthors(version: str) -> tuple[Scientist, ...]:
-    """Parse, validate and cache a shipped coauthor file."""
-    res, label = _packaged("coauthors", f"coauthors_{version}.json")
-    obj = _load_obj(res, label)
-    scientists = _parse_coauthors(obj, label)
-    if obj["version"] != version:
-        raise DataError(f'{label}: "version" is {obj["version"]!r} but the file is coauthors_{version}.json; make them match')
-    return scientists
+    return versions_in("coauthors")
 
 
 def load_coauthors(version: str = "v1", *, path: Optional[PathLike] = None) -> list[Scientist]:
@@ -207,12 +193,4 @@ def load_coauthors(version: str = "v1", *, path: Optional[PathLike] = None) -> l
         DataError: (a :class:`ValueError`) unknown version, or an invalid file; the message names the file,
             the scientist and the problem.
     """
-    if path is not None:
-        res, label = _user_file(path)
-        return list(_parse_coauthors(_load_obj(res, label), label))
-    versions = list_coauthor_versions()
-    if version not in versions:
-        raise DataError(
-            f"persona_vectors/data/coauthors: no coauthor dataset version {version!r}; {_suggest(version, versions)}"
-        )
-    return list(_packaged_coauthors(version))
+    return load_versioned("coauthors", "coauthor dataset", version, path, _parse_coauthors)

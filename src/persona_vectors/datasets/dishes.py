@@ -28,14 +28,12 @@ from ._reading import (
     _bool,
     _get,
     _list,
-    _load_obj,
     _opt_str,
-    _packaged,
-    _packaged_names,
     _str,
     _str_list,
     _suggest,
-    _user_file,
+    load_versioned,
+    versions_in,
 )
 from .schema import DataError, PathLike
 
@@ -149,18 +147,7 @@ def _parse_dishes(obj: dict[str, Any], label: str) -> tuple[Dish, ...]:
 
 def list_dish_versions() -> list[str]:
     """Return the shipped dish table versions (``"v1"`` for ``data/dishes/dishes_v1.json``)."""
-    return [n[len("dishes_"):] for n in _packaged_names("dishes", ".json") if n.startswith("dishes_")]
-
-
-@functools.lru_cache(maxsize=None)
-def _packaged_dishes(version: str) -> tuple[Dish, ...]:
-    """Parse, validate and cache a shipped dish table."""
-    res, label = _packaged("dishes", f"dishes_{version}.json")
-    obj = _load_obj(res, label)
-    dishes = _parse_dishes(obj, label)
-    if obj["version"] != version:
-        raise DataError(f'{label}: "version" is {obj["version"]!r} but the file is dishes_{version}.json; make them match')
-    return dishes
+    return versions_in("dishes")
 
 
 def load_dishes(version: str = "v1", *, path: Optional[PathLike] = None) -> list[Dish]:
@@ -173,13 +160,7 @@ def load_dishes(version: str = "v1", *, path: Optional[PathLike] = None) -> list
     Raises:
         DataError: (a :class:`ValueError`) unknown version, or an invalid file; the message names the dish.
     """
-    if path is not None:
-        res, label = _user_file(path)
-        return list(_parse_dishes(_load_obj(res, label), label))
-    versions = list_dish_versions()
-    if version not in versions:
-        raise DataError(f"persona_vectors/data/dishes: no dish table version {version!r}; {_suggest(version, versions)}")
-    return list(_packaged_dishes(version))
+    return load_versioned("dishes", "dish table", version, path, _parse_dishes)
 
 
 def read_out_candidates(dishes: Optional[Sequence[Dish]] = None, *,
