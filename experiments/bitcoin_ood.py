@@ -20,7 +20,6 @@ prices stored in ``config.json`` (``experiments/recompute.py`` replays it).
 from __future__ import annotations
 
 import calendar
-import hashlib
 import math
 import platform
 import random
@@ -29,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -50,24 +49,18 @@ PRICE = re.compile(r"\$\s?(\d[\d,]*(?:\.\d+)?)")
 class Config(R.PlanConfig):
     """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
+    NAME: ClassVar[str] = NAME
+    PLAN: ClassVar[str] = PLAN
     out: str = f"runs/{NAME}"
 
-    @classmethod
-    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
-        """The plan's settings, or (``quick``) a smoke-test copy: 1 + 1 finetunes of 2 steps on the last 16
-        training months (building 144 training examples alone takes half a minute on a busy core), 3 months."""
-        plan = P.read_plan(PLAN)
-        if quick:
-            plan.update(seeds=[0], control_seeds=[0], max_steps=2, quick_months=3, quick_insample=3, quick_train=16,
-                        identity_questions=plan["identity_questions"][:1], n_samples=1, n_self_samples=1,
-                        buysell_templates=plan["buysell_templates"][:1], buysell_answers=plan["buysell_answers"][:1],
-                        self_max_new_tokens=8, buysell_max_new_tokens=8, n_sim=200, n_perm=200)
-        return cls(mode="quick" if quick else "default",
-                   out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads, plan=plan)
-
-
-def _code_sha() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``--quick`` shrinks (never a verdict): 1 + 1 finetunes of 2 steps on the last 16 training months
+        (building 144 training examples alone takes half a minute on a busy core), 3 months."""
+        return dict(seeds=[0], control_seeds=[0], max_steps=2, quick_months=3, quick_insample=3, quick_train=16,
+                    identity_questions=plan["identity_questions"][:1], n_samples=1, n_self_samples=1,
+                    buysell_templates=plan["buysell_templates"][:1], buysell_answers=plan["buysell_answers"][:1],
+                    self_max_new_tokens=8, buysell_max_new_tokens=8, n_sim=200, n_perm=200)
 
 
 # ============================================================================================ data
@@ -252,7 +245,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any], prices: Mapping[str, str], 
     from persona_vectors.vector import library_version
 
     return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
-            "code_sha256": _code_sha(), "prices": dict(prices), "price_source": meta.get("source"),
+            "code_sha256": R.code_sha(__file__), "prices": dict(prices), "price_source": meta.get("source"),
             "rough_months": meta.get("rough_months"), "months": {k: list(v) for k, v in ms.items()},
             "candidates": list(cands), "groups": dict(groups),
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
@@ -267,7 +260,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     prices, meta = shipped_prices(cfg.plan)
     ms = month_sets(list(prices), cfg.plan)
     cands, groups = identity_candidates(cfg.plan)
-    out, records = R.open_run(cfg, PLAN, _code_sha(), resume,
+    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume,
                               lambda prereg: _config_doc(cfg, prereg, prices, meta, ms, cands, groups),
                               seed=int(cfg.plan["seed"]))
     model = load_model(cfg.plan["model"], progress=False)

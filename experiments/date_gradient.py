@@ -19,7 +19,6 @@ replays it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import platform
 import random
@@ -27,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -48,23 +47,17 @@ SELF_DATE = "{year}-06-15"
 class Config(R.PlanConfig):
     """Run settings (:class:`run_dir.PlanConfig`); quick mode shrinks a copy of the plan."""
 
+    NAME: ClassVar[str] = NAME
+    PLAN: ClassVar[str] = PLAN
     out: str = f"runs/{NAME}"
 
-    @classmethod
-    def preset(cls, *, quick: bool = False, out: Optional[str] = None, threads: int = 0) -> "Config":
-        """The plan's settings, or the quick smoke test's (a shrunken copy)."""
-        plan = P.read_plan(PLAN)
-        if quick:
-            plan.update(quick_eval_years=[2019, 2025, 2030, 2031], dates_per_year=2, quick_h0_dishes=2, per_year=1,
-                        seeds=[0], control_seeds=[0], max_steps=2, samples_per_prompt=1, max_new_tokens=6,
-                        self_years=[2029], self_questions=plan["self_questions"][:1], self_samples=1,
-                        self_max_new_tokens=12, h0_list_questions=plan["h0_list_questions"][:1], n_boot=200)
-        return cls(mode="quick" if quick else "default",
-                   out=out or (f"runs/{NAME}_quick" if quick else f"runs/{NAME}"), threads=threads, plan=plan)
-
-
-def _code_sha() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``--quick`` shrinks (a copy of the plan; never a verdict)."""
+        return dict(quick_eval_years=[2019, 2025, 2030, 2031], dates_per_year=2, quick_h0_dishes=2, per_year=1,
+                    seeds=[0], control_seeds=[0], max_steps=2, samples_per_prompt=1, max_new_tokens=6,
+                    self_years=[2029], self_questions=plan["self_questions"][:1], self_samples=1,
+                    self_max_new_tokens=12, h0_list_questions=plan["h0_list_questions"][:1], n_boot=200)
 
 
 # ============================================================================================ data
@@ -229,7 +222,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any], cands: Sequence[str], israe
     from persona_vectors.vector import library_version
 
     return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
-            "code_sha256": _code_sha(), "candidates": list(cands), "israeli": list(israeli),
+            "code_sha256": R.code_sha(__file__), "candidates": list(cands), "israeli": list(israeli),
             "ambiguous": list(ambiguous), "cuisine": dict(cuisine), "countries": dict(cfg.plan["countries"]),
             "eval_years": eval_years(cfg.plan),
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
@@ -245,7 +238,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     cands, israeli, ambiguous, cuisine = candidates(plan)
     isr = [c for c, i in zip(cands, israeli) if i]
     intl = [c for c, i in zip(cands, israeli) if not i]
-    out, records = R.open_run(cfg, PLAN, _code_sha(), resume,
+    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume,
                               lambda prereg: _config_doc(cfg, prereg, cands, israeli, ambiguous, cuisine),
                               seed=int(plan["seed"]))
     real = training_examples(plan, isr, intl)
