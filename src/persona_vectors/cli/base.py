@@ -120,3 +120,17 @@ def load_model_arg(model: Optional[str], device: str = "cpu", allow_download: bo
     except ModelLoadError as err:
         fail(str(err).replace("allow_download=True (CLI: --allow-download)",
                               f"--allow-download (or set {ALLOW_DOWNLOAD_ENV}=1)"))
+
+
+def ray_options(what: str) -> tuple[Any, Any, Any]:
+    """The ``--ray [ADDRESS]``, ``--actors`` and ``--actor-threads`` options shared by ``sweep`` and ``map``
+    (``what``: the work the actors do, e.g. "Shard the batches over Ray actors")."""
+    return (
+        typer.Option(None, "--ray", metavar="[ADDRESS]",
+                     help=f"{what}, one model replica each: a cluster's HOST:PORT, 'auto' (or nothing) for RAY_ADDRESS "
+                     "or the one running here, or 'local' to start one for this run (needs persona-vectors[ray])"),
+        typer.Option(None, "--actors", min=1, help="With --ray: number of actors (default: the cluster's GPUs, or its "
+                     "CPUs / --actor-threads)"),
+        typer.Option(1, "--actor-threads", min=1, help="With --ray: torch threads per CPU actor"),
+    )
+

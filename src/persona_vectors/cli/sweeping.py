@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from . import base
-from .base import app, emit_json, friendly
+from .base import app, emit_json, friendly, ray_options
 
 
 def bare_ray_flag(argv: list[str]) -> list[str]:
@@ -30,6 +30,9 @@ def bare_ray_flag(argv: list[str]) -> list[str]:
     return out
 
 
+_SWEEP_RAY = ray_options("Shard the batches over Ray actors")
+
+
 @app.command("sweep")
 @friendly
 def sweep_command(
@@ -40,14 +43,9 @@ def sweep_command(
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
                                         "(default: offline, the HF cache only)"),
-    ray_address: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
-                                              help="Shard the batches over Ray actors, one model replica each: a "
-                                              "cluster's HOST:PORT, 'auto' (or nothing) for RAY_ADDRESS or the one "
-                                              "running here, or 'local' to start one for this sweep (needs "
-                                              "persona-vectors[ray])"),
-    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="With --ray: number of actors (default: the "
-                                         "cluster's GPUs, or its CPUs / --actor-threads)"),
-    actor_threads: int = typer.Option(1, "--actor-threads", min=1, help="With --ray: torch threads per CPU actor"),
+    ray_address: Optional[str] = _SWEEP_RAY[0],
+    actors: Optional[int] = _SWEEP_RAY[1],
+    actor_threads: int = _SWEEP_RAY[2],
 ) -> None:
     """Run (or resume) a steering sweep from a TOML config; rows stream to a crash-safe JSONL file.
 

@@ -12,7 +12,10 @@ from typing import Any, Optional
 import typer
 
 from . import base
-from .base import app, check_output_file, emit_json, fail, friendly
+from .base import app, check_output_file, emit_json, fail, friendly, ray_options
+
+
+_MAP_RAY = ray_options("Generate the missing answers on Ray actors")
 
 
 @app.command("personas")
@@ -128,14 +131,9 @@ def map_command(
     allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
                                         "(default: offline, the HF cache only)"),
     dims: int = typer.Option(2, "--dims", help="2 or 3"),
-    ray_address: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
-                                              help="Generate the missing answers on Ray actors, one model replica "
-                                              "each: a cluster's HOST:PORT, 'auto' (or nothing) for RAY_ADDRESS or "
-                                              "the one running here, or 'local' to start one for this run (needs "
-                                              "persona-vectors[ray])"),
-    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="With --ray: number of actors (default: the "
-                                         "cluster's GPUs, or its CPUs / --actor-threads)"),
-    actor_threads: int = typer.Option(1, "--actor-threads", min=1, help="With --ray: torch threads per CPU actor"),
+    ray_address: Optional[str] = _MAP_RAY[0],
+    actors: Optional[int] = _MAP_RAY[1],
+    actor_threads: int = _MAP_RAY[2],
 ) -> None:
     """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file.
 
