@@ -425,11 +425,7 @@ def figure(results: dict[str, Any], records: list[dict[str, Any]], config: dict[
 
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json, report.md and the figure from the run directory."""
-    def headline(r: Mapping[str, Any]) -> str:
-        v = r.get("verdicts")
-        return ", ".join(f"{h} {w}" for h, w in v.items()) if v else "NO VERDICT (quick)"
-
-    return R.write_report(out, NAME, summarize, render, headline=headline, figures=[("coauthors.html", figure)])
+    return R.write_report(out, NAME, summarize, render, headline=R.verdicts_headline, figures=[("coauthors.html", figure)])
 
 
 def main(argv: Optional[list[str]] = None) -> Any:

@@ -103,6 +103,12 @@ def save_config(out: Path, config: dict[str, Any], old: Optional[Mapping[str, An
     RC.write_json(out / RC.CONFIG, config)
 
 
+def verdicts_headline(results: Mapping[str, Any]) -> str:
+    """"H1 SUPPORTED, H2 …" from ``results["verdicts"]`` (a quick run has none: "NO VERDICT (quick)")."""
+    v = results.get("verdicts")
+    return ", ".join(f"{h} {w}" for h, w in v.items()) if v else "NO VERDICT (quick)"
+
+
 def write_report(out: str | Path, name: str, summarize: Callable[..., Any], render: Callable[..., str], *,
                  figures: Sequence[tuple[str, Figure]] = (), headline: Callable[[Mapping[str, Any]], str] = lambda r: "",
                  ) -> dict[str, Any]:
