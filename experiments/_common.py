@@ -278,8 +278,9 @@ def clip(text: str, n: int = 160) -> str:
 def set_threads(n: int) -> int:
     """Set torch's CPU threads; ``n <= 0`` picks 2, or 1 when the 1-minute load average exceeds the cores.
 
-    (Logits of the embedded model are bitwise identical with 1 and 2 threads on these machines, so the choice
-    changes speed, not results.)
+    The choice changes speed and, in the last digits, results: 1 and 2 threads reduce in different orders,
+    so some probabilities differ around the 6th decimal (persona_arithmetic's quick run). Pass an explicit
+    ``n`` wherever two runs must be byte-identical.
     """
     if n <= 0:
         cores = os.cpu_count() or 1
