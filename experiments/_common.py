@@ -291,12 +291,13 @@ def set_threads(n: int) -> int:
 
 
 def load(cfg: Any) -> Any:
-    """Set threads and load the embedded model."""
+    """Set threads and load ``cfg.model`` (a name or path; the embedded default model when absent or empty)."""
     set_threads(int(getattr(cfg, "threads", 0)))
     from persona_vectors import load_model
 
     t = time.perf_counter()
-    model = load_model(progress=False)
+    name = getattr(cfg, "model", "") or None
+    model = load_model(name, progress=False) if name else load_model(progress=False)
     say(f"model {model.info.model_id} ({model.info.fingerprint}) loaded in {time.perf_counter() - t:.1f}s")
     return model
 

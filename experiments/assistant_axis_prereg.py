@@ -91,6 +91,7 @@ class Config:
     alpha_test: float = 0.05
     hand_check_margin: float = 0.10
     batch_size: int = 48
+    model: str = ""  # "": the embedded default model; otherwise a name or path for load_model
     deviations: list[str] = field(default_factory=list)
 
     @classmethod
@@ -186,8 +187,13 @@ def plan_generations(cfg: Config, cal: Mapping[str, Mapping[str, Any]], question
     return out
 
 
-def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
-    """All stages (see the module docstring); returns the results."""
+def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] = None, experiment: str = NAME,
+        report_fn: Optional[Any] = None) -> dict[str, Any]:
+    """All stages (see the module docstring); returns the results.
+
+    ``prereg`` (the governing plan's :func:`plan_commit`; default this script's plan), ``experiment`` (the name
+    ``recompute.py`` finds the module by) and ``report_fn`` (default :func:`report`) let another pre-registered
+    script run this design on other settings (``cross_model_ghost_angel.py``: the base model)."""
     import torch
 
     from persona_vectors import calibrate_alpha, steer
@@ -197,7 +203,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    prereg = plan_commit()
+    prereg = prereg or plan_commit()
     P.require_committed(prereg, cfg.mode)
     records = RC.Records(out / RC.RECORDS, fresh=not resume)
     t0 = time.perf_counter()
@@ -206,7 +212,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     C.say(f"{len(questions)} questions; building directions")
     dirs = build_directions(model, cfg)
     by_id = {d["id"]: d for d in dirs}
-    config = _config_doc(cfg, model, prereg, dirs, questions)
+    config = {**_config_doc(cfg, model, prereg, dirs, questions), "experiment": experiment}
     RC.write_json(out / RC.CONFIG, config)
 
     # 1. calibration
@@ -267,7 +273,7 @@ def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
         C.say(f"scored {min(i + 256, len(todo))}/{len(todo)}")
     config["timings_s"] = {"total_this_session": round(time.perf_counter() - t0, 1)}
     RC.write_json(out / RC.CONFIG, config)
-    return report(out)
+    return (report_fn or report)(out)
 
 
 def _config_doc(cfg: Config, model: Any, prereg: dict[str, Any], dirs: list[dict[str, Any]],
