@@ -1,7 +1,10 @@
 """Pre-registered cross-model replication of persona geometry: SmolLM2-135M-Instruct vs Gemma 3 270M (base).
 
-    python experiments/cross_model.py [--quick] [--resume] [--out DIR] [--threads N]
-    python experiments/cross_model.py --report-only [--out DIR]
+    python experiments/cross_model.py [--rerun2] [--quick] [--resume] [--out DIR] [--threads N]
+    python experiments/cross_model.py [--rerun2] --report-only [--out DIR]
+
+``--rerun2`` runs ``experiments/prereg/cross_model_rerun2.md`` (six questions; the question split-half
+reliabilities of the axis projections and of PC1, descriptive) into ``runs/cross_model_rerun2``.
 
 The plan is ``experiments/prereg/cross_model.md``, committed before the run: every number comes from its TOML
 block, the plan's commit is recorded (a default run refuses an uncommitted or edited plan) and the verdict is
@@ -53,6 +56,21 @@ class Config(R.PlanConfig):
     out: str = f"runs/{NAME}"
 
 
+@dataclass
+class Rerun2(Config):
+    """Rerun 2 (``experiments/prereg/cross_model_rerun2.md``): six questions and the question split-half
+    measures; ``--quick`` keeps two questions (one per half)."""
+
+    NAME: ClassVar[str] = "cross_model_rerun2"
+    PLAN: ClassVar[str] = "experiments/prereg/cross_model_rerun2.md"
+    out: str = "runs/cross_model_rerun2"
+
+    @staticmethod
+    def shrink(plan: Mapping[str, Any]) -> dict[str, Any]:
+        """Quick: questions 1-2, one per half."""
+        return {"questions": [0, 2], "halves": [[0, 1], [1, 2]]}
+
+
 # ============================================================================================ measurement
 def _roles(quick: bool) -> list[str]:
     from persona_vectors.datasets.catalogue import load_roles
@@ -77,7 +95,7 @@ def measure_model(name: str, cfg: Config) -> tuple[list[dict[str, Any]], dict[st
     model = load_model(name, progress=False)
     t_load = time.perf_counter() - t0
     q0, q1 = p["questions"]
-    qs = extraction_questions()[q0 : (q0 + 1 if quick else q1)]
+    qs = extraction_questions()[q0 : (q0 + 1 if quick and "halves" not in p else q1)]
     k = p["models"].index(name)
     layers: Any = [p["primary_pair"][k]] if quick else "all"
     roles = _roles(quick)
@@ -90,6 +108,13 @@ def measure_model(name: str, cfg: Config) -> tuple[list[dict[str, Any]], dict[st
                               max_new_tokens=int(p["max_new_tokens"]), prompt_index=j, progress=False))
         C.say(f"{name}: prompt {j + 1} role means in {time.perf_counter() - t:.0f} s")
     names = list(rms[0].means)
+    halves = []  # rerun 2: [half][prompt] role means on each half of the questions
+    for h0, h1 in p.get("halves", []):
+        t = time.perf_counter()
+        halves.append([role_means(model, roles, questions=extraction_questions()[h0:h1], n_questions=None,
+                                  layers=layers, max_new_tokens=int(p["max_new_tokens"]), prompt_index=j,
+                                  progress=False) for j in range(int(p["n_prompts"]))])
+        C.say(f"{name}: questions {h0 + 1}-{h1} role means in {time.perf_counter() - t:.0f} s")
     rows = []
     for li, site in enumerate(rms[0].sites):
         default = rms[0].default_mean[li].double()
@@ -105,6 +130,8 @@ def measure_model(name: str, cfg: Config) -> tuple[list[dict[str, Any]], dict[st
                      "evr": [float(x) for x in space.explained_variance_ratio_],
                      "cos_pc1_axis": float(comp @ u.numpy()), "axis_norm": float(axis.norm()),
                      "default_norm": float(rms[0].default_mean_norm.get(site, float("nan")))})
+        if halves:
+            rows[-1].update(_half_measures(halves, names, li, int(p["n_components"])))
     samples = {}
     for n in names[:: max(1, len(names) // 8)][:8]:
         samples[n] = rms[0].vectors[n].provenance.extra.get("sample_response", "")
@@ -116,13 +143,31 @@ def measure_model(name: str, cfg: Config) -> tuple[list[dict[str, Any]], dict[st
     return rows, info
 
 
+def _half_measures(halves: Sequence[Sequence[Any]], names: list[str], li: int, n_components: int) -> dict[str, Any]:
+    """Per question half (prompts pooled): every role's projection on that half's own axis and its PC1 coordinate."""
+    import torch
+
+    from persona_vectors import PersonaSpace
+
+    proj, pc1 = [], []
+    for rms in halves:
+        per = [torch.stack([rm.means[n][li] for n in names]).double() - rm.default_mean[li].double() for rm in rms]
+        pooled = torch.stack(per).mean(0)
+        axis = -pooled.mean(0)
+        proj.append((pooled @ (axis / axis.norm())).tolist())
+        space = PersonaSpace(n_components=n_components).fit(pooled.numpy(), names=names, anchor=axis.numpy())
+        pc1.append([float(c) for c in space.coords_[:, 0]])
+    return {"proj_half": proj, "pc1_half": pc1}
+
+
 def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from persona_vectors.datasets.catalogue import load_roles
     from persona_vectors.vector import library_version
 
-    return {"experiment": NAME, "config": asdict(cfg), "prereg": prereg, "library_version": library_version(),
+    return {"experiment": NAME, "name": cfg.NAME, "config": asdict(cfg), "prereg": prereg,
+            "library_version": library_version(),
             "code_sha256": R.code_sha(__file__), "categories": {r.name: r.category for r in load_roles()},
             "sessions": [{"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads()}],
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
@@ -131,7 +176,7 @@ def _config_doc(cfg: Config, prereg: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: Config, resume: bool = False) -> dict[str, Any]:
     """Measure both models (resumable per model), then write the results and the report."""
-    out, records = R.open_run(cfg, PLAN, R.code_sha(__file__), resume, lambda prereg: _config_doc(cfg, prereg))
+    out, records = R.open_run(cfg, cfg.PLAN, R.code_sha(__file__), resume, lambda prereg: _config_doc(cfg, prereg))
     done = {r["model"] for r in RC.of_kind(records.rows, "model")}
     for name in cfg.plan["models"]:
         if name in done:
@@ -262,6 +307,19 @@ def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str
         out["verdict"] = {"word": "NO VERDICT (quick run)" if quick else verdict(prim["rho_axis"], prim["reliability"], p),
                           "pair": prim["pair"]}
     out["samples"] = {m: info[m]["samples"] for m in models if m in info}
+    if "halves" in p:  # rerun 2: the question split-half reliabilities, every layer of each model (descriptive)
+        out["halves"] = {}
+        for k, m in enumerate(models):
+            rows = sorted((r for (mm, _), r in layer.items() if mm == m and "proj_half" in r), key=lambda r: r["layer"])
+            out["halves"][m] = []
+            for r in rows:
+                idx = _boot_idx(len(r["roles"]), n_boot, seed + 400 + 50 * k + r["layer"])
+                pc1 = boot_spearman(r["pc1_half"][0], r["pc1_half"][1], idx, level)
+                if pc1["est"] < 0:  # PC1's sign is arbitrary per fit: compare unsigned, as benchmark P11 does
+                    pc1 = {"est": -pc1["est"], "lo": -pc1["hi"], "hi": -pc1["lo"]}
+                out["halves"][m].append({"layer": r["layer"], "depth": r["layer"] / (r["n_layers"] - 1),
+                                         "rho_half": boot_spearman(r["proj_half"][0], r["proj_half"][1], idx, level),
+                                         "rho_half_pc1": pc1})
     return out
 
 
@@ -275,8 +333,9 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
     cfg, pre = config["config"], config["prereg"]
     p = cfg["plan"]
     models = list(p["models"])
-    L = [f"# Cross-model persona geometry, pre-registered run 1 ({cfg['mode']} run)", ""]
-    L.append(f"Plan: [`{PLAN}`](../{PLAN}) at commit `{(pre['commit'] or 'uncommitted')[:12]}` (sha256 "
+    which = "rerun 2" if config.get("name") == "cross_model_rerun2" else "run 1"
+    L = [f"# Cross-model persona geometry, pre-registered {which} ({cfg['mode']} run)", ""]
+    L.append(f"Plan: [`{pre['path']}`](../{pre['path']}) at commit `{(pre['commit'] or 'uncommitted')[:12]}` (sha256 "
              f"{pre['sha256'][:12]}). Code sha256 {config['code_sha256'][:12]}.")
     for m, i in results["models"].items():
         L.append(f"- {m}: {i['model_id']} ({i['fingerprint']}), {i['n_layers']} layers, d_model {i['d_model']}; "
@@ -308,6 +367,21 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
               "", f"Spearman over the {len(t)} category means: {results['category_rho']:+.2f}. Order, most "
               "role-like (far from the assistant) first: "
               + "; ".join(f"{m}: {' < '.join(results['category_rank'][m])}" for m in models) + "."]
+    if results.get("halves"):
+        L += ["", "## Question split-half reliability (descriptive, rerun 2)", "",
+              f"Questions {p['halves'][0][0] + 1}–{p['halves'][0][1]} vs {p['halves'][1][0] + 1}–{p['halves'][1][1]}, "
+              "prompts pooled, each half with its own axis and PCA; Spearman over roles (PC1 unsigned), bootstrap "
+              "over roles. Compare with the prompt-1 vs prompt-2 reliability above: whichever is lower names the "
+              "larger source of noise.", ""]
+        for m, rows in results["halves"].items():
+            L += [f"- {m}, axis projections: " + ", ".join(f"L{r['layer']} {r['rho_half']['est']:+.2f}" for r in rows),
+                  f"- {m}, PC1 coordinates (|ρ|): " + ", ".join(f"L{r['layer']} {r['rho_half_pc1']['est']:.2f}" for r in rows)]
+        prim = results.get("verdict", {}).get("pair")
+        if prim:
+            for m, lay in zip(results["halves"], prim):
+                r = next((x for x in results["halves"][m] if x["layer"] == lay), None)
+                if r:
+                    L.append(f"- primary layer {lay} of {m}: axis {_iv(r['rho_half'])}, PC1 {_iv(r['rho_half_pc1'])}.")
     L += ["", "## PC1 variance share and cos(PC1, axis) per layer", ""]
     for m in models:
         rows = results["pc1_by_layer"].get(m, [])
@@ -356,13 +430,17 @@ def figure(results: dict[str, Any], records: list[dict[str, Any]], config: dict[
 
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json, report.md and the figure from the run directory."""
-    return R.write_report(out, NAME, summarize, render, figures=[("geometry.html", figure)],
+    name = RC.read_json(Path(out) / RC.CONFIG).get("name", NAME)
+    return R.write_report(out, name, summarize, render, figures=[("geometry.html", figure)],
                           headline=lambda r: str((r.get("verdict") or {}).get("word")))
 
 
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    return R.main(argv, __doc__, Config.preset, run, report,
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rerun2 = "--rerun2" in argv
+    argv = [a for a in argv if a != "--rerun2"]
+    return R.main(argv, __doc__, (Rerun2 if rerun2 else Config).preset, run, report,
                   resume_help="continue a run in --out (models already measured are kept)")
 
 
