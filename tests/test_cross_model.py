@@ -78,3 +78,30 @@ def test_summary_is_deterministic_and_categories_are_reported() -> None:
     assert a == b
     assert set(a["categories"]) == set(CATS) and all(a["categories"][c]["n"] == 20 for c in CATS)
     assert -1 <= a["category_rho"] <= 1
+
+
+def test_rerun2_plan_and_question_halves_are_reported_and_pc1_is_unsigned() -> None:
+    plan2 = X.P.read_plan(X.Rerun2.PLAN)
+    assert plan2["questions"] == [0, 6] and plan2["halves"] == [[0, 3], [3, 6]]
+    assert {k: v for k, v in plan2.items() if k not in ("questions", "halves", "full_ghost_angel")} == \
+        {k: v for k, v in PLAN.items() if k not in ("questions", "halves", "full_ghost_angel")}  # run 1's rule
+    q = X.Rerun2.preset(quick=True)
+    assert q.plan["halves"] == [[0, 1], [1, 2]] and q.out == "runs/cross_model_rerun2_quick"
+    recs, config = _records(0.8, 0.9)
+    rng = np.random.default_rng(5)
+    for r in recs:
+        if r["kind"] == "layer":
+            base = np.asarray(r["proj"])
+            halves = [base + 0.3 * rng.normal(size=len(base)) for _ in range(2)]
+            r["proj_half"] = [h.tolist() for h in halves]
+            r["pc1_half"] = [halves[0].tolist(), (-halves[1]).tolist()]  # a flipped PC1 sign on one half
+    config = {**config, "name": "cross_model_rerun2", "config": {**config["config"], "plan": {**PLAN, **plan2}}}
+    res = X.RC.roundtrip(X.summarize(recs, config))
+    for m, rows in res["halves"].items():
+        assert len(rows) == 4
+        for r in rows:
+            assert r["rho_half"]["est"] > 0.6 and r["rho_half_pc1"]["est"] == pytest.approx(r["rho_half"]["est"])
+            assert r["rho_half_pc1"]["lo"] <= r["rho_half_pc1"]["est"] <= r["rho_half_pc1"]["hi"]
+    text = X.render(res, config)
+    assert "rerun 2" in text and "split-half" in text
+    assert "split-half" not in X.render(X.RC.roundtrip(X.summarize(*_records(0.8, 0.9))), _records(0.8, 0.9)[1])
