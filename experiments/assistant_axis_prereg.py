@@ -364,36 +364,40 @@ def hand_check_sample(records: Sequence[Mapping[str, Any]], config: Mapping[str,
     return out
 
 
-def export_hand_check(out: Path, dest: Path) -> int:
-    """Write the sample's texts, shuffled, as ``{"id", "text"}`` lines (no condition: the reader is blind)."""
+def export_hand_check(out: Path, dest: Path, *, sample: Optional[Any] = None, shuffle_seed: int = 5) -> int:
+    """Write the sample's texts, shuffled, as ``{"id", "text"}`` lines (no condition: the reader is blind).
+
+    ``sample(records, config)`` picks the texts (default :func:`hand_check_sample`)."""
     config, records = RC.read_json(out / RC.CONFIG), RC.read_records(out / RC.RECORDS)
-    sample = hand_check_sample(records, config)
-    items = sorted({text_id(g["text"]): g["text"] for g in sample}.items())
-    random.Random(5).shuffle(items)
+    chosen = (sample or hand_check_sample)(records, config)
+    items = sorted({text_id(g["text"]): g["text"] for g in chosen}.items())
+    random.Random(shuffle_seed).shuffle(items)
     dest.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in items),
                     encoding="utf-8")
     return len(items)
 
 
-def import_hand_labels(out: Path, src: Path, labeller: str) -> int:
-    """Append a reader's labels (``{"id", "label"}`` lines) as ``hand_label`` records, then rebuild the report."""
+def import_hand_labels(out: Path, src: Path, labeller: str, *, sample: Optional[Any] = None,
+                       report_fn: Optional[Any] = None) -> int:
+    """Append a reader's labels (``{"id", "label"}`` lines) as ``hand_label`` records, then rebuild the report
+    (``report_fn``, default :func:`report`). Every id must be in ``sample`` (default :func:`hand_check_sample`)."""
     from persona_vectors.judge import LABELS
 
     records = RC.read_records(out / RC.RECORDS)
-    known = {text_id(g["text"]) for g in hand_check_sample(records, RC.read_json(out / RC.CONFIG))}
+    known = {text_id(g["text"]) for g in (sample or hand_check_sample)(records, RC.read_json(out / RC.CONFIG))}
     rows = []
     for i, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         r = json.loads(line)
         if r.get("id") not in known:
-            raise SystemExit(f"{src}:{i}: id {r.get('id')!r} is not in this run's hand-check sample")
+            raise SystemExit(f"{src}:{i}: id {r.get('id')!r} is not in this run's blind sample")
         if r.get("label") not in LABELS:
             raise SystemExit(f"{src}:{i}: label {r.get('label')!r} is not one of {', '.join(LABELS)}")
         rows.append({"kind": "hand_label", "id": r["id"], "label": r["label"], "labeller": labeller,
                      "note": str(r.get("note") or "")})
     RC.Records(out / RC.RECORDS, fresh=False).write(rows)
-    report(out)
+    (report_fn or report)(out)
     return len(rows)
 
 

@@ -111,34 +111,12 @@ def reader_sample(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any
 
 def export_blind(out: Path, dest: Path) -> int:
     """Write the reader sample's texts, shuffled, as ``{"id", "text"}`` lines (no condition: the reader is blind)."""
-    config, records = RC.read_json(out / RC.CONFIG), RC.read_records(out / RC.RECORDS)
-    items = sorted({text_id(g["text"]): g["text"] for g in reader_sample(records, config)}.items())
-    random.Random(7).shuffle(items)
-    dest.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in items),
-                    encoding="utf-8")
-    return len(items)
+    return A.export_hand_check(out, dest, sample=reader_sample, shuffle_seed=7)
 
 
 def import_labels(out: Path, src: Path, labeller: str) -> int:
     """Append a reader's labels (``{"id", "label"}`` lines) as ``hand_label`` records, then rebuild the report."""
-    from persona_vectors.judge import LABELS
-
-    records = RC.read_records(out / RC.RECORDS)
-    known = {text_id(g["text"]) for g in reader_sample(records, RC.read_json(out / RC.CONFIG))}
-    rows = []
-    for i, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if r.get("id") not in known:
-            raise SystemExit(f"{src}:{i}: id {r.get('id')!r} is not in this run's blind sample")
-        if r.get("label") not in LABELS:
-            raise SystemExit(f"{src}:{i}: label {r.get('label')!r} is not one of {', '.join(LABELS)}")
-        rows.append({"kind": "hand_label", "id": r["id"], "label": r["label"], "labeller": labeller,
-                     "note": str(r.get("note") or "")})
-    RC.Records(out / RC.RECORDS, fresh=False).write(rows)
-    report(out)
-    return len(rows)
+    return A.import_hand_labels(out, src, labeller, sample=reader_sample, report_fn=report)
 
 
 # ============================================================================================ analysis
