@@ -25,7 +25,6 @@ file of all 240, shuffled, is labelled once (``--export-blind`` / ``--import-lab
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
