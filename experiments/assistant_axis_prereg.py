@@ -378,9 +378,10 @@ def export_hand_check(out: Path, dest: Path, *, sample: Optional[Any] = None, sh
 
 
 def import_hand_labels(out: Path, src: Path, labeller: str, *, sample: Optional[Any] = None,
-                       report_fn: Optional[Any] = None) -> int:
-    """Append a reader's labels (``{"id", "label"}`` lines) as ``hand_label`` records, then rebuild the report
-    (``report_fn``, default :func:`report`). Every id must be in ``sample`` (default :func:`hand_check_sample`)."""
+                       report_fn: Optional[Any] = None, kind: str = "hand_label") -> int:
+    """Append a reader's labels (``{"id", "label"}`` lines) as ``kind`` records (default ``hand_label``), then
+    rebuild the report (``report_fn``, default :func:`report`). Every id must be in ``sample`` (default
+    :func:`hand_check_sample`)."""
     from persona_vectors.judge import LABELS
 
     records = RC.read_records(out / RC.RECORDS)
@@ -394,7 +395,7 @@ def import_hand_labels(out: Path, src: Path, labeller: str, *, sample: Optional[
             raise SystemExit(f"{src}:{i}: id {r.get('id')!r} is not in this run's blind sample")
         if r.get("label") not in LABELS:
             raise SystemExit(f"{src}:{i}: label {r.get('label')!r} is not one of {', '.join(LABELS)}")
-        rows.append({"kind": "hand_label", "id": r["id"], "label": r["label"], "labeller": labeller,
+        rows.append({"kind": kind, "id": r["id"], "label": r["label"], "labeller": labeller,
                      "note": str(r.get("note") or "")})
     RC.Records(out / RC.RECORDS, fresh=False).write(rows)
     (report_fn or report)(out)

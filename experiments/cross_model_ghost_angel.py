@@ -2,7 +2,7 @@
 
     python experiments/cross_model_ghost_angel.py [--quick] [--resume] [--out DIR] [--threads N]
     python experiments/cross_model_ghost_angel.py --export-blind FILE [--out DIR]         # 240 blind texts
-    python experiments/cross_model_ghost_angel.py --import-labels FILE --labeller NAME [--out DIR]
+    python experiments/cross_model_ghost_angel.py --import-labels FILE --labeller NAME [--second] [--out DIR]
     python experiments/cross_model_ghost_angel.py --report-only [--out DIR]
 
 The governing plan is ``experiments/prereg/cross_model.md`` (§8, committed before this run): the assistant-axis
@@ -113,9 +113,12 @@ def export_blind(out: Path, dest: Path) -> int:
     return A.export_hand_check(out, dest, sample=reader_sample, shuffle_seed=7)
 
 
-def import_labels(out: Path, src: Path, labeller: str) -> int:
-    """Append a reader's labels (``{"id", "label"}`` lines) as ``hand_label`` records, then rebuild the report."""
-    return A.import_hand_labels(out, src, labeller, sample=reader_sample, report_fn=report)
+def import_labels(out: Path, src: Path, labeller: str, *, second: bool = False) -> int:
+    """Append a reader's labels (``{"id", "label"}`` lines) as ``hand_label`` records (the primary reader's, the
+    ones every rule reads) or, with ``second``, as ``hand_label_second`` records (an independent second reader:
+    only Cohen's κ between the two is computed from them), then rebuild the report."""
+    return A.import_hand_labels(out, src, labeller, sample=reader_sample, report_fn=report,
+                                kind="hand_label_second" if second else "hand_label")
 
 
 # ============================================================================================ analysis
@@ -163,7 +166,20 @@ def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str
     rule = reader_rule(hand.get("agreement") if hand.get("n") == len(A.hand_check_sample(records, config)) else None,
                        anti if complete else (0, 0), ctrl if complete else (0, 0), quick=cfg["mode"] != "default",
                        alpha=float(cfg["alpha_test"]))
+    second = {h["id"]: h["label"] for h in RC.of_kind(records, "hand_label_second")}
+    both = sorted(set(labels) & set(second))
+    kappa = None
+    if both:
+        from sklearn.metrics import cohen_kappa_score
+
+        a, b = [labels[i] for i in both], [second[i] for i in both]
+        kappa = {"n": len(both), "kappa": float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) > 1 else 1.0,
+                 "raw_agreement": sum(x == y for x, y in zip(a, b)) / len(both),
+                 "supernatural_either": sum(SUPER in (x, y) for x, y in zip(a, b)),
+                 "supernatural_both": sum(x == y == SUPER for x, y in zip(a, b)),
+                 "labellers": sorted({h["labeller"] for h in RC.of_kind(records, "hand_label_second")})}
     res["reader"] = {"sample_n": len(sample), "labelled_n": len(lab), "anti_axis": {"k": anti[0], "n": anti[1]},
+                     "second_reader": kappa,
                      "controls": {"k": ctrl[0], "n": ctrl[1]},
                      "label_counts": {k: sum(x == k for _, x in lab) for k in sorted(set(x for _, x in lab))},
                      "judge_agreement_all": (sum(agree_all) / len(agree_all)) if agree_all else None,
@@ -199,6 +215,12 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
             if pa and pa.get("min_p", 0) > cfg["alpha_test"] else "."), ""]
     if rd["label_counts"]:
         L += ["Reader's labels: " + ", ".join(f"{k} {v}" for k, v in rd["label_counts"].items()) + ".", ""]
+    k2 = rd.get("second_reader")
+    if k2:
+        L += [f"Second, independent reader ({', '.join(k2['labellers'])}) on {k2['n']} of the same texts: Cohen's κ "
+              f"{k2['kappa']:.3f}, raw agreement {C.pct(k2['raw_agreement'], 1)}; supernatural by both "
+              f"{k2['supernatural_both']}, by either {k2['supernatural_either']}. Only the primary reader's labels "
+              "enter the rules.", ""]
     body = A.render(results, config).split("\n", 1)[1]
     return "\n".join(L) + "\n## The assistant-axis design's report on these records\n" + body
 
@@ -216,6 +238,7 @@ def main(argv: Optional[list[str]] = None) -> Any:
     ap.add_argument("--export-blind", type=Path, metavar="FILE")
     ap.add_argument("--import-labels", type=Path, metavar="FILE")
     ap.add_argument("--labeller", default=None)
+    ap.add_argument("--second", action="store_true", help="the labels are an independent second reader's (κ only)")
     a = ap.parse_args(argv)
     cfg = preset(quick=a.quick, out=a.out, threads=a.threads)
     out = Path(cfg.out)
@@ -226,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> Any:
     if a.import_labels:
         if not a.labeller:
             ap.error("--import-labels needs --labeller NAME")
-        return import_labels(out, a.import_labels, a.labeller)
+        return import_labels(out, a.import_labels, a.labeller, second=a.second)
     if a.report_only:
         return report(out)
     return run(cfg, resume=a.resume)

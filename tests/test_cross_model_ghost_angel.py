@@ -108,3 +108,36 @@ def test_import_refuses_a_text_outside_the_blind_sample(tmp_path) -> None:
     n = G.export_blind(tmp_path, tmp_path / "blind.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "blind.jsonl").read_text().splitlines()]
     assert n == len(rows) == 2 * config["config"]["hand_check_n"] and set(rows[0]) == {"id", "text"}
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_base_model_writes_records_without_a_verdict_and_replays(tmp_path: Path) -> None:
+    import recompute
+
+    cfg = G.preset(quick=True, threads=1)
+    cfg.out = str(tmp_path / "ga")
+    res = G.run(cfg)
+    assert res["reader"]["rule"]["word"].startswith("NO VERDICT") and res["verdict"]["h1"].startswith("NO VERDICT")
+    config = RC.read_json(tmp_path / "ga" / RC.CONFIG)
+    assert config["experiment"] == "cross_model_ghost_angel" and config["model"]["model_id"].startswith("google/gemma-3")
+    assert config["prereg"]["path"] == G.PLAN and config["prereg"]["design"]["path"] == G.A.PREREG
+    n = G.export_blind(tmp_path / "ga", tmp_path / "blind.jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "blind.jsonl").read_text().splitlines()]
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"id": r["id"], "label": "no_self"}) + "\n" for r in rows))
+    assert G.import_labels(tmp_path / "ga", labels, "test") == n
+    out = recompute.recompute(tmp_path / "ga")
+    assert out["numbers"] > 0
+    assert RC.read_json(tmp_path / "ga" / RC.RESULTS)["reader"]["labelled_n"] == n
+
+
+def test_a_second_reader_gives_kappa_and_never_enters_the_rule(tmp_path) -> None:
+    recs, config = _run(tmp_path, anti_rate=0.05)
+    config["config"]["hand_check_n"] = 20
+    first = _label(recs, config, 0.6, agree=False)
+    second = [{**r, "kind": "hand_label_second", "labeller": "b",
+               "label": r["label"] if i % 4 else "no_self"} for i, r in enumerate(first)]
+    res = G.summarize(recs + first + second, config)
+    k = res["reader"]["second_reader"]
+    assert k["n"] == 40 and k["raw_agreement"] == pytest.approx(0.75) and 0 < k["kappa"] < 1
+    assert res["reader"]["rule"] == G.summarize(recs + first, config)["reader"]["rule"]
