@@ -207,7 +207,7 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
          f"- Reader's supernatural share in the {rd['sample_n']}-text sample: anti-axis {rd['anti_axis']['k']}/"
          f"{rd['anti_axis']['n']}, controls {rd['controls']['k']}/{rd['controls']['n']}"
          + (f"; Fisher exact one-sided p = {rule['fisher']['p_value']:.3g} (odds ratio "
-            f"{rule['fisher']['odds_ratio']:.2f})." if rule.get("fisher") else "."),
+            f"{A._num(rule['fisher']['odds_ratio'], 2)})." if rule.get("fisher") else "."),
          f"- Primary: **{rule['primary']}** → **{rule['word']}**.",
          f"- The assistant-axis rule (judge): **{results['verdict']['h1']}**"
          + (f"; with {pa.get('n_controls')} control directions the permutation test's smallest p is "
