@@ -225,9 +225,49 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
     return "\n".join(L) + "\n## The assistant-axis design's report on these records\n" + body
 
 
+def figure(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+           path: Path) -> Path:
+    """Supernatural share by group, two instruments side by side: the judge over every generation (with Wilson
+    intervals) and the blind reader over the 240 (the primary outcome when the judge's agreement is below the bar)."""
+    import plotly.graph_objects as go
+
+    from persona_vectors.plotting.output import write_html
+    from persona_vectors.stats import wilson
+
+    per, rd = results["per_direction"], results["reader"]
+    groups = {"anti-axis": [per.get("anti_axis")], "pro-axis": [per.get("pro_axis")], "unsteered": [per.get("unsteered")],
+              "controls": [v for v in per.values() if v["kind"] in A.CONTROL_KINDS]}
+    fig = go.Figure()
+    xs, ys, lo, hi = [], [], [], []
+    for g, vs in groups.items():
+        vs = [v for v in vs if v]
+        k, n = sum(v["k"] for v in vs), sum(v["n"] for v in vs)
+        if n:
+            w = wilson(k, n)
+            xs.append(g), ys.append(100 * k / n), lo.append(100 * (k / n - w.lo)), hi.append(100 * (w.hi - k / n))
+    fig.add_trace(go.Bar(x=xs, y=ys, name="judge (all generations)",
+                         error_y={"type": "data", "array": hi, "arrayminus": lo}))
+    xs, ys, lo, hi = [], [], [], []
+    for g, key in (("anti-axis", "anti_axis"), ("controls", "controls")):
+        k, n = rd[key]["k"], rd[key]["n"]
+        if n:
+            w = wilson(k, n)
+            xs.append(g), ys.append(100 * k / n), lo.append(100 * (k / n - w.lo)), hi.append(100 * (w.hi - k / n))
+    fig.add_trace(go.Bar(x=xs, y=ys, name="blind reader (the 240)",
+                         error_y={"type": "data", "array": hi, "arrayminus": lo}))
+    h = results.get("hand_check") or {}
+    fig.update_layout(template="plotly_white", barmode="group", width=900, height=480,
+                      title=f"{config['model']['model_id'].split(' ')[0]}, layer {config['config']['layer']}, KL "
+                            f"{config['config']['kl_levels']} nats: supernatural self-descriptions "
+                            f"(judge–reader agreement {C.pct(h.get('agreement'), 0)}; primary: {rd['rule']['primary']}, "
+                            f"{rd['rule']['word']})",
+                      yaxis_title="supernatural share (%), 95 % Wilson interval", title_font_size=13)
+    return write_html(fig, path)
+
+
 def report(out: str | Path) -> dict[str, Any]:
     """Recompute results.json and report.md from the run directory."""
-    return R.write_report(out, NAME, summarize, render, figures=[("curve.html", lambda r, rec, c, p: A.figure(r, p))],
+    return R.write_report(out, NAME, summarize, render, figures=[("shares.html", figure)],
                           headline=lambda r: r["reader"]["rule"]["word"])
 
 
