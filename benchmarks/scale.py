@@ -328,8 +328,12 @@ def render(r: dict[str, Any]) -> str:
             lines.append(f"| P11′ | the `last_prompt` read (3 q) on the same roles with every conversation run whole "
                          f"(no shared system-prompt prefixes) | {p11['last_prompt_whole_forwards_s']:.1f} s | — | — |")
     m = r.get("machine", {})
-    lines += ["", f"Machine: {m.get('cpu')}, {m.get('cores')} cores (load average {m.get('loadavg')} at the start: "
-              f"shared with other jobs), Python {m.get('python')}, torch {m.get('torch')}, ray {m.get('ray')}; "
+    loads = r.get("load_at_start") or {}
+    load = ("1/5/15-min load average when each benchmark started: " + "; ".join(f"{k} {v}" for k, v in sorted(loads.items()))
+            + (" (the others ran in earlier invocations, beside other jobs)" if len(loads) < 4 else "")
+            if loads else f"load average {m.get('loadavg')} at the start")
+    lines += ["", f"Machine: {m.get('cpu')}, {m.get('cores')} cores ({load}), Python {m.get('python')}, "
+              f"torch {m.get('torch')}, ray {m.get('ray')}; "
               f"P8 medians of {r.get('reps')} interleaved repetitions after warm-up; P8, P10 and P11 with "
               f"{m.get('threads')} torch threads."]
     return "\n".join(lines) + "\n"
@@ -368,17 +372,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           "torch": torch.__version__, "ray": ray_version,
                           "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg())}
     model = pv.load_model(progress=True)
+    loads = results.setdefault("load_at_start", {})
+
+    def started(key: str) -> None:
+        loads[key] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+
     if "P8" in only:
+        started("P8")
         results["P8"] = bench_heterogeneous(model, args.reps, args.new)
     if "P9" in only:
+        started("P9")
         if ray_version is None:
             results["P9"] = None
             print("P9 skipped: ray is not installed (pip install 'persona-vectors[ray]')", file=sys.stderr)
         else:
             results["P9"] = bench_scale_out(model, args.new)
     if "P10" in only:
+        started("P10")
         results["P10"] = bench_shared_prefill(model, args.p10_reps, args.new, args.p10_tokens)
     if "P11" in only:
+        started("P11")
         results["P11"] = bench_generation_free(model, args.p11_roles, tuple(args.p11_variants))
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
