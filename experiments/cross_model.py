@@ -437,11 +437,11 @@ def report(out: str | Path) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> Any:
     """Command line (see the module docstring)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    rerun2 = "--rerun2" in argv
-    argv = [a for a in argv if a != "--rerun2"]
-    return R.main(argv, __doc__, (Rerun2 if rerun2 else Config).preset, run, report,
-                  resume_help="continue a run in --out (models already measured are kept)")
+    ap = R.parser(__doc__, resume_help="continue a run in --out (models already measured are kept)")
+    ap.add_argument("--rerun2", action="store_true", help="run 2's plan (experiments/prereg/cross_model_rerun2.md)")
+    a = ap.parse_args(argv)
+    cfg = (Rerun2 if a.rerun2 else Config).preset(quick=a.quick, out=a.out, threads=a.threads)
+    return report(Path(cfg.out)) if a.report_only else run(cfg, resume=a.resume)
 
 
 if __name__ == "__main__":
