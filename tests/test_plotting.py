@@ -279,17 +279,30 @@ def test_cli_map_builds_role_vectors_from_the_model(tmp_path, smol, monkeypatch)
     monkeypatch.setattr(cli.base, "load_model_arg", lambda model, device="cpu", **kw: smol)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
     roles = ["ghost", "pirate_captain", "librarian"]
-    args = ["map", "--questions", "1", "--layer", "12", "--save-vectors", str(tmp_path / "saved"),
-            "--out", str(tmp_path / "built.html")]
+    base = ["map", "--questions", "1", "--layer", "12"]
     for r in roles:
-        args += ["--role", r]
-    res = CliRunner().invoke(app, args)
+        base += ["--role", r]
+    # a cold cache: the default is a prompt-only first draw, and both the command and the map say so
+    res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "first.html")])
     assert res.exit_code == 0, res.output
-    assert "3 roles" in res.output and "layers 12" in res.output
+    assert "first draw:" in res.output and "--answers" in res.output and "3 roles" in res.output
+    first = (tmp_path / "first.html").read_text()
+    assert "first draw from the prompts alone" in first and "Q: " not in first
+    # --answers generates (and caches) the answers and draws the answer-based map
+    res = CliRunner().invoke(app, base + ["--answers", "--save-vectors", str(tmp_path / "saved"),
+                                          "--out", str(tmp_path / "built.html")])
+    assert res.exit_code == 0, res.output
+    assert "3 roles" in res.output and "layers 12" in res.output and "first draw" not in res.output
     text = (tmp_path / "built.html").read_text()
-    assert "pirate_captain" in text and "Q: " in text  # hover carries a sample answer
+    assert "pirate_captain" in text and "Q: " in text and "first draw" not in text  # hover carries a sample answer
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(roles + ["assistant"])
     assert any((tmp_path / "cache").rglob("*")), "answers/activations were not cached"
+    # with every answer cached, the default is the answer route
+    res = CliRunner().invoke(app, base + ["--out", str(tmp_path / "again.html")])
+    assert res.exit_code == 0 and "first draw" not in res.output, res.output
+    assert "Q: " in (tmp_path / "again.html").read_text()
+    res = CliRunner().invoke(app, base + ["--answers", "--prompt-only", "--out", str(tmp_path / "x.html")])
+    assert res.exit_code == 2 and "at most one of --prompt-only and --answers" in res.output
 
 
 def test_cli_map_demo(tmp_path):

@@ -121,3 +121,16 @@ def test_shared_prefixes_read_what_whole_forwards_read(tiny) -> None:  # type: i
         assert torch.allclose(shared.means, whole.means, atol=1e-5)
         assert torch.allclose(shared.norm_sums, whole.norm_sums, atol=1e-4)
         assert torch.equal(shared.n_tokens, whole.n_tokens)
+
+
+def test_missing_answers_counts_what_role_means_would_generate(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    kw = dict(n_questions=2, n_prompts=1, max_new_tokens=4, cache=cache)
+    missing, total = P.missing_answers(tiny, ["ghost", "pirate_captain"], **kw)
+    assert missing == total > 0  # a cold cache: every distinct answer is missing (default side included)
+    P.role_means(tiny, ["ghost"], layers=[1], progress=False, **kw)
+    m2, t2 = P.missing_answers(tiny, ["ghost", "pirate_captain"], **kw)
+    assert t2 == total and 0 < m2 < total  # the ghost's answers and the shared default side are cached now
+    P.role_means(tiny, ["ghost", "pirate_captain"], layers=[1], progress=False, **kw)
+    assert P.missing_answers(tiny, ["ghost", "pirate_captain"], **kw) == (0, total)
+    assert P.missing_answers(tiny, ["ghost"], n_questions=2, n_prompts=1, max_new_tokens=4, cache=False)[0] > 0

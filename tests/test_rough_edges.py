@@ -204,7 +204,7 @@ def test_map_builds_with_the_default_assistant_and_its_axis(tiny, tmp_path, monk
 
     monkeypatch.setattr(cli.base, "load_model_arg", lambda model, device="cpu", **kw: tiny)
     monkeypatch.setenv("PERSONA_VECTORS_CACHE", str(tmp_path / "cache"))
-    args = ["map", "--questions", "1", "--layer", "2", "--role", "ghost", "--role", "pirate_captain",
+    args = ["map", "--answers", "--questions", "1", "--layer", "2", "--role", "ghost", "--role", "pirate_captain",
             "--role", "librarian", "--role", "ai_assistant", "--save-vectors", str(tmp_path / "saved"),
             "--out", str(tmp_path / "m.html")]
     r = CliRunner().invoke(app, args)

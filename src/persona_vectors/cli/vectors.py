@@ -125,8 +125,11 @@ def map_command(
     prompts: int = typer.Option(1, "--prompts", min=1, help="System prompts per role when building role vectors"),
     save_vectors: Optional[Path] = typer.Option(None, "--save-vectors", help="Also save the built role vectors here (reusable with --vectors)"),
     prompt_only: bool = typer.Option(False, "--prompt-only", help="Build the role vectors from the prompts alone "
-                                     "(no generated answers: the prompt_only route, many times faster; its map "
+                                     "(no generated answers: the prompt_only route, ~12x faster; its map "
                                      "approximates the answer-based one: see P11 in the scaling benchmark)"),
+    answers: bool = typer.Option(False, "--answers", help="Build the role vectors from the model's answers, "
+                                 "generating (and caching) any that are missing. Default: the answers when all are "
+                                 "cached, else a prompt-only first draw that says so"),
     model: Optional[str] = typer.Option(None, "--model", help="HF id, local dir or .gguf (default: embedded SmolLM2-135M)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="Let a HF id download from the Hub "
                                         "(default: offline, the HF cache only)"),
@@ -137,13 +140,17 @@ def map_command(
 ) -> None:
     """Interactive persona map: PCA of role vectors per layer, coloured by category, as one HTML file.
 
-    Without --vectors the role vectors are built from the model's own answers (role prompt vs default
-    assistant, every layer) and cached on disk: the first full-catalogue run generates ~430 short answers
-    (roughly 10-20 minutes on 2 CPU cores), later runs take seconds. The default assistant (every default
-    system prompt, the origin of these differences) is drawn as the point 'assistant', and the assistant axis
-    is the default assistant minus the mean of the roles (personas.RoleMeans.axis). --prompt-only reads the
-    prompts instead of answers (no generation; P11 of the scaling benchmark measures speed and agreement).
-    --ray generates the missing answers on Ray actors (the same answers; this process writes the cache).
+    Without --vectors the role vectors come from the model: role prompt vs default assistant, every layer.
+    The answer route reads the model's own answers, cached on disk: generating them for the whole catalogue
+    (~430 short answers) takes roughly 10-20 minutes on 2 CPU cores once, later maps take seconds. When some
+    answers are not cached yet, the default is a *first draw* from the prompts alone (the prompt_only route,
+    ~12x faster, no generation) and the command and the map's title say so; --answers generates the answers
+    and draws the answer-based map, --prompt-only always reads the prompts. (P11 of the scaling benchmark:
+    the two routes' PC1 agree at Spearman 0.64-0.90 at SmolLM2 layers 15-29 and below 0.4 earlier.) The
+    default assistant (every default system prompt, the origin of these differences) is drawn as the point
+    'assistant', and the assistant axis is the default assistant minus the mean of the roles
+    (personas.RoleMeans.axis). --ray generates the missing answers on Ray actors (the same answers; this
+    process writes the cache).
     """
     import re
 
@@ -165,6 +172,11 @@ def map_command(
     if ray_address is not None and (vectors is not None or demo_synthetic or prompt_only):
         fail("--ray generates answers for the role vectors, and --vectors, --demo-synthetic and --prompt-only "
              "generate none: drop --ray")
+    if prompt_only and answers:
+        fail("pass at most one of --prompt-only and --answers")
+    if answers and (vectors is not None or demo_synthetic):
+        fail("--answers builds role vectors from the model; --vectors and --demo-synthetic build none: drop --answers")
+    first_draw = False
     if vectors is not None:
         role_vectors = load_role_vectors(vectors)
     elif demo_synthetic:
@@ -192,8 +204,9 @@ def map_command(
 
             session = ray_session(ray_address)  # an unreachable cluster fails here, before the model load
         with session:
-            rm = _build_role_means(wanted, questions, prompts, prompt_only, model, allow_download,
-                                   ray_address is not None, actors, actor_threads)
+            rm, first_draw = _build_role_means(wanted, questions, prompts, prompt_only,
+                                               answers or ray_address is not None, model, allow_download,
+                                               ray_address is not None, actors, actor_threads)
         role_vectors = dict(rm.vectors)
         first = next(iter(role_vectors.values()))  # the default assistant: role mean - default mean = 0
         role_vectors["assistant"] = PersonaVector(first.sites, torch.zeros_like(first.directions),
@@ -204,6 +217,8 @@ def map_command(
             typer.echo(f"saved {len(role_vectors)} role vectors under {save_vectors} (with 'assistant')", err=True)
     axis = PersonaVector.load(axis_vector) if axis_vector is not None else "auto"
     title = "Persona space (SYNTHETIC demo data)" if demo_synthetic else "Persona space"
+    if vectors is None and not demo_synthetic and first_draw:
+        title += " — first draw from the prompts alone (answers not generated yet; --answers for the answer-based map)"
     fig, spaces = map_from_vectors(role_vectors, layer or None, dims=dims, axis=axis, title=title)
     if results is not None:
         rows = []
@@ -223,26 +238,39 @@ def map_command(
     typer.echo(f"wrote {out} ({len(role_vectors)} roles, layers {', '.join(map(str, spaces))})")
 
 
-def _build_role_means(wanted: list[str], questions: int, prompts: int, prompt_only: bool, model: Optional[str],
-                      allow_download: bool, on_ray: bool, actors: Optional[int], actor_threads: int) -> Any:
-    """The map's role means (``wanted`` roles, or the whole catalogue): loads the model, then the answer route
-    (on Ray actors when ``on_ray``, connected by the caller) or the prompt-only route, with stage messages."""
-    from ..personas import prompt_only_role_means, role_means
+def _build_role_means(wanted: list[str], questions: int, prompts: int, prompt_only: bool, answers: bool,
+                      model: Optional[str], allow_download: bool, on_ray: bool, actors: Optional[int],
+                      actor_threads: int) -> tuple[Any, bool]:
+    """The map's role means (``wanted`` roles, or the whole catalogue) and whether they are a prompt-only first
+    draw: loads the model, then the answer route (forced by ``answers``; on Ray actors when ``on_ray``, connected
+    by the caller), the prompt-only route (``prompt_only``), or by default the answer route when every answer is
+    cached and a prompt-only first draw otherwise, with stage messages."""
+    from ..personas import missing_answers, prompt_only_role_means, role_means
 
     m = base.load_model_arg(model, allow_download=allow_download)
     n_roles = len(wanted) if wanted else "all catalogue"
     say = lambda msg: typer.echo(f"  {msg}", err=True)  # noqa: E731
+    first_draw = False
+    if not prompt_only and not answers:
+        missing, total = missing_answers(m, wanted or None, n_questions=questions, n_prompts=prompts)
+        if missing:
+            first_draw = prompt_only = True
+            typer.echo(f"first draw: {missing} of the {total} answers these role vectors read are not generated "
+                       "yet, so they come from the prompts alone (route prompt_only, ~12x faster, no generation). "
+                       "Its PC1 agrees with the answer route's at Spearman 0.64-0.90 at SmolLM2 layers 15-29 and "
+                       "below 0.4 at earlier layers (P11, docs/scaling.md). For the answer-based map run again "
+                       "with --answers (generates and caches the answers once).", err=True)
     if prompt_only:
         typer.echo(f"building role vectors from the prompts alone ({n_roles} roles, {questions} questions x "
                    f"{prompts} prompts; no answers generated)", err=True)
         return prompt_only_role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all",
-                                      progress=say)
+                                      progress=say), first_draw
     where = "; missing answers generated on Ray" if on_ray else ""
     typer.echo(f"building role vectors ({n_roles} roles, {questions} questions x {prompts} prompts; cached{where})",
                err=True)
     ray_kw: dict[str, Any] = dict(backend="ray", num_actors=actors, threads=actor_threads) if on_ray else {}
     return role_means(m, wanted or None, n_questions=questions, n_prompts=prompts, layers="all", progress=say,
-                      **ray_kw)
+                      **ray_kw), False
 
 
 @app.command("export-gguf")

@@ -278,23 +278,10 @@ def role_means(
     >>> rm = role_means(load_model(), backend="ray", address="auto")  # doctest: +SKIP  (whole catalogue)
     """
     ray = _ray_backend(model, backend, address, num_actors, threads, model_loader)
-    names = [get_role(r).name for r in (roles if roles is not None else [r.name for r in load_roles()])]
-    if not names:
-        raise DataError("no roles given; pass at least one role name")
-    names = list(dict.fromkeys(names))
-    qs = _first(questions if questions is not None else extraction_questions(), n_questions, "questions")
-    base = list(baseline_prompts) if baseline_prompts is not None else default_system_prompts()
+    names, qs, base, role_prompts, pairs = _role_pairs(roles, questions, n_questions, n_prompts, baseline_prompts,
+                                                       prompt_index)
     sites = _sites(model, layers)
     caches, pf = _caches(model, cache), _progress_fn(progress)
-    if prompt_index is not None:
-        short = [n for n in names if not 0 <= prompt_index < len(get_role(n).prompts)]
-        if short:
-            raise DataError(f"prompt_index={prompt_index} is out of range for role(s) {', '.join(short[:5])} "
-                            f"(they have {min(len(get_role(n).prompts) for n in short)} prompts): pass a smaller index")
-        role_prompts = {n: [get_role(n).prompts[prompt_index]] for n in names}
-    else:
-        role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
-    pairs = [(s, q) for s in base for q in qs] + [(s, q) for n in names for s in role_prompts[n] for q in qs]
     with _ray_connected(ray):
         _generate_cached(model, pairs, max_new_tokens=max_new_tokens, caches=caches, progress=pf, ray=ray)
     neg, _ = _prompt_side(model, base, qs, sites, max_new_tokens=max_new_tokens, caches=caches, progress=pf)
@@ -315,6 +302,53 @@ def role_means(
                      max(len(p) for p in role_prompts.values()) if prompt_index is not None
                      else n_prompts or max(len(p) for p in role_prompts.values()), max_new_tokens,
                      {s: neg.mean_norm(s) for s in sites})
+
+
+def _role_pairs(roles: Optional[Sequence[str]], questions: Optional[Sequence[str]], n_questions: Optional[int],
+                n_prompts: Optional[int], baseline_prompts: Optional[Sequence[Optional[str]]],
+                prompt_index: Optional[int]) -> tuple[list[str], list[str], list[Optional[str]], dict[str, list[str]],
+                                                      list[tuple[Optional[str], str]]]:
+    """What :func:`role_means` reads: (role names, questions, default-side prompts, each role's prompts, and every
+    (system prompt, question) pair it answers — the default side first)."""
+    names = [get_role(r).name for r in (roles if roles is not None else [r.name for r in load_roles()])]
+    if not names:
+        raise DataError("no roles given; pass at least one role name")
+    names = list(dict.fromkeys(names))
+    qs = _first(questions if questions is not None else extraction_questions(), n_questions, "questions")
+    base = list(baseline_prompts) if baseline_prompts is not None else default_system_prompts()
+    if prompt_index is not None:
+        short = [n for n in names if not 0 <= prompt_index < len(get_role(n).prompts)]
+        if short:
+            raise DataError(f"prompt_index={prompt_index} is out of range for role(s) {', '.join(short[:5])} "
+                            f"(they have {min(len(get_role(n).prompts) for n in short)} prompts): pass a smaller index")
+        role_prompts = {n: [get_role(n).prompts[prompt_index]] for n in names}
+    else:
+        role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
+    pairs = [(s, q) for s in base for q in qs] + [(s, q) for n in names for s in role_prompts[n] for q in qs]
+    return names, qs, base, role_prompts, pairs
+
+
+def missing_answers(
+    model: PersonaModel,
+    roles: Optional[Sequence[str]] = None,
+    *,
+    questions: Optional[Sequence[str]] = None,
+    n_questions: Optional[int] = 8,
+    n_prompts: Optional[int] = 3,
+    baseline_prompts: Optional[Sequence[Optional[str]]] = None,
+    max_new_tokens: int = 32,
+    cache: CacheArg = True,
+    prompt_index: Optional[int] = None,
+) -> tuple[int, int]:
+    """``(missing, total)``: how many of the distinct greedy answers :func:`role_means` would read for these
+    arguments are not in the answer cache yet (nothing is generated). ``missing == 0`` means ``role_means`` runs
+    from the cache; with ``cache=False`` every answer is missing."""
+    from .store import GenerationCache
+
+    *_, pairs = _role_pairs(roles, questions, n_questions, n_prompts, baseline_prompts, prompt_index)
+    keys = {GenerationCache.key(s, q, max_new_tokens) for s, q in pairs}
+    caches = _caches(model, cache)
+    return sum(caches.gen.get(k) is None for k in keys), len(keys)
 
 
 def assistant_axis(
