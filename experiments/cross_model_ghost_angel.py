@@ -46,7 +46,7 @@ SUPER = A.SUPER
 MODEL = "gemma-3-270m"
 LAYER = 8
 N_RANDOM, N_ROLE_PAIRS, KL_LEVELS = 10, 5, [1.0]
-HAND_N, READER_N, AGREEMENT_MIN = 120, 240, 0.7
+HAND_N, AGREEMENT_MIN = 120, 0.7  # the reader sample is 2 × HAND_N = 240
 
 
 def preset(quick: bool = False, out: Optional[str] = None, threads: int = 0) -> A.Config:
@@ -77,7 +77,7 @@ def run(cfg: A.Config, resume: bool = False) -> dict[str, Any]:
 
 # ============================================================================================ blind reader
 def reader_sample(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The 240 (``READER_N``; 2 × hand_check_n in quick runs): the 120-text hand-check sample, then every other
+    """The 240 (2 × hand_check_n): the 120-text hand-check sample, then every other
     anti-axis generation, then controls round-robin over the control directions (seeded) up to the size."""
     n = 2 * int(config["config"]["hand_check_n"])
     base = A.hand_check_sample(records, config)
@@ -238,23 +238,20 @@ def figure(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]], con
     groups = {"anti-axis": [per.get("anti_axis")], "pro-axis": [per.get("pro_axis")], "unsteered": [per.get("unsteered")],
               "controls": [v for v in per.values() if v["kind"] in A.CONTROL_KINDS]}
     fig = go.Figure()
-    xs, ys, lo, hi = [], [], [], []
-    for g, vs in groups.items():
-        vs = [v for v in vs if v]
-        k, n = sum(v["k"] for v in vs), sum(v["n"] for v in vs)
-        if n:
-            w = wilson(k, n)
-            xs.append(g), ys.append(100 * k / n), lo.append(100 * (k / n - w.lo)), hi.append(100 * (w.hi - k / n))
-    fig.add_trace(go.Bar(x=xs, y=ys, name="judge (all generations)",
-                         error_y={"type": "data", "array": hi, "arrayminus": lo}))
-    xs, ys, lo, hi = [], [], [], []
-    for g, key in (("anti-axis", "anti_axis"), ("controls", "controls")):
-        k, n = rd[key]["k"], rd[key]["n"]
-        if n:
-            w = wilson(k, n)
-            xs.append(g), ys.append(100 * k / n), lo.append(100 * (k / n - w.lo)), hi.append(100 * (w.hi - k / n))
-    fig.add_trace(go.Bar(x=xs, y=ys, name="blind reader (the 240)",
-                         error_y={"type": "data", "array": hi, "arrayminus": lo}))
+
+    def bars(name: str, counts: Sequence[tuple[str, int, int]]) -> None:
+        """One bar per (group, k, n) with n > 0: the share in percent and its 95 % Wilson interval."""
+        xs, ys, lo, hi = [], [], [], []
+        for g, k, n in counts:
+            if n:
+                w = wilson(k, n)
+                xs.append(g), ys.append(100 * k / n), lo.append(100 * (k / n - w.lo)), hi.append(100 * (w.hi - k / n))
+        fig.add_trace(go.Bar(x=xs, y=ys, name=name, error_y={"type": "data", "array": hi, "arrayminus": lo}))
+
+    bars("judge (all generations)", [(g, sum(v["k"] for v in vs if v), sum(v["n"] for v in vs if v))
+                                     for g, vs in groups.items()])
+    bars("blind reader (the 240)", [(g, rd[key]["k"], rd[key]["n"])
+                                    for g, key in (("anti-axis", "anti_axis"), ("controls", "controls"))])
     h = results.get("hand_check") or {}
     fig.update_layout(template="plotly_white", barmode="group", width=900, height=480,
                       title=f"{config['model']['model_id'].split(' ')[0]}, layer {config['config']['layer']}, KL "

@@ -45,7 +45,7 @@ from .compute import (Layers, ProgressFn, _generate_cached, _progress_fn, _promp
                       _rows_cached, _sites)
 from .quality import _quality_from
 from .registry import Budget, PersonaQuality, PersonaSpec, register_route
-from .store import CacheArg, _caches, _hash
+from .store import CacheArg, GenerationCache, _caches, _hash
 
 # ------------------------------------------------------------------------------------------------ prompt route
 
@@ -343,8 +343,6 @@ def missing_answers(
     """``(missing, total)``: how many of the distinct greedy answers :func:`role_means` would read for these
     arguments are not in the answer cache yet (nothing is generated). ``missing == 0`` means ``role_means`` runs
     from the cache; with ``cache=False`` every answer is missing."""
-    from .store import GenerationCache
-
     *_, pairs = _role_pairs(roles, questions, n_questions, n_prompts, baseline_prompts, prompt_index)
     keys = {GenerationCache.key(s, q, max_new_tokens) for s, q in pairs}
     caches = _caches(model, cache)
