@@ -291,15 +291,36 @@ def set_threads(n: int) -> int:
 
 
 def load(cfg: Any) -> Any:
-    """Set threads and load ``cfg.model`` (a name or path; the embedded default model when absent or empty)."""
+    """Set threads and load ``cfg.model`` (a name or path; the embedded default model when absent or empty)
+    with weights in ``cfg.dtype`` (float32 when the config has none)."""
     set_threads(int(getattr(cfg, "threads", 0)))
     from persona_vectors import load_model
 
     t = time.perf_counter()
     name = getattr(cfg, "model", "") or None
-    model = load_model(name, progress=False) if name else load_model(progress=False)
-    say(f"model {model.info.model_id} ({model.info.fingerprint}) loaded in {time.perf_counter() - t:.1f}s")
+    dtype = getattr(cfg, "dtype", "float32")
+    model = load_model(name, progress=False, dtype=dtype) if name else load_model(progress=False, dtype=dtype)
+    say(f"model {model.info.model_id} ({model.info.fingerprint}, {dtype}) loaded in {time.perf_counter() - t:.1f}s")
     return model
+
+
+DTYPE_HELP = ("weights' dtype (default float32, as the plans ran). bfloat16 roughly doubles sampled-generation "
+              "speed on CPUs with bf16 units (AMX / AVX512-BF16; see benchmarks/generation_results.md) and moves "
+              "next-token distributions slightly; a default run in bfloat16 records it as a deviation")
+
+
+def add_dtype_option(ap: argparse.ArgumentParser) -> None:
+    """``--dtype {float32,bfloat16}`` for an experiment whose :class:`Config` has a ``dtype`` field."""
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help=DTYPE_HELP)
+
+
+def with_dtype(cfg: Any, dtype: str) -> Any:
+    """``cfg`` with ``dtype`` set; outside float32 a pre-registered (non-quick) run lists it as a deviation."""
+    cfg.dtype = dtype
+    if dtype != "float32" and getattr(cfg, "mode", "") != "quick":
+        cfg.deviations.append(f"weights in {dtype} (the plan's runs load float32 weights): a speed option, "
+                              "measured in benchmarks/generation_results.md (G2)")
+    return cfg
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:

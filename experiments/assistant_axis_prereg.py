@@ -92,6 +92,7 @@ class Config:
     hand_check_margin: float = 0.10
     batch_size: int = 48
     model: str = ""  # "": the embedded default model; otherwise a name or path for load_model
+    dtype: str = "float32"  # the weights' dtype; the plan's runs are float32 (bfloat16 is a recorded deviation)
     deviations: list[str] = field(default_factory=list)
 
     @classmethod
@@ -210,7 +211,9 @@ def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] =
     model = C.load(cfg)
     questions = load_questions(cfg.question_split)[: cfg.n_questions]
     C.say(f"{len(questions)} questions; building directions")
+    stages: dict[str, float] = {"load": round(time.perf_counter() - t0, 1)}
     dirs = build_directions(model, cfg)
+    stages["directions"] = round(time.perf_counter() - t0 - sum(stages.values()), 1)
     by_id = {d["id"]: d for d in dirs}
     config = {**_config_doc(cfg, model, prereg, dirs, questions), "experiment": experiment}
     RC.write_json(out / RC.CONFIG, config)
@@ -229,6 +232,7 @@ def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] =
         C.say(f"calibrated {i + 1}/{len(dirs)} {d['id']}: " + ", ".join(
             f"KL {lv}: {res.alpha(lv, relative=True)}" for lv in cfg.kl_levels))
     cal = {r["direction"]: r for r in RC.of_kind(records.rows, "calibration")}
+    stages["calibration"] = round(time.perf_counter() - t0 - sum(stages.values()), 1)
 
     # 2. generations, batch by batch (a batch is written in one piece)
     plan = plan_generations(cfg, cal, questions)
@@ -256,6 +260,8 @@ def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] =
         el = time.perf_counter() - t
         C.say(f"generated {n_done}/{len(plan)} ({el:.0f} s this session)")
 
+    stages["generation"] = round(time.perf_counter() - t0 - sum(stages.values()), 1)
+
     # 3. scores: judge + coherence, in chunks
     gens = RC.of_kind(records.rows, "generation")
     scored = _done(records.rows, "score", "batch", "direction", "level", "question_id", "sample")
@@ -271,7 +277,8 @@ def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] =
                         "label": LABELS[int(p.argmax())], "judge": dict(zip(LABELS, map(float, p))),
                         "coherence": float(c.score)} for g, p, c in zip(chunk, proba, coh)])
         C.say(f"scored {min(i + 256, len(todo))}/{len(todo)}")
-    config["timings_s"] = {"total_this_session": round(time.perf_counter() - t0, 1)}
+    stages["scoring"] = round(time.perf_counter() - t0 - sum(stages.values()), 1)
+    config["timings_s"] = {**stages, "total_this_session": round(time.perf_counter() - t0, 1)}
     RC.write_json(out / RC.CONFIG, config)
     return (report_fn or report)(out)
 
@@ -587,6 +594,12 @@ def render(results: dict[str, Any], config: dict[str, Any]) -> str:
          + ", ".join(f"{lv}" for lv in cfg["kl_levels"]) + " nats; "
          f"{len(config['questions'])} questions × {cfg['samples_per_question']} sampled answers (T = {cfg['temperature']}, "
          f"{cfg['max_new_tokens']} tokens) per cell; {results['n_generations']} scored generations.", ""]
+    tm = config.get("timings_s", {})
+    if "generation" in tm:  # runs from before the stage timings only recorded a total
+        L += [f"Runtime of the last session ({config['environment'].get('threads')} torch threads, "
+              f"{cfg.get('dtype', 'float32')} weights): " + ", ".join(
+                  f"{k} {v / 60:.1f} min" for k, v in tm.items() if k != "total_this_session")
+              + f"; **total {tm['total_this_session'] / 60:.1f} min**.", ""]
     pa, pp, gee = results["permutation_anti"], results["permutation_pro"], results["gee"]
     L += ["## Primary tests", ""]
     if pa:
@@ -657,8 +670,9 @@ def main(argv: Optional[list[str]] = None) -> Any:
     ap.add_argument("--export-hand-check", type=Path, metavar="FILE")
     ap.add_argument("--import-hand-labels", type=Path, metavar="FILE")
     ap.add_argument("--labeller", default=None)
+    C.add_dtype_option(ap)
     a = ap.parse_args(argv)
-    cfg = Config.preset(quick=a.quick, out=a.out, threads=a.threads)
+    cfg = C.with_dtype(Config.preset(quick=a.quick, out=a.out, threads=a.threads), a.dtype)
     out = Path(cfg.out)
     if a.export_hand_check:
         n = export_hand_check(out, a.export_hand_check)

@@ -460,8 +460,9 @@ class PersonaModel:
     ) -> list[str]:
         """Generate one reply per prompt (batched, left padded, stops at end of turn).
 
-        ``temperature=0`` is greedy; otherwise samples with ``top_p`` in (0, 1]. ``seed`` makes sampling
-        reproducible (the same seed and batch give the same texts). Steering hooks active around this call apply.
+        ``temperature=0`` is greedy; otherwise samples with ``top_p`` in (0, 1] (inverse-CDF draws,
+        :func:`~persona_vectors.models.sampling.draw`). ``seed`` makes sampling reproducible (the same seed and
+        batch give the same texts) and leaves the global RNG alone; ``seed=None`` draws the seed from it. Steering hooks active around this call apply.
         A prompt whose tokens plus ``max_new_tokens`` exceed :attr:`context_length` raises
         :class:`PromptTooLongError` before any forward, unless ``truncate="left"`` (drop the prompt's oldest
         tokens so it fits, with a warning). ``shared_prefill``: see :meth:`generate_tokens`.
@@ -535,23 +536,20 @@ class PersonaModel:
         kw: dict[str, Any] = dict(
             max_new_tokens=max_new_tokens,
             min_new_tokens=min_new_tokens or None,
-            do_sample=do_sample,
             use_cache=use_cache,
             eos_token_id=self.stop_token_ids,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if self.dialogue == "plain":  # a base model goes on to write the next turn: stop there
             kw.update(stop_strings=list(STOP_STRINGS), tokenizer=self.tokenizer)
-        if do_sample:
-            kw.update(temperature=temperature, top_p=top_p, top_k=0)
-        else:
-            kw.update(temperature=None, top_p=None, top_k=None)
-        if do_sample and seed is not None:  # an explicit generator: the global RNG is left alone
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if do_sample:  # our inverse-CDF sampler with an explicit generator (seed=None: seeded from the global RNG)
             from transformers import LogitsProcessorList
 
+            if seed is None:
+                seed = int(torch.randint(0, 2**62, (1,)).item())
             gen = torch.Generator(device=self.device).manual_seed(int(seed))
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None,
-                      logits_processor=LogitsProcessorList([_GeneratorSampler(temperature, top_p, gen)]))
+            kw["logits_processor"] = LogitsProcessorList([_GeneratorSampler(temperature, top_p, gen)])
         with self._generating(prompt_len), torch.inference_mode(), _quiet():
             if share:
                 kw["past_key_values"] = shared_prefill_cache(self, rows[0], len(rows))

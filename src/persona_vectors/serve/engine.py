@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from ..capture import HookSet
+from ..models.sampling import draw
 from ..sites import Site
 from .resolve import ResolvedSpec
 
@@ -86,8 +87,7 @@ class _RowSampler:
             s = scores[b:b + 1]
             for w in warpers:
                 s = w(input_ids[b:b + 1], s)
-            probs = torch.nn.functional.softmax(s.float(), dim=-1)
-            drawn = torch.multinomial(probs, num_samples=1, generator=gen)
+            drawn = draw(torch.nn.functional.softmax(s.float(), dim=-1), gen)
             row = torch.full_like(scores[b], -math.inf)
             row[drawn[0, 0]] = 0.0
             scores[b] = row
