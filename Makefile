@@ -64,6 +64,7 @@ $(STAMP)/peers: $(STAMP)/package
 bench: $(STAMP)/peers
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.generation
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,13 +2,14 @@
 
 The experiments spend most of their time sampling answers (the ghost/angel design alone samples ~12,400
 answers of 40 tokens). Measured at their settings: the embedded SmolLM2-135M-Instruct, identity questions,
-temperature 0.8, top-p 1, ``--new`` tokens, batch ``--batch``, KV cache.
+temperature 0.8, top-p 1, batch ``--batch``, KV cache, every row forced to ``--new`` tokens (so both arms of a
+comparison do the same work whatever their samplers draw).
 
 | id | measure | target |
 |----|---------|--------|
 | G1 | our inverse-CDF sampler (``models.sampling.draw``) ÷ ``torch.multinomial`` (the sampler before; also what transformers' own sampling calls), sampled tokens/s, fp32 | ≥ 1.2 |
 | G2 | bfloat16 weights ÷ float32 weights, sampled tokens/s (both with our sampler); how far bf16 moves the next-token distribution (KL from fp32, top-1 agreement) unsteered and steered | report |
-| G3 | the ghost/angel pre-registered design's pure generation time at the measured rates (its records' token count ÷ tokens/s; fp32 at the slower of G1's and G2's two fp32 measurements of the same arm) | ≤ 60 min |
+| G3 | the ghost/angel pre-registered design's pure generation time at the measured rates (its answers × 40 token slots ÷ tokens/s; fp32 at the slower of G1's and G2's two fp32 measurements of the same arm) | ≤ 60 min |
 
 ``torch.multinomial`` draws one exponential per vocabulary entry (49,152 here) per row per step; on this CPU that
 is ~130 ms per step at batch 96, a fifth of the step. The inverse-CDF draw needs one uniform per row. bf16 runs
@@ -58,10 +59,11 @@ class MultinomialSampler:
 
 
 def _rate(model: Any, prompts: list[str], new: int, seed: int) -> tuple[float, int]:
-    """(seconds, generated tokens) of one sampled batch."""
+    """(seconds, tokens) of one sampled batch; every row generates exactly ``new`` tokens (``min_new_tokens``),
+    so two arms whose samplers draw different texts still do the same work."""
     t = time.perf_counter()
-    toks = model.generate_tokens(prompts, max_new_tokens=new, temperature=0.8, seed=seed)
-    return time.perf_counter() - t, sum(len(x) for x in toks)
+    model.generate_tokens(prompts, max_new_tokens=new, min_new_tokens=new, temperature=0.8, seed=seed)
+    return time.perf_counter() - t, len(prompts) * new
 
 
 def alternate(arms: dict[str, Any], reps: int) -> dict[str, dict[str, float]]:
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps(res["G2"]), flush=True)
     path = ROOT / "docs/data/assistant_axis_prereg/records.jsonl.gz"
     texts = [r["text"] for r in map(json.loads, gzip.open(path, "rt")) if r.get("kind") == "generation"]
-    n_tok = sum(len(fp32.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
+    n_tok = len(texts) * 40  # the plan's max_new_tokens: a batch runs until its longest answer stops
     res["G3"] = {"answers": len(texts), "tokens": n_tok, "minutes": {
         "multinomial fp32": round(n_tok / res["G1"]["multinomial"]["tok_s"] / 60, 1),
         "inverse_cdf fp32": round(n_tok / min(res["G1"]["inverse_cdf"]["tok_s"], res["G2"]["float32"]["tok_s"]) / 60, 1),
@@ -173,7 +175,7 @@ def render(res: dict[str, Any]) -> str:
         f"(max {g2['unsteered']['kl_max']:.4f}) nats, top-1 agreement {g2['unsteered']['top1_agree']:.0%}; steered "
         f"(α_rel 4, layer 14) KL {g2['steered_rel4']['kl_mean']:.4f}, top-1 {g2['steered_rel4']['top1_agree']:.0%} "
         "| report | — |",
-        f"| G3 | ghost/angel design ({g3['answers']:,} answers, {g3['tokens']:,} tokens): pure generation time "
+        f"| G3 | ghost/angel design ({g3['answers']:,} answers × 40 tokens = {g3['tokens']:,} slots): pure generation time "
         f"| multinomial fp32 {mins['multinomial fp32']} min; inverse-CDF fp32 {mins['inverse_cdf fp32']} min; "
         f"inverse-CDF bf16 {mins['inverse_cdf bf16']} min | ≤ 60 min "
         f"| {'✅' if mins['inverse_cdf fp32'] <= 60 else '❌'} (fp32) |",
