@@ -178,7 +178,8 @@ def render(res: dict[str, Any]) -> str:
         f"| G3 | ghost/angel design ({g3['answers']:,} answers × 40 tokens = {g3['tokens']:,} slots): pure generation time "
         f"| multinomial fp32 {mins['multinomial fp32']} min; inverse-CDF fp32 {mins['inverse_cdf fp32']} min; "
         f"inverse-CDF bf16 {mins['inverse_cdf bf16']} min | ≤ 60 min "
-        f"| {'✅' if mins['inverse_cdf fp32'] <= 60 else '❌'} (fp32) |",
+        f"| {'✅' if mins['inverse_cdf fp32'] <= 60 else '❌'} fp32, generation alone (the whole run adds "
+        "role means, calibration and scoring: see the experiment's report) |",
     ]
     units = ", ".join(m["bf16_units"]) or "none"
     return ("\n".join(rows) + f"\n\nMachine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch "

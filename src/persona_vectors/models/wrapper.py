@@ -462,7 +462,8 @@ class PersonaModel:
 
         ``temperature=0`` is greedy; otherwise samples with ``top_p`` in (0, 1] (inverse-CDF draws,
         :func:`~persona_vectors.models.sampling.draw`). ``seed`` makes sampling reproducible (the same seed and
-        batch give the same texts) and leaves the global RNG alone; ``seed=None`` draws the seed from it. Steering hooks active around this call apply.
+        batch give the same texts) and leaves the global RNG alone; ``seed=None`` draws the seed from it.
+        Steering hooks active around this call apply.
         A prompt whose tokens plus ``max_new_tokens`` exceed :attr:`context_length` raises
         :class:`PromptTooLongError` before any forward, unless ``truncate="left"`` (drop the prompt's oldest
         tokens so it fits, with a warning). ``shared_prefill``: see :meth:`generate_tokens`.
