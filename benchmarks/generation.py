@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import os
 import platform
 import statistics
@@ -38,24 +37,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 QUESTIONS = ["Who are you, really?", "Describe yourself in one sentence.", "What do you feel right now?",
              "Where do you come from?", "What is your name?", "What do you want most?"]
-
-
-class MultinomialSampler:
-    """The sampler before G1: transformers' warpers, then ``torch.multinomial`` with an explicit generator."""
-
-    def __init__(self, temperature: float, top_p: float, generator: torch.Generator) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
-        self.generator = generator
-        self.warpers: list[Any] = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
-        if top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        for w in self.warpers:
-            scores = w(input_ids, scores)
-        drawn = torch.multinomial(torch.softmax(scores.float(), dim=-1), 1, generator=self.generator)
-        return torch.full_like(scores, -math.inf).scatter_(1, drawn, 0.0)
 
 
 def _rate(model: Any, prompts: list[str], new: int, seed: int) -> tuple[float, int]:
@@ -80,10 +61,13 @@ def alternate(arms: dict[str, Any], reps: int) -> dict[str, dict[str, float]]:
 
 def bench_sampler(model: Any, prompts: list[str], new: int, reps: int) -> dict[str, Any]:
     """G1: the same sampled batch with ``torch.multinomial`` and with the inverse-CDF draw (fp32)."""
-    from persona_vectors.models import wrapper
+    from persona_vectors.models import sampling
+
+    def multinomial(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # the draw before G1
+        return torch.multinomial(probs, 1, generator=generator)
 
     def old(seed: int) -> tuple[float, int]:
-        with mock.patch.object(wrapper, "_GeneratorSampler", MultinomialSampler):
+        with mock.patch.object(sampling, "draw", multinomial):
             return _rate(model, prompts, new, seed)
 
     res = alternate({"multinomial": old, "inverse_cdf": lambda s: _rate(model, prompts, new, s)}, reps)

@@ -26,6 +26,18 @@ def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
 
 
+def warpers(temperature: float, top_p: float) -> list[Any]:
+    """transformers' logits warpers for ``temperature`` and ``top_p`` (none where they are 1)."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    out: list[Any] = []
+    if temperature != 1.0:
+        out.append(TemperatureLogitsWarper(temperature))
+    if top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    return out
+
+
 class _GeneratorSampler:
     """Draw each next token with an explicit :class:`torch.Generator` (no global RNG is touched).
 
@@ -35,14 +47,8 @@ class _GeneratorSampler:
     """
 
     def __init__(self, temperature: float, top_p: float, generator: torch.Generator) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
         self.generator = generator
-        self.warpers: list[Any] = []
-        if temperature != 1.0:
-            self.warpers.append(TemperatureLogitsWarper(temperature))
-        if top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        self.warpers = warpers(temperature, top_p)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for w in self.warpers:

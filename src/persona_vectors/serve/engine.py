@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from ..capture import HookSet
-from ..models.sampling import draw
+from ..models.sampling import draw, warpers
 from ..sites import Site
 from .resolve import ResolvedSpec
 
@@ -64,18 +64,12 @@ class _RowSampler:
     """Logits processor: per-row temperature / top_p / generator; greedy rows (temperature 0) untouched."""
 
     def __init__(self, rows: Sequence[Row], device: torch.device, on_step: Callable[[torch.Tensor], None]) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
         self.items: list[tuple[int, list[Any], torch.Generator]] = []
         for b, r in enumerate(rows):
             if r.temperature > 0:
                 seed = r.seed if r.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-                warpers: list[Any] = []
-                if r.temperature != 1.0:
-                    warpers.append(TemperatureLogitsWarper(r.temperature))
-                if r.top_p < 1.0:
-                    warpers.append(TopPLogitsWarper(top_p=r.top_p, min_tokens_to_keep=1))
-                self.items.append((b, warpers, torch.Generator(device=device).manual_seed(int(seed))))
+                self.items.append((b, warpers(r.temperature, r.top_p),
+                                   torch.Generator(device=device).manual_seed(int(seed))))
         self.on_step = on_step
         self.calls = 0
 
