@@ -58,8 +58,16 @@ def fit_temperature(proba: np.ndarray, y_idx: np.ndarray) -> float:
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 
 
-def variant_figures(corpus: Any, args: argparse.Namespace, batch: np.ndarray, params: dict[str, Any]
-                    ) -> dict[str, Any]:
+def subsets(batch: np.ndarray, tested: np.ndarray, drawn: np.ndarray) -> dict[Any, np.ndarray]:
+    """Masks over the tested items: each batch, and ``"3u"`` — batch 3's uniformly drawn texts (the ghost/angel
+    run's distribution as it is, without the keyword enrichment)."""
+    out: dict[Any, np.ndarray] = {bt: batch[tested] == bt for bt in sorted(set(batch.tolist()))}
+    out["3u"] = (batch[tested] == 3) & (drawn[tested] == "random")
+    return {k: m for k, m in out.items() if m.any()}
+
+
+def variant_figures(corpus: Any, args: argparse.Namespace, batch: np.ndarray, drawn: np.ndarray,
+                    params: dict[str, Any]) -> dict[str, Any]:
     """Crossed grouped CV (same folds as the default), per-batch figures, the temperature fitted on all
     out-of-fold predictions, held-out ECE at that temperature, and the hand-written CV of one judge variant."""
     from persona_vectors.judge import LABELS
@@ -71,8 +79,8 @@ def variant_figures(corpus: Any, args: argparse.Namespace, batch: np.ndarray, pa
     oof = np.asarray(cv["oof_proba"])
     y_idx = np.array([LABELS.index(corpus.labels[i]) for i in tested])
     T = fit_temperature(oof, y_idx)
-    by_batch = {str(bt): evaluate([corpus.labels[i] for i in tested[batch[tested] == bt]], oof[batch[tested] == bt])
-                for bt in (1, 2) if (batch[tested] == bt).any()}
+    by_batch = {str(bt): evaluate([corpus.labels[i] for i in tested[m]], oof[m]) for bt, m in subsets(batch, tested,
+                                                                                                   drawn).items()}
     return {"params": params, "crossed_cv": {k: v for k, v in cv.items() if k != "oof_proba"},
             "by_batch": by_batch, "temperature": T, "ece_raw": float(ece(oof, y_idx)),
             "hand_written_cv": hand_written_cv(include_real=True, judge_params=params)}
@@ -174,11 +182,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     hand = hand_written_cv(include_real=True)
 
     batch = np.array([int(c.get("batch", 1)) for c in corpus.conditions])
-    by_batch = {}
-    for bt in (1, 2):
-        m = batch[tested] == bt
-        if m.any():
-            by_batch[bt] = evaluate([corpus.labels[i] for i in tested[m]], oof[m])
+    drawn = np.array([str(c.get("drawn", "")) for c in corpus.conditions])
+    by_batch = {bt: evaluate([corpus.labels[i] for i in tested[m]], oof[m])
+                for bt, m in subsets(batch, tested, drawn).items()}
     base_b1 = evaluate([lab for lab, bt in zip(corpus.labels, batch) if bt == 1],
                        base.predict_proba([t for t, bt in zip(corpus.texts, batch) if bt == 1]))
     batch_of_id = {}
@@ -188,11 +194,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             batch_of_id.setdefault(row["id"], int(row["condition"].get("batch", 1)))
     kappa_by_batch = {bt: cohen_kappa([a[i] for i in both if batch_of_id.get(i) == bt],
                                       [b[i] for i in both if batch_of_id.get(i) == bt])
-                      for bt in (1, 2) if any(batch_of_id.get(i) == bt for i in both)}
+                      for bt in sorted(set(batch_of_id.values())) if any(batch_of_id.get(i) == bt for i in both)}
     ceiling = evaluate([a[i] for i in both], np.eye(len(LABELS))[[LABELS.index(b[i]) for i in both]])
 
     C.say("the reader variant: crossed grouped CV, calibration, hand-written CV")
-    reader = variant_figures(corpus, args, batch, {"reader": True})
+    reader = variant_figures(corpus, args, batch, drawn, {"reader": True})
 
     C.say(f"shipping the fitted reader judge: {ship_reader_judge(reader['temperature'])}")
 
@@ -258,7 +264,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         f"judge is used on); **batch 2**, {int((batch == 2).sum())} generations enriched for the rare archetypes "
         "(role prompts and role-direction steering of supernatural, nature, animal and fictional roles), so their "
         "precision and recall rest on more than a handful of items. Batch 2 was generated and labelled after the "
-        "judge's design was fixed: its figures were not used to choose anything.",
+        "judge's design was fixed: its figures were not used to choose anything. **Batch 3**, "
+        f"{int((batch == 3).sum())} texts drawn from the pre-registered ghost/angel run in bfloat16 "
+        "(`docs/data/assistant_axis_prereg_bf16`; the experiment's own generations, the exact distribution the "
+        "judge scores there): 180 containing a supernatural-sounding word (chosen by a word list, never by the "
+        "judge: ghosts and angels, but as often a \"spirit of adventure\" in scenery), 180 drawn uniformly, and "
+        "the run's 120 pre-registered hand-check texts with their blind reader's labels. The column *batch 3 "
+        "uniform* scores the uniformly drawn ones alone: the ghost/angel distribution as it is.",
         f"- **Labels:** read blind to condition under `docs/judge_rubric.md` by "
         + ", ".join(f"{n} (pass {p})" for p, n in labellers) + ".",
         f"- **Agreement:** a second, independent reader labelled {ag['n']} texts: raw agreement "
@@ -266,8 +278,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         + ", ".join(f"{k} ×{v}" for k, v in list(ag["disagreements"].items())[:6]) + ". κ by batch: "
         + ", ".join(f"batch {k} {v:.3f}" for k, v in kappa_by_batch.items()) + ".",
         "",
-        "| target | measured (pooled) | batch 1 only | batch 2 only | second reader vs first | target | met |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| target | measured (pooled) | batch 1 only | batch 2 only | batch 3 only | batch 3 uniform | "
+        "second reader vs first | target | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def sub(res: Any, key: str) -> str:
@@ -283,8 +296,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
              "supernatural_recall": "supernatural recall", "incoherent_recall": "incoherent recall",
              "hand_written_accuracy": "accuracy on the hand-written set"}
     for k in TARGETS:
-        cells = (["–", "–", "–"] if k == "hand_written_accuracy" else
-                 [sub(by_batch.get(1), k), sub(by_batch.get(2), k), sub(ceiling, k)])
+        cells = (["–"] * 5 if k == "hand_written_accuracy" else
+                 [sub(by_batch.get(b), k) for b in (1, 2, 3, "3u")] + [sub(ceiling, k)])
         lines.append(f"| {names[k]} | {checks[k]:.3f} | " + " | ".join(cells) + f" | ≥ {TARGETS[k]:.2f} | {tick(k)} |")
     sup_c = ceiling["per_label"]["supernatural"]
     lines += [
@@ -297,7 +310,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "reach against each other: it cannot be met against one reader's labels by any judge, and the judge's "
         "supernatural shares must be read with the confusion-corrected estimate beside them.",
     ]
-    rb1, rb2 = reader["by_batch"].get("1"), reader["by_batch"].get("2")
+    rb = reader["by_batch"]
     rcv = reader["crossed_cv"]
     lines += [
         "",
@@ -314,8 +327,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "|---|---:|---:|---:|",
         f"| accuracy, pooled (crossed grouped CV) | {cv['accuracy']:.3f} | {rcv['accuracy']:.3f} | ≥ 0.85 |",
         f"| accuracy, batch 1 (the experiments' distribution) | {by_batch[1]['accuracy']:.3f} | "
-        f"{rb1['accuracy']:.3f} | ≥ 0.85 |",
-        f"| accuracy, batch 2 (rare archetypes) | {by_batch[2]['accuracy']:.3f} | {rb2['accuracy']:.3f} | |",
+        f"{rb['1']['accuracy']:.3f} | ≥ 0.85 |",
+        f"| accuracy, batch 2 (rare archetypes) | {by_batch[2]['accuracy']:.3f} | {rb['2']['accuracy']:.3f} | |",
+        *([f"| accuracy, batch 3 (ghost/angel run, incl. keyword-drawn) | {by_batch[3]['accuracy']:.3f} | "
+           f"{rb['3']['accuracy']:.3f} | |",
+           f"| accuracy, batch 3 uniform (ghost/angel run as it is) | {by_batch['3u']['accuracy']:.3f} | "
+           f"{rb['3u']['accuracy']:.3f} | |"] if 3 in by_batch and "3u" in by_batch else []),
         f"| supernatural precision / recall, pooled | {pl['supernatural']['precision']:.2f} / "
         f"{pl['supernatural']['recall']:.2f} | {rcv['per_label']['supernatural']['precision']:.2f} / "
         f"{rcv['per_label']['supernatural']['recall']:.2f} | ≥ 0.85 / 0.85 |",
@@ -354,7 +371,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "",
         format_validation_markdown(cv, f"**Retrained judge, crossed grouped CV** ({args.folds} folds × {args.repeats} "
                                        f"repeats; {cv['coverage']:.0%} of items tested at least once)"),
-        *[format_validation_markdown(r, f"**Retrained judge, batch {k} items only** (same out-of-fold predictions)")
+        *[format_validation_markdown(r, f"**Retrained judge, {'batch 3 uniformly drawn' if k == '3u' else f'batch {k}'} "
+                                        "items only** (same out-of-fold predictions)")
           for k, r in by_batch.items()],
         format_validation_markdown(base_res, "**Hand-written-only judge on all real generations**"),
         format_validation_markdown(hand, "**Hand-written set** (5-fold stratified CV, real items in every training fold)"),
