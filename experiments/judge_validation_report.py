@@ -346,7 +346,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         f"{external['default']['accuracy']:.3f} | {external['reader']['accuracy']:.3f} | |",
         "",
         "The last row is the most direct test there is: the 120 generations of the pre-registered ghost/angel "
-        "rerun that a blind reader labelled, none of them in any training set, scored by each shipped judge. "
+        "rerun that a blind reader labelled, none of them in any training set (batch 3 holds other generations "
+        "of the same design, from the second run), scored by each shipped judge. "
         "How the variant was chosen, honestly: in an exploration (same split, 2 repeats) the reader prompt "
         "with six layers reached 0.831 on batch 1 and was kept; the alternatives tried — reader states alone, "
         "mean-pooled states of the bare text, layer subsets, C = 1 or 4, reader weights 0.5–2 — reached "
