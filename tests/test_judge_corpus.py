@@ -92,3 +92,18 @@ def test_batch3_units_reach_the_grouped_split(setup) -> None:
     assert len(c) == len(rows)
     assert "unsteered" in c.directions or all(r["condition"]["kind"] != "unsteered" for r in rows)
     assert all(q.startswith("ev_") for q in c.questions)
+
+
+def test_validation_subsets_include_batch3_uniform() -> None:
+    import numpy as np
+
+    import judge_validation_report as V
+
+    batch = np.array([1, 1, 2, 3, 3, 3])
+    drawn = np.array(["", "", "", "keyword", "random", "hand_check"])
+    tested = np.array([0, 2, 3, 4, 5])
+    masks = V.subsets(batch, tested, drawn)
+    assert sorted(masks, key=str) == [1, 2, 3, "3u"]
+    assert masks[3].tolist() == [False, False, True, True, True]
+    assert masks["3u"].tolist() == [False, False, False, True, False]  # only the uniformly drawn batch-3 text
+    assert V.subsets(np.array([1, 2]), np.array([0, 1]), np.array(["", ""])).keys() == {1, 2}
