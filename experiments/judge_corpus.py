@@ -375,6 +375,11 @@ def from_records(src: Path, out: Path, n_keyword: int, n_random: int, seed: int,
     recs = RC.read_records(src / RC.RECORDS)
     cfg = json.loads((src / RC.CONFIG).read_text())["config"]
     gens = RC.of_kind(recs, "generation")
+    need = {"text", "dkind", "direction", "question_id", "question"}
+    if not gens or not need <= set(gens[0]):
+        raise SystemExit(f"{src} holds no generation records of the ghost/angel design (each needs "
+                         f"{sorted(need)}): --from-records reads an assistant_axis_prereg run's folder, e.g. "
+                         "docs/data/assistant_axis_prereg_bf16")
     hand = {h["id"]: h for h in RC.of_kind(recs, "hand_label")}
     by_id: dict[str, dict[str, Any]] = {}
     for g in gens:

@@ -107,3 +107,16 @@ def test_validation_subsets_include_batch3_uniform() -> None:
     assert masks[3].tolist() == [False, False, True, True, True]
     assert masks["3u"].tolist() == [False, False, False, True, False]  # only the uniformly drawn batch-3 text
     assert V.subsets(np.array([1, 2]), np.array([0, 1]), np.array(["", ""])).keys() == {1, 2}
+
+
+def test_batch3_from_another_experiments_records_is_a_clear_error(setup, tmp_path: Path) -> None:
+    _, corpus, _ = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    with gzip.open(other / "records.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"kind": "readout", "question": "Who are you?"}) + "\n")
+    (other / "config.json").write_text(json.dumps({"config": {}}))
+    before = corpus.read_text()
+    with pytest.raises(SystemExit, match="assistant_axis_prereg run's folder"):
+        J.from_records(other, corpus, n_keyword=1, n_random=1, seed=0)
+    assert corpus.read_text() == before
