@@ -35,8 +35,8 @@ fixed seed, without the text of any generation already in the corpus: ``--n-keyw
 supernatural-sounding word (:data:`SUPERNATURAL_WORDS`: ghosts and angels, but also "spirit of adventure" and
 "soul" in scenery — hard negatives as much as positives; a word list, never the judge, chooses them) and
 ``--n-random`` texts drawn uniformly from the rest; plus the run's own pre-registered blind hand-check sample,
-whose reader labels come with it (``hand_labels.jsonl`` beside the corpus, imported with their labeller's
-name). Direction ids are prefixed with the run (``aa_bf16:random_07``) because the run's random directions
+whose reader labels come with it (``hand_labels_batch3.jsonl`` beside the corpus, imported with their
+labeller's name). Direction ids are prefixed with the run (``aa_bf16:random_07``) because the run's random directions
 are other vectors than batch 1's of the same name; the anti- and pro-axis map to batch 1's ``axis`` unit,
 so the grouped split never has the Assistant Axis on both sides of a fold.
 
@@ -369,8 +369,9 @@ def from_records(src: Path, out: Path, n_keyword: int, n_random: int, seed: int,
     if not out.is_file():
         raise SystemExit(f"--from-records appends to {out}, which does not exist: build batch 1 first")
     old = out.read_text(encoding="utf-8")
-    have = {json.loads(line)["id"] for line in old.splitlines() if line.strip()}
-    if any(json.loads(line)["condition"].get("batch") == batch for line in old.splitlines() if line.strip()):
+    rows = [json.loads(line) for line in old.splitlines() if line.strip()]
+    have = {r["id"] for r in rows}
+    if any(r["condition"].get("batch") == batch for r in rows):
         raise SystemExit(f"{out} already holds batch {batch}; nothing to do")
     recs = RC.read_records(src / RC.RECORDS)
     cfg = json.loads((src / RC.CONFIG).read_text())["config"]
@@ -394,26 +395,26 @@ def from_records(src: Path, out: Path, n_keyword: int, n_random: int, seed: int,
     lines = []
     for i, why in chosen.items():
         g = by_id[i]
-        cond = {"batch": batch, "source": str(src), "drawn": why,
-                "kind": "unsteered" if g["dkind"] == "unsteered" else g["dkind"],
+        cond = {"batch": batch, "source": str(src), "drawn": why, "kind": g["dkind"],
                 "direction": records_direction(run, g), "layer": cfg.get("layer"), "alpha": g.get("alpha_rel"),
                 "level": g.get("level"), "temperature": cfg.get("temperature"), "seed": g.get("seed"),
                 "question_id": g["question_id"], "question": g["question"], "system": None}
         lines.append(json.dumps({"id": i, "text": g["text"], "condition": cond}, ensure_ascii=False) + "\n")
     with atomic_file(out) as tmp:
         tmp.write_text(old + "".join(lines), encoding="utf-8")
-    hl = out.parent / "hand_labels_batch3.jsonl"
+    hl = out.parent / f"hand_labels_batch{batch}.jsonl"
     with atomic_file(hl) as tmp:
         tmp.write_text("".join(json.dumps({"id": i, "label": h["label"], "note": h.get("note", ""),
                                            "labeller": h["labeller"]}) + "\n"
                                for i, h in sorted(hand.items()) if i in chosen), encoding="utf-8")
+    drawn = dict(Counter(chosen.values()))
     meta_path = out.with_suffix(".meta.json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta[f"batch{batch}"] = {"n": len(lines), "source": str(src), "seed": seed + batch,
-                             "drawn": dict(Counter(chosen.values())), "keyword_pool": len(kw), "pool": len(pool)}
+                             "drawn": drawn, "keyword_pool": len(kw), "pool": len(pool)}
     with atomic_file(meta_path) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    C.say(f"appended {len(lines)} batch-{batch} texts from {src} to {out} ({dict(Counter(chosen.values()))}); "
+    C.say(f"appended {len(lines)} batch-{batch} texts from {src} to {out} ({drawn}); "
           f"hand labels of the run in {hl}")
     return out
 
