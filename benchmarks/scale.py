@@ -219,11 +219,13 @@ def _pc1_spearman(a: dict[str, Any], b: dict[str, Any]) -> dict[int, float]:
     return out
 
 
-def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = ("last_prompt:3",)) -> dict[str, Any]:
+def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = ("opener:3",)) -> dict[str, Any]:
     """P11: the map's role vectors without generation ÷ with generated answers (wall time), and PC1 agreement.
 
-    ``variants``: prompt-only reads as ``POSITIONS:QUESTIONS`` (``last_prompt:3`` reads the same 3 questions as the
-    answer route; ``last_prompt:1`` reads only the first, a third of the forwards).
+    ``variants``: prompt-only reads as ``POSITIONS:QUESTIONS`` (``opener:3``, the route's default read, and
+    ``last_prompt:3`` read the same 3 questions as the answer route; ``last_prompt:1`` reads only the first, a third
+    of the forwards). ``benchmarks/p11_fidelity.py`` compares the reads layer by layer with the answer route's
+    agreement with itself.
     """
     from persona_vectors.datasets import get_role, load_roles
     from persona_vectors.personas import default_system_prompts, extraction_questions, prompt_only_role_means, role_means
@@ -350,8 +352,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--p10-tokens", type=int, default=1000, help="P10: length of the shared chat in tokens")
     ap.add_argument("--p10-reps", type=int, default=3, help="P10: alternating repetitions (medians)")
     ap.add_argument("--p11-roles", type=int, default=24, help="P11: roles timed both ways (0: the whole catalogue)")
-    ap.add_argument("--p11-variants", nargs="+", default=["last_prompt:3", "prompt:3", "last_prompt:1"],
-                    help="P11: prompt-only reads as POSITIONS:QUESTIONS (positions last_prompt or prompt)")
+    ap.add_argument("--p11-variants", nargs="+", default=["opener:3", "last_prompt:3", "prompt:3", "last_prompt:1"],
+                    help="P11: prompt-only reads as POSITIONS:QUESTIONS (positions opener, last_prompt or prompt; "
+                         "the first is the headline)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for P8 (P9 fixes its own: 2 local, 1 per actor)")
     args = ap.parse_args(argv)

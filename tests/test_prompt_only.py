@@ -134,3 +134,61 @@ def test_missing_answers_counts_what_role_means_would_generate(tiny, tmp_path) -
     P.role_means(tiny, ["ghost", "pirate_captain"], layers=[1], progress=False, **kw)
     assert P.missing_answers(tiny, ["ghost", "pirate_captain"], **kw) == (0, total)
     assert P.missing_answers(tiny, ["ghost"], n_questions=2, n_prompts=1, max_new_tokens=4, cache=False)[0] > 0
+
+
+def test_opener_read_is_the_last_prompt_token_and_the_teacher_forced_opener(no_generation) -> None:  # type: ignore[no-untyped-def]
+    """The opener read: last prompt token + "I am" (equal weight per token), equal to record() on the same tokens."""
+    tiny = no_generation
+    n_op = len(tiny.response_ids(P.prompt_only.DEFAULT_OPENER))
+    rm = P.prompt_only_role_means(tiny, ROLES[:2], questions=QS, n_prompts=1, baseline_prompts=BASE, layers=[1, 3],
+                                  positions="opener", progress=False)
+
+    def expected(systems):  # type: ignore[no-untyped-def]
+        plain = _convs(tiny, systems)
+        forced = [c + [{"role": "assistant", "content": P.prompt_only.DEFAULT_OPENER}] for c in plain]
+        last = record(tiny, plain, [1, 3], positions="last_prompt", progress=False)
+        op = record(tiny, forced, [1, 3], positions="response", progress=False)
+        return {s: (last.mean(s) + n_op * op.mean(s)) / (1 + n_op) for s in (Site(1), Site(3))}
+
+    base = expected(BASE)
+    for name in ROLES[:2]:
+        role = expected(get_role(name).prompts[:1])
+        for s in rm.sites:
+            assert torch.allclose(rm.vectors[name][s], role[s] - base[s], atol=1e-5)
+        extra = rm.vectors[name].provenance.extra
+        assert extra["prompt_positions"] == "opener" and extra["prompt_opener"] == "I am"
+    other = P.prompt_only_role_means(tiny, ROLES[:1], questions=QS, n_prompts=1, baseline_prompts=BASE, layers=[3],
+                                     positions="opener", opener="As a", progress=False)
+    assert not torch.allclose(other.vectors[ROLES[0]].directions, rm.vectors[ROLES[0]].at([3]).directions)
+    assert other.vectors[ROLES[0]].provenance.extra["prompt_opener"] == "As a"
+    with pytest.raises(ValueError, match="non-empty opener"):
+        P.prompt_only_role_means(tiny, ["ghost"], positions="opener", opener="", progress=False)
+
+
+def test_opener_shared_prefixes_read_what_whole_forwards_read(tiny) -> None:  # type: ignore[no-untyped-def]
+    from persona_vectors.personas.prompt_only import prompt_conversations, prompt_only_recordings
+    from persona_vectors.sites import as_sites
+
+    # one system asked one question: its common prefix must stop before the last prompt token and the opener
+    groups = [prompt_conversations(tiny, BASE, QS), prompt_conversations(tiny, [get_role("ghost").prompts[0]], QS[:1])]
+    sites = as_sites([0, 2], tiny.n_layers)
+    for batch_size in (1, 32):
+        shared = prompt_only_recordings(tiny, groups, sites, positions="opener", batch_size=batch_size)
+        whole = prompt_only_recordings(tiny, groups, sites, positions="opener", share_prefixes=False)
+        for a, b in zip(shared, whole):
+            assert a.n_tokens == b.n_tokens == a.n_conversations * (1 + len(tiny.response_ids("I am")))
+            for s in sites:
+                assert torch.allclose(a.mean(s), b.mean(s), atol=1e-5)
+                assert abs(a.mean_norm(s) - b.mean_norm(s)) < 1e-3
+
+
+def test_prompt_index_reads_one_prompt_per_role(no_generation) -> None:  # type: ignore[no-untyped-def]
+    kw = dict(questions=QS, baseline_prompts=BASE, layers=[2], progress=False)
+    second = P.prompt_only_role_means(no_generation, ROLES[:2], prompt_index=1, **kw)
+    base = record(no_generation, _convs(no_generation, BASE), [2], positions="last_prompt", progress=False)
+    for name in ROLES[:2]:
+        ref = record(no_generation, _convs(no_generation, get_role(name).prompts[1:2]), [2], positions="last_prompt",
+                     progress=False)
+        assert torch.allclose(second.vectors[name][2], ref.mean(Site(2)) - base.mean(Site(2)), atol=1e-5)
+    with pytest.raises(Exception, match="prompt_index=99 is out of range"):
+        P.prompt_only_role_means(no_generation, ROLES[:1], prompt_index=99, **kw)

@@ -144,13 +144,18 @@ def _generate_cached(
 
 def _record_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
                  batch_size: int = 16, on_batch: Optional[Callable[[int], None]] = None,
-                 positions: str = "response") -> Rows:
+                 positions: str = "response",
+                 tokenized: Optional[Sequence[tuple[Sequence[int], Sequence[bool]]]] = None) -> Rows:
     """Per-conversation statistics of the tokens at ``positions`` (default: the response): a reducer on
-    :class:`~persona_vectors.capture.Capture` (the same masks and batches as :func:`record.record`)."""
+    :class:`~persona_vectors.capture.Capture` (the same masks and batches as :func:`record.record`).
+    ``tokenized``: each conversation's ``(ids, mask)`` already built (then ``positions`` is not used)."""
     from ..capture import Capture, padded_batches, tokenize_conversation
 
     n, S, d = len(convs), len(sites), model.d_model
-    tokenized = [tokenize_conversation(model, c, positions) for c in convs]
+    if tokenized is None:
+        tokenized = [tokenize_conversation(model, c, positions) for c in convs]
+    elif len(tokenized) != n:
+        raise ValueError(f"{len(tokenized)} tokenized rows for {n} conversations")
     means = torch.zeros(n, S, d, dtype=torch.float32)
     norm_sums = torch.zeros(n, S, dtype=torch.float64)
     n_tokens = torch.zeros(n, dtype=torch.long)

@@ -4,10 +4,14 @@ The system-prompt route (:class:`~persona_vectors.personas.routes.PromptRoute`) 
 extraction question under each role prompt and reads its response tokens: the answers cost one generation each
 (the first full-catalogue ``persona-vectors map`` spends most of its time there). This route reads the same
 conversations *before* any answer: the activations at the end of the rendered prompt (``"last_prompt"``: the
-last token of the generation prompt, where the model is about to answer in the role) or over the whole prompt
-(``"prompt"``). One forward per conversation, stopped after the deepest site, no generation: ``benchmarks/scale.py``
-(P11) measures how much faster it is over the whole catalogue and how well its map agrees with the answer route
-(Spearman correlation of the roles' PC1 loadings), so users can choose speed or fidelity knowingly.
+last token of the generation prompt, where the model is about to answer in the role), over the whole prompt
+(``"prompt"``), or (``"opener"``) at the last prompt token and a fixed, role-neutral opener of the
+answer that is teacher-forced, not generated (:data:`DEFAULT_OPENER`, ``"I am"``): the first tokens in which the
+model speaks as the role. One forward per conversation, stopped after the deepest site, no generation:
+``benchmarks/scale.py`` (P11) measures how much faster it is over the whole catalogue and how well its map agrees
+with the answer route (Spearman correlation of the roles' PC1 loadings), and ``benchmarks/p11_fidelity.py``
+compares the reads layer by layer with the answer route's agreement with itself, so users can choose speed or
+fidelity knowingly.
 
 >>> rm = prompt_only_role_means(model)                                      # doctest: +SKIP  (whole catalogue)
 >>> vec = get_persona_vector(model, "pirate_captain", route="prompt_only")  # doctest: +SKIP
@@ -24,7 +28,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from ..datasets import DataError, get_role, load_roles
+from ..datasets import DataError, get_role
 from ..extract import vector_from_recordings
 from ..models import PersonaModel
 from ..record import Conversation, Recording
@@ -34,13 +38,16 @@ from .catalogue import _first, default_system_prompts, evaluation_questions, ext
 from .compute import Layers, ProgressFn, _bar, _progress_fn, _record_rows, _say, _sites
 from .quality import _quality_from
 from .registry import Budget, PersonaQuality, PersonaSpec, register_route
-from .routes import RoleMeans
+from .routes import RoleMeans, _role_pairs
 from .store import CacheArg, Rows, _hash
 
-#: Where a prompt-only read looks: the generation prompt's last token, or every prompt token.
-PROMPT_ONLY_POSITIONS: tuple[str, ...] = ("last_prompt", "prompt")
-#: The default read (see ``benchmarks/scale_results.md``, P11, for how it compares with ``"prompt"``).
+#: Where a prompt-only read looks: the generation prompt's last token; every prompt token; or the last prompt
+#: token plus a teacher-forced opener of the answer (equal weight per token).
+PROMPT_ONLY_POSITIONS: tuple[str, ...] = ("last_prompt", "prompt", "opener")
+#: The default read (``benchmarks/p11_fidelity.md`` compares the three with the answer route, layer by layer).
 DEFAULT_PROMPT_POSITIONS = "last_prompt"
+#: The opener the ``"opener"`` read teacher-forces after the generation prompt: role-neutral, first person.
+DEFAULT_OPENER = "I am"
 
 
 def _check_positions(positions: str) -> str:
@@ -57,9 +64,9 @@ def prompt_conversations(model: PersonaModel, systems: Sequence[Optional[str]],
     return [model.to_messages(q, s) for s in systems for q in questions]
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common prefix of token rows, leaving every row at least its last token."""
-    n = min(len(r) for r in rows) - 1
+def _common_prefix(rows: Sequence[Sequence[int]], keep: int = 1) -> int:
+    """Length of the longest common prefix of token rows, leaving every row at least its last ``keep`` tokens."""
+    n = min(len(r) for r in rows) - keep
     first = rows[0]
     for k in range(max(n, 0)):
         if any(r[k] != first[k] for r in rows[1:]):
@@ -67,9 +74,35 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
+def _opener_ids(model: PersonaModel, positions: str, opener: str) -> list[int]:
+    """The teacher-forced tokens of an ``"opener"`` read (none for the other reads); an empty opener is refused."""
+    if positions != "opener":
+        return []
+    ids = list(model.response_ids(opener)) if isinstance(opener, str) else []
+    if not ids:
+        raise ValueError(f"positions='opener' needs a non-empty opener text (e.g. {DEFAULT_OPENER!r}), got {opener!r}; "
+                         "or read positions='last_prompt'")
+    return ids
+
+
+def _prompt_rows(model: PersonaModel, convs: Sequence[Conversation], opener_ids: Sequence[int] = ()
+                 ) -> list[tuple[list[int], list[bool]]]:
+    """Each conversation's prompt tokens up to its last prompt token, plus the opener; mask = the positions read
+    (the last prompt token and every opener token). Anything after the prompt (e.g. an answer) is dropped."""
+    from ..capture import tokenize_conversation
+
+    out = []
+    for c in convs:  # a causal read at the last prompt token needs nothing after it (e.g. an answer)
+        row, mask = tokenize_conversation(model, c, "last_prompt")
+        ids = row[: mask.index(True) + 1] + list(opener_ids)
+        out.append((ids, [False] * (len(ids) - 1 - len(opener_ids)) + [True] * (1 + len(opener_ids))))
+    return out
+
+
 def _last_prompt_rows(model: PersonaModel, convs: Sequence[Conversation], sites: tuple[Site, ...],
-                      batch_size: int = 16, on_batch: Optional[Any] = None) -> Rows:
-    """Per-conversation activations at the last prompt token, each shared prefix run once.
+                      batch_size: int = 16, on_batch: Optional[Any] = None, opener_ids: Sequence[int] = ()) -> Rows:
+    """Per-conversation activations at the last prompt token (and the teacher-forced ``opener_ids`` after it,
+    averaged with equal weight per token), each shared prefix run once.
 
     Conversations that differ only in their last message (one system prompt, several questions) share every token
     up to that message: the prefixes run once per group (left padded, KV cache kept), then each conversation's
@@ -78,18 +111,16 @@ def _last_prompt_rows(model: PersonaModel, convs: Sequence[Conversation], sites:
     """
     from transformers import DynamicCache
 
-    from ..capture import Capture, StopForward, tokenize_conversation
+    from ..capture import Capture, StopForward
 
-    ids = []
-    for c in convs:  # a causal read at the last prompt token needs nothing after it (e.g. an answer)
-        row, mask = tokenize_conversation(model, c, "last_prompt")
-        ids.append(row[: mask.index(True) + 1])
+    n_read = 1 + len(opener_ids)
+    ids = [row for row, _ in _prompt_rows(model, convs, opener_ids)]
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(convs):
         groups.setdefault(_hash([dict(m) for m in c[:-1]] if not isinstance(c, str) else c), []).append(i)
     plan = []
     for members in groups.values():
-        k = _common_prefix([ids[i] for i in members])
+        k = _common_prefix([ids[i] for i in members], keep=n_read)
         plan.append((k, members))
     plan.sort(key=lambda g: g[0])
     S, d, dev = len(sites), model.d_model, model.device
@@ -128,15 +159,17 @@ def _last_prompt_rows(model: PersonaModel, convs: Sequence[Conversation], sites:
             with contextlib.suppress(StopForward):
                 model.hf(input_ids=suf_ids.to(dev), attention_mask=att.to(dev), use_cache=True,
                          past_key_values=cache, position_ids=pos.to(dev))
-            last = torch.tensor([len(t) - 1 for t in tails], device=dev)
+            # the last n_read positions of each (right-padded) tail: the last prompt token and the opener
+            read = torch.tensor([len(t) - n_read for t in tails]).unsqueeze(1) + torch.arange(n_read).unsqueeze(0)
+            rix = torch.arange(len(rows)).unsqueeze(1).expand_as(read)
             idx = [i for _, i in rows]
             for j, site in enumerate(sites):
-                x = cap.acts[site][torch.arange(len(rows), device=dev), last].to(torch.float64)
-                means[idx, j] = x.float().cpu()
-                norm_sums[idx, j] = x.norm(dim=-1).cpu()
+                x = cap.acts[site][rix.to(dev), read.to(dev)].to(torch.float64)  # [rows, n_read, d]
+                means[idx, j] = x.mean(1).float().cpu()
+                norm_sums[idx, j] = x.norm(dim=-1).sum(1).cpu()
             if on_batch is not None:
                 on_batch(len(rows))
-    return Rows(sites, means, norm_sums, torch.ones(len(convs), dtype=torch.long))
+    return Rows(sites, means, norm_sums, torch.full((len(convs),), n_read, dtype=torch.long))
 
 
 def prompt_only_recordings(
@@ -148,24 +181,31 @@ def prompt_only_recordings(
     batch_size: int = 32,
     progress: ProgressFn = None,
     share_prefixes: bool = True,
+    opener: str = DEFAULT_OPENER,
 ) -> list[Recording]:
     """One :class:`~persona_vectors.record.Recording` per group of unanswered conversations, read at
     ``positions`` of each prompt (per-conversation samples kept).
 
     All groups are recorded together, so a whole catalogue costs one pass. With ``share_prefixes`` (default) a
-    ``"last_prompt"`` read runs the tokens that conversations share up to their last message (a system prompt
-    asked several questions) once per prefix; ``False`` runs every conversation whole (length-sorted batches).
+    ``"last_prompt"`` or ``"opener"`` read runs the tokens that conversations share up to their last message (a
+    system prompt asked several questions) once per prefix; ``False`` runs every conversation whole
+    (length-sorted batches). ``opener``: the text teacher-forced after the prompt by the ``"opener"`` read.
     """
     _check_positions(positions)
+    opener_ids = _opener_ids(model, positions, opener)
     flat = [c for g in groups for c in g]
     if not flat:
         raise DataError("no conversations to read: pass at least one system prompt and one question")
-    _say(progress, f"read {len(flat)} prompts at {len(sites)} sites ({positions}, no generation)")
+    what = f"{positions} {opener!r}" if positions == "opener" else positions
+    _say(progress, f"read {len(flat)} prompts at {len(sites)} sites ({what}, no generation)")
     bar = _bar(progress, len(flat), f"read prompts ({len(sites)} sites)", "conv")
     try:
         step = None if bar is None else bar.update
-        if positions == "last_prompt" and share_prefixes:
-            rows = _last_prompt_rows(model, flat, sites, batch_size=batch_size, on_batch=step)
+        if positions in ("last_prompt", "opener") and share_prefixes:
+            rows = _last_prompt_rows(model, flat, sites, batch_size=batch_size, on_batch=step, opener_ids=opener_ids)
+        elif positions == "opener":
+            rows = _record_rows(model, flat, sites, batch_size=batch_size, on_batch=step,
+                                tokenized=_prompt_rows(model, flat, opener_ids))
         else:
             rows = _record_rows(model, flat, sites, batch_size=batch_size, positions=positions, on_batch=step)
     finally:
@@ -179,10 +219,14 @@ def prompt_only_recordings(
     return out
 
 
-def _extra(role: str, n_prompts: int, base: Sequence[Optional[str]], qs: Sequence[str], positions: str) -> dict[str, Any]:
-    return {"role": role, "n_prompts": n_prompts, "n_baseline_prompts": len(base), "n_questions": len(qs),
-            "questions_hash": _hash(list(qs)), "baseline_prompts_hash": _hash(list(base)),
-            "prompt_positions": positions, "generation_free": True}
+def _extra(role: str, n_prompts: int, base: Sequence[Optional[str]], qs: Sequence[str], positions: str,
+           opener: str) -> dict[str, Any]:
+    out = {"role": role, "n_prompts": n_prompts, "n_baseline_prompts": len(base), "n_questions": len(qs),
+           "questions_hash": _hash(list(qs)), "baseline_prompts_hash": _hash(list(base)),
+           "prompt_positions": positions, "generation_free": True}
+    if positions == "opener":
+        out["prompt_opener"] = opener
+    return out
 
 
 def prompt_only_role_means(
@@ -195,6 +239,8 @@ def prompt_only_role_means(
     baseline_prompts: Optional[Sequence[Optional[str]]] = None,
     layers: Layers = "all",
     positions: str = DEFAULT_PROMPT_POSITIONS,
+    opener: str = DEFAULT_OPENER,
+    prompt_index: Optional[int] = None,
     batch_size: int = 32,
     progress: Union[bool, ProgressFn] = True,
 ) -> RoleMeans:
@@ -202,30 +248,30 @@ def prompt_only_role_means(
     ``positions`` of its (role prompt × question) conversations, minus the default-assistant prompts' mean.
 
     Same arguments and result type as ``role_means`` (``max_new_tokens`` is 0: nothing is generated); the
-    vectors' provenance says ``route="prompt_only"`` and ``positions``. ``roles=None`` is the whole catalogue.
+    vectors' provenance says ``route="prompt_only"``, ``positions`` and (for ``"opener"``) the ``opener`` text.
+    ``roles=None`` is the whole catalogue; ``prompt_index=k`` reads only each role's prompt ``k`` (as in
+    ``role_means``).
     """
     _check_positions(positions)
-    names = list(dict.fromkeys(get_role(r).name for r in (roles if roles is not None else [r.name for r in load_roles()])))
-    if not names:
-        raise DataError("no roles given; pass at least one role name")
-    qs = _first(questions if questions is not None else extraction_questions(), n_questions, "questions")
-    base = list(baseline_prompts) if baseline_prompts is not None else default_system_prompts()
+    _opener_ids(model, positions, opener)
+    names, qs, base, role_prompts, _ = _role_pairs(roles, questions, n_questions, n_prompts, baseline_prompts,
+                                                   prompt_index)
     if not base:
         raise DataError("no baseline prompts; pass at least one default-assistant system prompt")
     sites = _sites(model, layers)
-    role_prompts = {n: _first(get_role(n).prompts, n_prompts, f"prompts of role {n!r}") for n in names}
     groups = [prompt_conversations(model, base, qs)] + [prompt_conversations(model, role_prompts[n], qs) for n in names]
     recs = prompt_only_recordings(model, groups, sites, positions=positions, batch_size=batch_size,
-                                  progress=_progress_fn(progress))
+                                  progress=_progress_fn(progress), opener=opener)
     neg = recs[0]
     means, vectors, counts = {}, {}, {}
     for n, pos in zip(names, recs[1:]):
         means[n] = torch.stack([pos.mean(s) for s in sites])
         counts[n] = pos.n_conversations
         vectors[n] = vector_from_recordings(model, pos, neg, method="mean_diff", name=n, route="prompt_only",
-                                            extra=_extra(n, len(role_prompts[n]), base, qs, positions))
+                                            extra=_extra(n, len(role_prompts[n]), base, qs, positions, opener))
     return RoleMeans(sites, torch.stack([neg.mean(s) for s in sites]), means, vectors, counts, neg.n_conversations,
-                     qs, n_prompts or max(len(p) for p in role_prompts.values()), 0,
+                     qs, max(len(p) for p in role_prompts.values()) if prompt_index is not None or not n_prompts
+                     else n_prompts, 0,
                      {s: neg.mean_norm(s) for s in sites})
 
 
@@ -240,10 +286,12 @@ def prompt_only_role_vector(
     baseline_prompts: Optional[Sequence[Optional[str]]] = None,
     layers: Layers = "all",
     positions: str = DEFAULT_PROMPT_POSITIONS,
+    opener: str = DEFAULT_OPENER,
     progress: Union[bool, ProgressFn] = True,
     name: Optional[str] = None,
 ) -> PersonaVector:
-    """One role's generation-free vector: role prompts minus default-assistant prompts, read at ``positions``.
+    """One role's generation-free vector: role prompts minus default-assistant prompts, read at ``positions``
+    (``opener``: the text teacher-forced by the ``"opener"`` read).
 
     ``method``: ``mean_diff`` (default) or ``probe``; ``pca`` needs paired samples and is refused (the two
     sides have different prompt counts): use the answer route (``route="prompt"``) for it.
@@ -259,9 +307,10 @@ def prompt_only_role_vector(
         raise DataError("no baseline prompts; pass at least one default-assistant system prompt")
     pos, neg = prompt_only_recordings(model, [prompt_conversations(model, prompts, qs),
                                               prompt_conversations(model, base, qs)],
-                                      _sites(model, layers), positions=positions, progress=_progress_fn(progress))
+                                      _sites(model, layers), positions=positions, progress=_progress_fn(progress),
+                                      opener=opener)
     return vector_from_recordings(model, pos, neg, method=method, name=name or role.name, route="prompt_only",
-                                  extra=_extra(role.name, len(prompts), base, qs, positions))
+                                  extra=_extra(role.name, len(prompts), base, qs, positions, opener))
 
 
 class PromptOnlyRoute:
@@ -278,7 +327,10 @@ class PromptOnlyRoute:
     def cache_key_data(self, spec: PersonaSpec, budget: Budget) -> tuple[Any, Any]:
         """The role, the default prompts and the read positions; the budget's questions and prompt count."""
         role = get_role(spec.role)  # type: ignore[arg-type]
-        return ({"role": role.to_dict(), "default": default_system_prompts(), "positions": DEFAULT_PROMPT_POSITIONS},
+        read = {"positions": DEFAULT_PROMPT_POSITIONS}
+        if DEFAULT_PROMPT_POSITIONS == "opener":
+            read["opener"] = DEFAULT_OPENER
+        return ({"role": role.to_dict(), "default": default_system_prompts(), **read},
                 {"q": extraction_questions(budget.n_questions), "p": budget.n_prompts})
 
     def build(self, model: PersonaModel, spec: PersonaSpec, *, method: str, sites: tuple[Site, ...], budget: Budget,
@@ -298,18 +350,21 @@ class PromptOnlyRoute:
         """The evaluation questions under the role's prompts vs under the default prompts, read like the vector."""
         extra = dict(vector.provenance.extra)
         positions = _check_positions(str(extra.get("prompt_positions", DEFAULT_PROMPT_POSITIONS)))
+        opener = str(extra.get("prompt_opener", DEFAULT_OPENER))
         qs, base = evaluation_questions(n_eval_questions), default_system_prompts()
         role = get_role(extra.get("role") or spec.role or name)
         prompts = list(role.prompts[: int(extra.get("n_prompts", len(role.prompts)))])
         pos, neg = prompt_only_recordings(model, [prompt_conversations(model, prompts, qs),
                                                   prompt_conversations(model, base, qs)],
-                                          vector.sites, positions=positions, progress=_progress_fn(progress))
+                                          vector.sites, positions=positions, progress=_progress_fn(progress),
+                                          opener=opener)
+        read = f"{positions} {opener!r}" if positions == "opener" else positions
         return _quality_from(name, self.name, vector, pos, neg,
                              f"{len(qs)} evaluation questions × {len(prompts)} {role.name} prompts vs × {len(base)} "
-                             f"default prompts, read at {positions} (no generation)")
+                             f"default prompts, read at {read} (no generation)")
 
 
 PROMPT_ONLY = register_route(PromptOnlyRoute())
 
-__all__ = ["DEFAULT_PROMPT_POSITIONS", "PROMPT_ONLY_POSITIONS", "PromptOnlyRoute", "prompt_conversations",
+__all__ = ["DEFAULT_OPENER", "DEFAULT_PROMPT_POSITIONS", "PROMPT_ONLY_POSITIONS", "PromptOnlyRoute", "prompt_conversations",
            "prompt_only_recordings", "prompt_only_role_means", "prompt_only_role_vector"]
