@@ -79,8 +79,10 @@ def _bands(rho: list[float]) -> dict[str, float]:
     return {k: float(np.median(rho[lo:hi])) for k, (lo, hi) in BANDS.items() if hi <= len(rho)}
 
 
-def run(model: Any, splits: tuple[str, ...] = tuple(SPLITS)) -> dict[str, Any]:
-    """The comparison on ``splits`` (see the module docstring); returns the JSON-able result."""
+def run(model: Any, splits: tuple[str, ...] = tuple(SPLITS), roles: list[str] | None = None,
+        max_new_tokens: int = 32) -> dict[str, Any]:
+    """The comparison on ``splits`` (see the module docstring) over ``roles`` (``None``: the catalogue); returns
+    the JSON-able result."""
     from persona_vectors.personas import extraction_questions, prompt_only_role_means, role_means
 
     qall = extraction_questions()
@@ -89,16 +91,17 @@ def run(model: Any, splits: tuple[str, ...] = tuple(SPLITS)) -> dict[str, Any]:
         idx, qsl, (self_idx, self_qsl), varies = SPLITS[split]
         qs = qall[qsl]
         t0 = time.perf_counter()
-        ref = role_means(model, None, questions=qs, n_questions=None, prompt_index=idx, progress=False).vectors
+        ref = role_means(model, roles, questions=qs, n_questions=None, prompt_index=idx, progress=False,
+                         max_new_tokens=max_new_tokens).vectors
         out: dict[str, Any] = {"prompt_index": idx, "questions": qs, "answer_route_s": time.perf_counter() - t0,
                                "n_roles": len(ref), "rows": {}}
-        other = role_means(model, None, questions=qall[self_qsl], n_questions=None, prompt_index=self_idx,
-                           progress=False).vectors
+        other = role_means(model, roles, questions=qall[self_qsl], n_questions=None, prompt_index=self_idx,
+                           progress=False, max_new_tokens=max_new_tokens).vectors
         rho = pc1_rho(ref, other)
         out["rows"][f"answer route vs itself, {varies}"] = {"rho": rho, **_bands(rho)}
         for label, positions in READS.items():
             t0 = time.perf_counter()
-            fast = prompt_only_role_means(model, None, questions=qs, n_questions=None, prompt_index=idx,
+            fast = prompt_only_role_means(model, roles, questions=qs, n_questions=None, prompt_index=idx,
                                           positions=positions, progress=False).vectors
             rho = pc1_rho(ref, fast)
             out["rows"][label] = {"rho": rho, "read_s": time.perf_counter() - t0, **_bands(rho)}

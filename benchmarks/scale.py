@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -219,7 +220,8 @@ def _pc1_spearman(a: dict[str, Any], b: dict[str, Any]) -> dict[int, float]:
     return out
 
 
-def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = ("opener:3",)) -> dict[str, Any]:
+def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = ("opener:3",), reps: int = 3
+                          ) -> dict[str, Any]:
     """P11: the map's role vectors without generation ÷ with generated answers (wall time), and PC1 agreement.
 
     ``variants``: prompt-only reads as ``POSITIONS:QUESTIONS`` (``opener:3``, the route's default read, and
@@ -238,29 +240,39 @@ def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = 
     kw = dict(n_prompts=1, layers="all", progress=False)
     every = [r.name for r in load_roles()]
     subset = every if n_roles <= 0 else [every[round(i * len(every) / n_roles)] for i in range(n_roles)]
-    tmp = Path(tempfile.mkdtemp(prefix="pv-p11-"))
-    clear_memory_caches()
-    t0 = time.perf_counter()
-    role_means(model, subset, n_questions=3, cache=tmp, **kw)
-    t_answers = time.perf_counter() - t0
-    print(f"P11 answer route on {len(subset)} roles from an empty cache: {t_answers:.0f} s", file=sys.stderr, flush=True)
+    reads = [(v, *v.partition(":")[::2]) for v in variants]
+    t_answers: list[float] = []
+    t_fast: dict[str, list[float]] = {v: [] for v in variants}
+    for rep in range(reps):  # interleaved: each repetition times the answer route, then every read, on the subset
+        tmp = Path(tempfile.mkdtemp(prefix="pv-p11-"))
+        clear_memory_caches()
+        t0 = time.perf_counter()
+        role_means(model, subset, n_questions=3, cache=tmp, **kw)
+        t_answers.append(time.perf_counter() - t0)
+        shutil.rmtree(tmp, ignore_errors=True)
+        for variant, read, nq in reads:
+            t0 = time.perf_counter()
+            prompt_only_role_means(model, subset, n_questions=int(nq or 3), positions=read, **kw)
+            t_fast[variant].append(time.perf_counter() - t0)
+        print(f"P11 repetition {rep + 1}/{reps}: answer route on {len(subset)} roles from an empty cache "
+              f"{t_answers[-1]:.0f} s; " + ", ".join(f"{v} {t_fast[v][-1]:.1f} s" for v in variants),
+              file=sys.stderr, flush=True)
+    answers_s = float(np.median(t_answers))
     clear_memory_caches()
     t0 = time.perf_counter()
     full_answers = role_means(model, None, n_questions=3, **kw).vectors  # the user's cache: answers `map` generated
     t_full_answers = time.perf_counter() - t0
-    res: dict[str, Any] = {"roles_timed": len(subset), "answers_s": t_answers, "catalogue_roles": len(every),
-                           "threads": torch.get_num_threads(),
+    res: dict[str, Any] = {"roles_timed": len(subset), "answers_s": answers_s, "answers_s_all": t_answers,
+                           "reps": reps, "catalogue_roles": len(every), "threads": torch.get_num_threads(),
                            "catalogue_answers_from_cache_s": t_full_answers, "variants": {}}
     t0 = time.perf_counter()
     prompt_only_recordings(model, [prompt_conversations(model, [*default_system_prompts(), *(get_role(n).prompts[0] for n in subset)],
-                                                        extraction_questions(3))], sites, share_prefixes=False)
+                                                        extraction_questions(3))], sites, positions="last_prompt",
+                           share_prefixes=False)
     res["last_prompt_whole_forwards_s"] = time.perf_counter() - t0  # the same read without shared prefixes
-    for variant in variants:
-        read, _, nq = variant.partition(":")
+    for variant, read, nq in reads:
         n_q = int(nq or 3)
-        t0 = time.perf_counter()
-        prompt_only_role_means(model, subset, n_questions=n_q, positions=read, **kw)
-        t_fast = time.perf_counter() - t0
+        fast_s = float(np.median(t_fast[variant]))
         t0 = time.perf_counter()
         fast = prompt_only_role_means(model, None, n_questions=n_q, positions=read, **kw).vectors
         t_read = time.perf_counter() - t0
@@ -268,12 +280,15 @@ def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = 
         layers = sorted(rho)
         mid = layers[len(layers) // 2]
         res["variants"][variant] = {
-            "positions": read, "questions": n_q, "prompt_only_s": t_fast, "ratio": t_answers / t_fast,
+            "positions": read, "questions": n_q, "prompt_only_s": fast_s, "prompt_only_s_all": t_fast[variant],
+            "ratio": answers_s / fast_s, "ratios_per_rep": [a / f for a, f in zip(t_answers, t_fast[variant])],
             "catalogue_s": t_read, "rho_per_layer": rho, "rho_median": float(np.median(list(rho.values()))),
-            "rho_mid": rho[mid], "mid_layer": mid, "rho_min": min(rho.values())}
+            "rho_mid": rho[mid], "mid_layer": mid, "rho_min": min(rho.values()),
+            "rho_median_21_29": float(np.median([rho[k] for k in layers if 21 <= k <= 29]))}
         v = res["variants"][variant]
-        print(f"P11 {variant}: {v['ratio']:.1f}x ({t_fast:.1f} s on the subset, {t_read:.0f} s for the catalogue), "
-              f"PC1 rho median {v['rho_median']:.3f}, layer {mid} {v['rho_mid']:.3f}", file=sys.stderr, flush=True)
+        print(f"P11 {variant}: {v['ratio']:.1f}x (median {fast_s:.1f} s on the subset, {t_read:.0f} s for the "
+              f"catalogue), PC1 rho median {v['rho_median']:.3f}, layers 21-29 {v['rho_median_21_29']:.3f}",
+              file=sys.stderr, flush=True)
     first = res["variants"][variants[0]]
     res["ratio"], res["rho_median"] = first["ratio"], first["rho_median"]
     return res
@@ -322,10 +337,14 @@ def render(r: dict[str, Any]) -> str:
                 f"({v['questions']} question(s), read at {v['positions']}), wall time from an empty cache on "
                 f"{p11['roles_timed']} of {p11['catalogue_roles']} roles + the default side; unsigned Spearman ρ of "
                 f"the {p11['catalogue_roles']} roles' PC1 coordinates between the routes, per layer | "
-                f"{v['ratio']:.1f}× ({p11['answers_s']:.0f} s vs {v['prompt_only_s']:.1f} s; whole catalogue "
-                f"prompt-only {v['catalogue_s']:.0f} s); ρ median {v['rho_median']:.3f} over "
-                f"{len(v['rho_per_layer'])} layers, {v['rho_mid']:.3f} at layer {v['mid_layer']}, min "
-                f"{v['rho_min']:.3f} | ≥ 10×, ρ ≥ 0.9 | {mark(ok)} |")
+                f"{v['ratio']:.1f}× ({p11['answers_s']:.0f} s vs {v['prompt_only_s']:.1f} s"
+                + (f", medians of {p11['reps']} interleaved repetitions, per repetition "
+                   + " / ".join(f"{x:.1f}×" for x in v["ratios_per_rep"]) if p11.get("reps", 1) > 1 else "")
+                + f"; whole catalogue prompt-only {v['catalogue_s']:.0f} s); ρ median {v['rho_median']:.3f} over "
+                f"{len(v['rho_per_layer'])} layers"
+                + (f", {v['rho_median_21_29']:.3f} over layers 21–29" if "rho_median_21_29" in v else "")
+                + f", {v['rho_mid']:.3f} at layer {v['mid_layer']}, min {v['rho_min']:.3f} | ≥ 10×, ρ ≥ 0.9 | "
+                f"{mark(ok)} |")
         if "last_prompt_whole_forwards_s" in p11:
             lines.append(f"| P11′ | the `last_prompt` read (3 q) on the same roles with every conversation run whole "
                          f"(no shared system-prompt prefixes) | {p11['last_prompt_whole_forwards_s']:.1f} s | — | — |")
@@ -355,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--p11-variants", nargs="+", default=["opener:3", "last_prompt:3", "prompt:3", "last_prompt:1"],
                     help="P11: prompt-only reads as POSITIONS:QUESTIONS (positions opener, last_prompt or prompt; "
                          "the first is the headline)")
+    ap.add_argument("--p11-reps", type=int, default=3,
+                    help="P11: interleaved repetitions of the timed answer route and reads (medians)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for P8 (P9 fixes its own: 2 local, 1 per actor)")
     args = ap.parse_args(argv)
@@ -395,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["P10"] = bench_shared_prefill(model, args.p10_reps, args.new, args.p10_tokens)
     if "P11" in only:
         started("P11")
-        results["P11"] = bench_generation_free(model, args.p11_roles, tuple(args.p11_variants))
+        results["P11"] = bench_generation_free(model, args.p11_roles, tuple(args.p11_variants), args.p11_reps)
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     (args.out / "scale_results.md").write_text(render(results))

@@ -137,8 +137,9 @@ def test_missing_answers_counts_what_role_means_would_generate(tiny, tmp_path) -
 
 
 def test_opener_read_is_the_last_prompt_token_and_the_teacher_forced_opener(no_generation) -> None:  # type: ignore[no-untyped-def]
-    """The opener read: last prompt token + "I am" (equal weight per token), equal to record() on the same tokens."""
+    """The default read: last prompt token + "I am" (equal weight per token), equal to record() on the same tokens."""
     tiny = no_generation
+    assert P.prompt_only.DEFAULT_PROMPT_POSITIONS == "opener" and P.prompt_only.DEFAULT_OPENER == "I am"
     n_op = len(tiny.response_ids(P.prompt_only.DEFAULT_OPENER))
     rm = P.prompt_only_role_means(tiny, ROLES[:2], questions=QS, n_prompts=1, baseline_prompts=BASE, layers=[1, 3],
                                   positions="opener", progress=False)
@@ -183,7 +184,7 @@ def test_opener_shared_prefixes_read_what_whole_forwards_read(tiny) -> None:  # 
 
 
 def test_prompt_index_reads_one_prompt_per_role(no_generation) -> None:  # type: ignore[no-untyped-def]
-    kw = dict(questions=QS, baseline_prompts=BASE, layers=[2], progress=False)
+    kw = dict(questions=QS, baseline_prompts=BASE, layers=[2], positions="last_prompt", progress=False)
     second = P.prompt_only_role_means(no_generation, ROLES[:2], prompt_index=1, **kw)
     base = record(no_generation, _convs(no_generation, BASE), [2], positions="last_prompt", progress=False)
     for name in ROLES[:2]:

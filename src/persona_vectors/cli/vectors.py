@@ -125,7 +125,7 @@ def map_command(
     prompts: int = typer.Option(1, "--prompts", min=1, help="System prompts per role when building role vectors"),
     save_vectors: Optional[Path] = typer.Option(None, "--save-vectors", help="Also save the built role vectors here (reusable with --vectors)"),
     prompt_only: bool = typer.Option(False, "--prompt-only", help="Build the role vectors from the prompts alone "
-                                     "(no generated answers: the prompt_only route, ~12x faster; its map "
+                                     "(no generated answers: the prompt_only route, ~10x faster; its map "
                                      "approximates the answer-based one: see P11 in the scaling benchmark)"),
     answers: bool = typer.Option(False, "--answers", help="Build the role vectors from the model's answers, "
                                  "generating (and caching) any that are missing. Default: the answers when all are "
@@ -144,9 +144,9 @@ def map_command(
     The answer route reads the model's own answers, cached on disk: generating them for the whole catalogue
     (~430 short answers) takes roughly 10-20 minutes on 2 CPU cores once, later maps take seconds. When some
     answers are not cached yet, the default is a *first draw* from the prompts alone (the prompt_only route,
-    ~12x faster, no generation) and the command and the map's title say so; --answers generates the answers
+    ~10x faster, no generation) and the command and the map's title say so; --answers generates the answers
     and draws the answer-based map, --prompt-only always reads the prompts. (P11 of the scaling benchmark:
-    the two routes' PC1 agree at Spearman 0.64-0.90 at SmolLM2 layers 15-29 and below 0.4 earlier.) The
+    the two routes' PC1 agree at Spearman 0.94 over SmolLM2 layers 21-29, 0.70-0.85 at 15-20, not below.) The
     default assistant (every default system prompt, the origin of these differences) is drawn as the point
     'assistant', and the assistant axis is the default assistant minus the mean of the roles
     (personas.RoleMeans.axis). --ray generates the missing answers on Ray actors (the same answers; this
@@ -256,9 +256,9 @@ def _build_role_means(wanted: list[str], questions: int, prompts: int, prompt_on
         if missing:
             first_draw = prompt_only = True
             typer.echo(f"first draw: {missing} of the {total} answers these role vectors read are not generated "
-                       "yet, so they come from the prompts alone (route prompt_only, ~12x faster, no generation). "
-                       "Its PC1 agrees with the answer route's at Spearman 0.64-0.90 at SmolLM2 layers 15-29 and "
-                       "below 0.4 at earlier layers (P11, docs/scaling.md). For the answer-based map run again "
+                       "yet, so they come from the prompts alone (route prompt_only, ~10x faster, no generation). "
+                       "Its PC1 agrees with the answer route's at Spearman 0.94 over SmolLM2 layers 21-29, "
+                       "0.70-0.85 at 15-20 and not below (P11, docs/scaling.md). For the answer-based map run again "
                        "with --answers (generates and caches the answers once).", err=True)
     if prompt_only:
         typer.echo(f"building role vectors from the prompts alone ({n_roles} roles, {questions} questions x "

@@ -5,7 +5,7 @@ extraction question under each role prompt and reads its response tokens: the an
 (the first full-catalogue ``persona-vectors map`` spends most of its time there). This route reads the same
 conversations *before* any answer: the activations at the end of the rendered prompt (``"last_prompt"``: the
 last token of the generation prompt, where the model is about to answer in the role), over the whole prompt
-(``"prompt"``), or (``"opener"``) at the last prompt token and a fixed, role-neutral opener of the
+(``"prompt"``), or (``"opener"``, the default) at the last prompt token and a fixed, role-neutral opener of the
 answer that is teacher-forced, not generated (:data:`DEFAULT_OPENER`, ``"I am"``): the first tokens in which the
 model speaks as the role. One forward per conversation, stopped after the deepest site, no generation:
 ``benchmarks/scale.py`` (P11) measures how much faster it is over the whole catalogue and how well its map agrees
@@ -44,8 +44,9 @@ from .store import CacheArg, Rows, _hash
 #: Where a prompt-only read looks: the generation prompt's last token; every prompt token; or the last prompt
 #: token plus a teacher-forced opener of the answer (equal weight per token).
 PROMPT_ONLY_POSITIONS: tuple[str, ...] = ("last_prompt", "prompt", "opener")
-#: The default read (``benchmarks/p11_fidelity.md`` compares the three with the answer route, layer by layer).
-DEFAULT_PROMPT_POSITIONS = "last_prompt"
+#: The default read: ``benchmarks/p11_fidelity.md`` compares the three with the answer route, layer by layer, on three
+#: splits of roles' prompts and questions (the opener read was chosen on the first; rule 2 adopted it on the third).
+DEFAULT_PROMPT_POSITIONS = "opener"
 #: The opener the ``"opener"`` read teacher-forces after the generation prompt: role-neutral, first person.
 DEFAULT_OPENER = "I am"
 
@@ -315,7 +316,7 @@ def prompt_only_role_vector(
 
 class PromptOnlyRoute:
     """Role vectors with no generated answers: role prompts minus default-assistant prompts, read at the end of
-    the rendered prompt (:data:`DEFAULT_PROMPT_POSITIONS`). Held out: the evaluation questions, read the same way."""
+    the rendered prompt and a teacher-forced opener (:data:`DEFAULT_PROMPT_POSITIONS`, :data:`DEFAULT_OPENER`). Held out: the evaluation questions, read the same way."""
 
     name = "prompt_only"
     aliases: tuple[str, ...] = ()
