@@ -37,3 +37,16 @@ def test_run_and_render_on_the_tiny_model(tiny, tmp_path, monkeypatch) -> None: 
     assert got["adopt_opener"] is again["adopt_opener"] is False and got["opener_wins_15_29"] == again["opener_wins_15_29"]
     md = F.render(res)
     assert "## heldout: role prompt 2" in md and "rule 1" in md and ("**adopt**" in md or "**keep**" in md)
+
+
+def test_render_only_rewrites_the_report_from_the_json(tmp_path) -> None:
+    import json
+
+    rows = {k: {**v, **F._bands(v["rho"])} for k, v in _rows([0.86] * 30, [0.7] * 30, [0.8] * 30).items()}
+    res = {"rules": F.RULES, "threads": 2, "decisions": {"confirm": F.decide("confirm", rows)},
+           "splits": {"confirm": {"prompt_index": 2, "questions": ["q7", "q8", "q9"], "rows": rows}}}
+    (tmp_path / "p11_fidelity.json").write_text(json.dumps(res))
+    F.main(["--render", "--out", str(tmp_path)])
+    md = (tmp_path / "p11_fidelity.md").read_text()
+    assert "## confirm: role prompt 3, questions: q7; q8; q9" in md and "**adopt** the opener read" in md
+    assert "| opener 'I am' | 0.860 | 0.860 | 0.860 |" in md
