@@ -116,9 +116,11 @@ def run(model: Any, splits: tuple[str, ...] = tuple(SPLITS), roles: list[str] | 
 def decide(split: str, rows: dict[str, Any]) -> dict[str, Any]:
     """The verdict of ``RULES[split]`` computed from the split's rows."""
     op, lp = rows["opener 'I am'"]["rho"], rows["last_prompt"]["rho"]
+    own = next(v for k, v in rows.items() if k.startswith("answer route vs itself"))["rho"]
     wins = sum(a >= b for a, b in zip(op[15:30], lp[15:30]))
-    med = float(np.median(op[21:30]))
-    ceiling = float(np.median(next(v for k, v in rows.items() if k.startswith("answer route vs itself"))["rho"][21:30]))
+    deep = len(op) >= 30  # the rules are written for SmolLM2's 30 layers; a shallower model never passes them
+    med = float(np.median(op[21:30])) if deep else float("nan")
+    ceiling = float(np.median(own[21:30])) if deep else float("nan")
     if split == "heldout":
         adopt = wins >= 8 and med >= 0.9
     elif split == "confirm":
