@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .scale import _pc1_spearman
+
 HERE = Path(__file__).resolve().parent
 #: The reads compared (label → ``prompt_only_role_means`` positions).
 READS = {"last_prompt": "last_prompt", "prompt": "prompt", "opener 'I am'": "opener"}
@@ -60,19 +62,9 @@ BANDS = {"all layers": (0, 30), "layers 15–29": (15, 30), "layers 21–29": (2
 
 
 def pc1_rho(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
-    """|Spearman ρ| between the PC1 coordinates (``PersonaSpace``) of the same roles in two role-vector maps, per
-    layer (PC1's sign is arbitrary)."""
-    from scipy.stats import spearmanr
-
-    from persona_vectors.space import PersonaSpace
-
-    names = sorted(set(a) & set(b))
-    out = []
-    for site in a[names[0]].sites:
-        pa = PersonaSpace(1).fit({n: a[n] for n in names}, site=site).coords_[:, 0]
-        pb = PersonaSpace(1).fit({n: b[n] for n in names}, site=site).coords_[:, 0]
-        out.append(abs(float(spearmanr(pa, pb).statistic)))
-    return out
+    """P11's agreement (:func:`benchmarks.scale._pc1_spearman`: |Spearman ρ| of the roles' PC1 coordinates) as a
+    list over the vectors' sites, in site order."""
+    return list(_pc1_spearman(a, b).values())
 
 
 def _bands(rho: list[float]) -> dict[str, float]:

@@ -240,7 +240,7 @@ def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = 
     kw = dict(n_prompts=1, layers="all", progress=False)
     every = [r.name for r in load_roles()]
     subset = every if n_roles <= 0 else [every[round(i * len(every) / n_roles)] for i in range(n_roles)]
-    reads = [(v, *v.partition(":")[::2]) for v in variants]
+    reads = [(v, v.partition(":")[0], int(v.partition(":")[2] or 3)) for v in variants]
     t_answers: list[float] = []
     t_fast: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(reps):  # interleaved: each repetition times the answer route, then every read, on the subset
@@ -250,9 +250,9 @@ def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = 
         role_means(model, subset, n_questions=3, cache=tmp, **kw)
         t_answers.append(time.perf_counter() - t0)
         shutil.rmtree(tmp, ignore_errors=True)
-        for variant, read, nq in reads:
+        for variant, read, n_q in reads:
             t0 = time.perf_counter()
-            prompt_only_role_means(model, subset, n_questions=int(nq or 3), positions=read, **kw)
+            prompt_only_role_means(model, subset, n_questions=n_q, positions=read, **kw)
             t_fast[variant].append(time.perf_counter() - t0)
         print(f"P11 repetition {rep + 1}/{reps}: answer route on {len(subset)} roles from an empty cache "
               f"{t_answers[-1]:.0f} s; " + ", ".join(f"{v} {t_fast[v][-1]:.1f} s" for v in variants),
@@ -270,8 +270,7 @@ def bench_generation_free(model: Any, n_roles: int, variants: tuple[str, ...] = 
                                                         extraction_questions(3))], sites, positions="last_prompt",
                            share_prefixes=False)
     res["last_prompt_whole_forwards_s"] = time.perf_counter() - t0  # the same read without shared prefixes
-    for variant, read, nq in reads:
-        n_q = int(nq or 3)
+    for variant, read, n_q in reads:
         fast_s = float(np.median(t_fast[variant]))
         t0 = time.perf_counter()
         fast = prompt_only_role_means(model, None, n_questions=n_q, positions=read, **kw).vectors

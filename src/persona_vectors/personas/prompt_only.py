@@ -254,7 +254,6 @@ def prompt_only_role_means(
     ``role_means``).
     """
     _check_positions(positions)
-    _opener_ids(model, positions, opener)
     names, qs, base, role_prompts, _ = _role_pairs(roles, questions, n_questions, n_prompts, baseline_prompts,
                                                    prompt_index)
     if not base:
@@ -328,10 +327,8 @@ class PromptOnlyRoute:
     def cache_key_data(self, spec: PersonaSpec, budget: Budget) -> tuple[Any, Any]:
         """The role, the default prompts and the read positions; the budget's questions and prompt count."""
         role = get_role(spec.role)  # type: ignore[arg-type]
-        read = {"positions": DEFAULT_PROMPT_POSITIONS}
-        if DEFAULT_PROMPT_POSITIONS == "opener":
-            read["opener"] = DEFAULT_OPENER
-        return ({"role": role.to_dict(), "default": default_system_prompts(), **read},
+        return ({"role": role.to_dict(), "default": default_system_prompts(), "positions": DEFAULT_PROMPT_POSITIONS,
+                 "opener": DEFAULT_OPENER},
                 {"q": extraction_questions(budget.n_questions), "p": budget.n_prompts})
 
     def build(self, model: PersonaModel, spec: PersonaSpec, *, method: str, sites: tuple[Site, ...], budget: Budget,
