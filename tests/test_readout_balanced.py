@@ -165,17 +165,20 @@ def test_prior_is_the_unsteered_readout_under_steering(tiny):
         given = group_readout(tiny, "v1", QS, prior=unsteered, robust=False)
     assert steered.prior_source == "steering bypassed" and given.prior_source == "given"
     for g in GROUPS_V1:
-        assert steered.prior[g] == pytest.approx(unsteered.mass[g], abs=1e-9)
-        assert steered.lift[g]["diff"] == pytest.approx(steered.mass[g] - unsteered.mass[g], abs=1e-12)
-        assert steered.lift[g]["ratio"] == pytest.approx(steered.mass[g] / unsteered.mass[g], rel=1e-9)
-        assert given.mass[g] == pytest.approx(steered.mass[g], abs=1e-9)
-        assert given.prior[g] == pytest.approx(steered.prior[g], abs=1e-12)
+        # float32 forwards: the bypassed prior equals the unsteered mass up to float32 noise (batching, threads)
+        assert steered.prior[g] == pytest.approx(unsteered.mass[g], abs=1e-6)
+        # lift is taken against the read-out's own prior (which equals the unsteered mass only up to
+        # float32 noise, so the lift is checked against it, not against the unsteered mass)
+        assert steered.lift[g]["diff"] == pytest.approx(steered.mass[g] - steered.prior[g], abs=1e-12)
+        assert steered.lift[g]["ratio"] == pytest.approx(steered.mass[g] / steered.prior[g], rel=1e-9)
+        assert given.mass[g] == pytest.approx(steered.mass[g], abs=1e-6)
+        assert given.prior[g] == unsteered.mass[g]  # a given prior is used as it is
     assert max(abs(v["diff"]) for v in steered.lift.values()) > 1e-4  # the steering did act
     assert steered.top_lift_group == max(steered.lift, key=lambda g: steered.lift[g]["diff"])
     assert steered.robustness.top_lift_group == steered.top_lift_group
     d = json.loads(json.dumps(steered.to_dict()))
     assert set(d["groups"]) == set(GROUPS_V1) and d["prior_source"] == "steering bypassed"
-    assert d["groups"]["ai"]["prior"] == pytest.approx(unsteered.mass["ai"], abs=1e-9)
+    assert d["groups"]["ai"]["prior"] == pytest.approx(unsteered.mass["ai"], abs=1e-6)
     assert len(d["groups"]["ai"]["mass_per_question"]) == 2 and d["robust"] in (True, False)
     with pytest.raises(ValueError, match="differs in questions"):
         group_readout(tiny, "v1", ["Who are you?"], prior=unsteered, robust=False)
@@ -287,7 +290,7 @@ def test_user_readout_with_controls_shape(tiny):
     with steer(tiny, torch.randn(tiny.d_model) * 3, 4.0, layers=[1]):
         s = user_readout_with_controls(tiny, "Adolf Hitler", ["a human", "a robot", "Adolf Hitler"])
     assert s.prior_source == "steering bypassed"
-    assert s.p("user", prior=True) == pytest.approx(u.p_user, abs=1e-9)
+    assert s.p("user", prior=True) == pytest.approx(u.p_user, abs=1e-6)  # float32 noise between the two forwards
     assert s.specific_lift == pytest.approx(s.lift_user - s.lift_control)
     d = json.loads(json.dumps(s.to_dict()))
     assert len(d["items"]) == len(u.items) and d["items"][0]["kind"] == "user" and d["p_user_prior"] is not None
