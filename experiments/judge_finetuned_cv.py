@@ -23,6 +23,7 @@ texts (never in any training set).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -36,6 +37,8 @@ import _common as C  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / "runs" / "judge_finetuned_cv"
+RECORDS = ROOT / "docs" / "data" / "judge_finetuned" / "folds.jsonl.gz"
+"""The default run's fold records (held-out indices and both judges' probabilities), committed compressed."""
 MARGIN = 0.03
 """The plan's margin: the fine-tuned judge must beat the default's pooled held-out accuracy by this much."""
 
@@ -129,21 +132,26 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--limit-folds", type=int, default=None, help="run at most this many new folds (tests)")
     ap.add_argument("--settings", default=None, help="JSON of FinetuneSettings overrides (tests; the plan uses none)")
     ap.add_argument("--ship", action="store_true", help="then fit on everything shipped and write the shipped judge")
+    ap.add_argument("--replay", nargs="?", const=str(RECORDS), default=None, metavar="FOLDS_GZ",
+                    help="recompute every number from the committed fold records (default: %(const)s) and fail on "
+                         "any difference from the stored JSON; trains nothing")
+    ap.add_argument("--write", action="store_true", help="with --replay: rewrite the JSON and the report instead")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    from persona_vectors.judge import LABELS, Embedder, load_labelled
-    from persona_vectors.judge.finetuned import FinetuneSettings
-    from persona_vectors.judge_validation import REAL_DIR, evaluate, load_real_corpus
     from persona_vectors.io import atomic_file
-    from persona_vectors.stats import ece
-
-    import judge_validation_report as JV
+    from persona_vectors.judge import Embedder, load_labelled
+    from persona_vectors.judge.finetuned import FinetuneSettings
+    from persona_vectors.judge_validation import REAL_DIR, load_real_corpus
 
     settings = FinetuneSettings(**json.loads(args.settings)) if args.settings else FinetuneSettings()
     corpus = load_real_corpus()
     ht, hl = load_labelled()
+    json_path = Path(args.json) if args.json else REAL_DIR / "finetuned_validation.json"
+    out_path = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
+    if args.replay is not None:
+        return replay(Path(args.replay), json_path, out_path, corpus, hl, write=args.write)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "folds.jsonl"
@@ -166,17 +174,39 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             done.append(row)
             C.say(f"  fitted in {row['fit_seconds']:.0f} s")
     rows = [d for d in done if d["repeat"] < args.repeats and d["fold"] < args.folds]
+    res = summarise(rows, corpus, hl, settings.__dict__, folds=args.folds, repeats=args.repeats, seed=args.seed,
+                    n_planned=len(plan))
+    if args.ship and res["complete"]:
+        res["shipped"] = ship(settings, res["finetuned"]["temperature"])
+    if res["complete"] and not args.json:  # the default run's records, committed beside its other runs' records
+        RECORDS.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(RECORDS) as tmp:
+            with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in rows)
+    write_outputs(res, json_path, out_path)
+    C.say(f"decision: {res['decision']['verdict']} (gain {res['decision']['gain']:+.3f}); wrote {json_path}")
+    return res
+
+
+def summarise(rows: list[dict[str, Any]], corpus: Any, hl: list[str], settings: dict[str, Any], *, folds: int,
+              repeats: int, seed: int, n_planned: int) -> dict[str, Any]:
+    """Every reported number, from the fold records alone (the run and :func:`replay` both call this)."""
+    from persona_vectors.judge import LABELS
+    from persona_vectors.judge_validation import evaluate
+    from persona_vectors.stats import ece
+
+    import judge_validation_report as JV
 
     batch = np.array([int(c.get("batch", 1)) for c in corpus.conditions])
     drawn = np.array([str(c.get("drawn", "")) for c in corpus.conditions])
-    res: dict[str, Any] = {"plan": "experiments/prereg/judge_finetuned.md", "settings": settings.__dict__,
-                           "folds": args.folds, "repeats": args.repeats, "seed": args.seed,
-                           "n_folds_done": len(rows), "n_folds_planned": len(plan),
+    res: dict[str, Any] = {"plan": "experiments/prereg/judge_finetuned.md", "settings": dict(settings),
+                           "folds": folds, "repeats": repeats, "seed": seed,
+                           "n_folds_done": len(rows), "n_folds_planned": n_planned,
                            "fit_seconds": [r["fit_seconds"] for r in rows]}
     tested_sets = {}
     for which in ("default", "finetuned"):
         tested, oof = pooled(rows, which, "real", len(corpus))
-        htested, hoof = pooled(rows, which, "hand", len(ht))
+        htested, hoof = pooled(rows, which, "hand", len(hl))
         tested_sets[which] = (tested, oof)
         y_idx = np.array([LABELS.index(corpus.labels[i]) for i in tested])
         real = evaluate([corpus.labels[i] for i in tested], oof)
@@ -185,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             "by_batch": {str(k): evaluate([corpus.labels[i] for i in tested[m]], oof[m])
                          for k, m in JV.subsets(batch, tested, drawn).items()},
             "temperature": JV.fit_temperature(oof, y_idx), "ece_raw": float(ece(oof, y_idx)),
-            "coverage": len(tested) / len(corpus), "hand_coverage": len(htested) / len(ht),
+            "coverage": len(tested) / len(corpus), "hand_coverage": len(htested) / len(hl),
         }
     assert np.array_equal(tested_sets["default"][0], tested_sets["finetuned"][0])
     # paired comparison over the same held-out items: exact McNemar on the discordant pairs
@@ -200,18 +230,51 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                      "mcnemar_exact_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
     res["decision"] = decide(res["default"]["real"]["accuracy"], res["finetuned"]["real"]["accuracy"],
                              res["default"]["hand_written"]["accuracy"], res["finetuned"]["hand_written"]["accuracy"])
-    res["complete"] = len(rows) == len(plan)
+    res["complete"] = len(rows) == n_planned
     if not res["complete"]:  # the plan applies its rule only to a complete run
         res["decision"]["verdict"] = "INCOMPLETE"
+    # exploratory, not in the plan (added after the run): the two judges' out-of-fold probabilities averaged
+    ens = (tested_sets["default"][1] + tested_sets["finetuned"][1]) / 2
+    res["exploratory"] = {"average_of_both_judges": evaluate(list(y), ens)}
+    return res
 
-    if args.ship and res["complete"]:
-        res["shipped"] = ship(settings, res["finetuned"]["temperature"])
-    json_path = Path(args.json) if args.json else REAL_DIR / "finetuned_validation.json"
+
+def write_outputs(res: dict[str, Any], json_path: Path, out_path: Path) -> None:
+    """Write the JSON of every number and the Markdown report, each atomically."""
+    from persona_vectors.io import atomic_file
+
     with atomic_file(json_path) as tmp:
         tmp.write_text(json.dumps(C.jsonable(res), indent=1) + "\n")
-    with atomic_file(ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)) as tmp:
+    with atomic_file(out_path) as tmp:
         tmp.write_text(report(res))
-    C.say(f"decision: {res['decision']['verdict']} (gain {res['decision']['gain']:+.3f}); wrote {json_path}")
+
+
+def replay(records: Path, json_path: Path, out_path: Path, corpus: Any, hl: list[str], *,
+           write: bool = False) -> dict[str, Any]:
+    """Recompute every number from the committed fold records and compare it with the stored JSON (the shipped
+    judge's figures are taken from the JSON: they come from the shipped fit, not from the folds). Raises
+    ``SystemExit(1)`` naming the differing numbers, unless ``write`` rewrites the JSON and the report."""
+    stored = json.loads(json_path.read_text(encoding="utf-8"))
+    with gzip.open(records, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(x) for x in fh if x.strip()]
+    res = summarise(rows, corpus, hl, stored["settings"], folds=stored["folds"], repeats=stored["repeats"],
+                    seed=stored["seed"], n_planned=stored["n_folds_planned"])
+    res["fit_seconds"] = [r["fit_seconds"] for r in rows]
+    if "shipped" in stored:
+        res["shipped"] = stored["shipped"]
+    res = json.loads(json.dumps(C.jsonable(res)))
+    if write:
+        write_outputs(res, json_path, out_path)
+        C.say(f"replayed {len(rows)} folds from {records}; rewrote {json_path} and {out_path}")
+        return res
+    import records as RC
+
+    cmp = RC.compare(stored, res)
+    if cmp["mismatches"]:
+        print(f"replay of {records} differs from {json_path} in {len(cmp['mismatches'])} place(s):",
+              *(f"{p}: stored {a!r}, recomputed {b!r}" for p, a, b in cmp["mismatches"][:20]), sep="\n  ")
+        raise SystemExit(1)
+    C.say(f"replayed {len(rows)} folds from {records}: all {cmp['n_numbers']} numbers equal {json_path}")
     return res
 
 
@@ -240,6 +303,16 @@ def ship(settings: Any, temperature: float) -> dict[str, Any]:
     default_check = JV.hand_check_accuracy(False)
     return {"path": str(path.relative_to(ROOT)), "fit_seconds": time.time() - t0, "n_train": len(texts),
             "ghost_angel_hand_check": check, "ghost_angel_hand_check_default": default_check}
+
+
+TARGETS = (
+    ("accuracy, real text", lambda v: v["real"]["accuracy"], 0.85),
+    ("supernatural precision", lambda v: v["real"]["per_label"]["supernatural"]["precision"], 0.85),
+    ("supernatural recall", lambda v: v["real"]["per_label"]["supernatural"]["recall"], 0.85),
+    ("incoherent recall", lambda v: v["real"]["per_label"]["incoherent"]["recall"], 0.85),
+    ("accuracy, hand-written set", lambda v: v["hand_written"]["accuracy"], 0.90),
+)
+"""Issue 13's targets for the judge on held-out text: (name, getter on a judge's results, goal)."""
 
 
 def report(res: dict[str, Any]) -> str:
@@ -303,8 +376,46 @@ def report(res: dict[str, Any]) -> str:
         f"**Decision ({dec['rule']}): {dec['verdict']}** — gain {dec['gain']:+.3f}; real-text condition "
         f"{'met' if dec['real_ok'] else 'not met'}, hand-written condition {'met' if dec['hand_ok'] else 'not met'}.",
         "",
-        "Issue 13's targets (accuracy ≥ 0.85, supernatural precision and recall ≥ 0.85, incoherent recall ≥ 0.85, "
-        "hand-written ≥ 0.90) are read off the same table.",
+        "What the decision does: " + (
+            "the fine-tuned judge is the library's default judge for new runs (`persona_vectors.judge.default_judge()`; "
+            "the CLI's `sweep --judge`, `summarize --judge` and `judge validate`). Experiments committed before it keep "
+            "the judge they were scored with (`EmbeddingJudge.default()`); switching theirs is a deviation their own "
+            "plans must record." if dec["verdict"] == "ADOPT" else
+            "the fine-tuned judge ships as an opt-in judge beside the default (`FinetunedJudge.default()`)."),
+        "",
+        "Issue 13's targets, read off the same held-out numbers:",
+        "",
+        "| target | default | finetuned |",
+        "|---|---:|---:|",
+    ]
+    for name, get, goal in TARGETS:
+        a, b = get(d), get(f)
+        lines.append(f"| {name} ≥ {goal:.2f} | {a:.3f} {'✅' if a >= goal else '❌'} | {b:.3f} {'✅' if b >= goal else '❌'} |")
+    worse = [f"{lab} {k} {d['real']['per_label'][lab][k]:.3f} → {f['real']['per_label'][lab][k]:.3f}"
+             for lab in f["real"]["labels"] for k in ("precision", "recall")
+             if f["real"]["per_label"][lab]["support"] >= 10
+             and f["real"]["per_label"][lab][k] < d["real"]["per_label"][lab][k] - 0.03]
+    lines += ["", "Where the fine-tuned judge is worse than the default on real held-out text (labels with ≥ 10 "
+              "held-out items, by more than 0.03): " + ("; ".join(worse) if worse else "nowhere") + ". "
+              "A claim that rests on one of these labels should carry a blind reader's count beside the judge's."]
+    if "exploratory" in res:
+        e = res["exploratory"]["average_of_both_judges"]
+        sp = e["per_label"]["supernatural"]
+        lines += [
+            "",
+            f"*Exploratory, not in the plan (looked at after fold 0 of the run, computed from the same stored "
+            f"out-of-fold probabilities):* averaging the two judges' probabilities gives held-out real accuracy "
+            f"{e['accuracy']:.3f}, supernatural precision / recall {sp['precision']:.3f} / {sp['recall']:.3f}, "
+            f"incoherent recall {e['per_label']['incoherent']['recall']:.3f}. No rule was set for it; a plan that "
+            "wants it must test it on new folds or new text.",
+        ]
+    lines += [
+        "",
+        "Disclosures: the settings were chosen on a split of the hand-written set only (the plan lists the "
+        "candidates); a one-epoch smoke test of the pipeline ran on real text before the plan was committed; "
+        "after fold 0 finished, its figures were looked at (nothing was changed). Replay every number from the "
+        "fold records: `python experiments/judge_finetuned_cv.py --replay` "
+        "(records: `docs/data/judge_finetuned/folds.jsonl.gz`).",
         "",
         "Confusion matrix of the fine-tuned judge on real held-out text (rows = reader's label, columns = judge):",
         "",

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .judge import LABELS, EmbeddingJudge, Embedder, load_labelled
+from .judge import LABELS, EmbeddingJudge, Embedder, FinetunedJudge, default_judge, load_labelled
 
 REAL_DIR: Path = Path(__file__).resolve().parent / "data" / "judge_real"
 """The shipped corpus of real generations (``generations.jsonl``) and its labels (``labels.jsonl``)."""
@@ -236,10 +236,12 @@ def read_labelled_file(path: str | os.PathLike[str]) -> tuple[list[str], list[st
     return texts, labels
 
 
-def validate_labelled_file(path: str | os.PathLike[str], judge: Optional[EmbeddingJudge] = None) -> dict[str, Any]:
-    """:func:`evaluate` of ``judge`` (default: the shipped judge) against a user's labelled JSONL."""
+def validate_labelled_file(path: str | os.PathLike[str], judge: EmbeddingJudge | FinetunedJudge | None = None
+                           ) -> dict[str, Any]:
+    """:func:`evaluate` of ``judge`` (default: :func:`~persona_vectors.judge.default_judge`, the shipped fine-tuned
+    judge; any judge with ``predict_proba``) against a user's labelled JSONL."""
     texts, labels = read_labelled_file(path)
-    judge = judge or EmbeddingJudge.default()
+    judge = judge or default_judge()
     return evaluate(labels, judge.predict_proba(texts))
 
 

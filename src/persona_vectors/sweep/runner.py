@@ -131,7 +131,8 @@ def run_sweep(
         out_path: results file (JSONL); its sidecar ``<stem>.config.json`` records config, version, model. It is
             checked by :func:`check_sweep_output` first, and locked (``<out>.lock``) while the sweep runs.
         judge: optional object with ``classify(texts)`` returning results with ``.label`` and ``.scores``
-            (e.g. :class:`persona_vectors.judge.EmbeddingJudge`): adds ``label`` and ``label_scores``.
+            (e.g. :func:`persona_vectors.judge.default_judge`): adds ``label``, ``label_scores`` and
+            ``label_source`` (the result's ``source``, when it has one: which judge labelled the row).
         readouts: callables ``(texts, rows) -> list[dict]`` (one dict per row) whose fields are added to the
             rows, e.g. coherence or identity read-outs. The judge and read-outs run after the batch's steering
             hooks are removed (on the unsteered model), e.g.
@@ -460,6 +461,8 @@ def _run_batch(
         for row, res in zip(rows, results):
             row["label"] = res.label
             row["label_scores"] = {k: float(v) for k, v in dict(res.scores).items()}
+            if getattr(res, "source", None) is not None:  # which judge labelled the row ("finetuned", ...)
+                row["label_source"] = str(res.source)
     for fn in readouts if rows else ():
         extra = fn(list(texts), [dict(r) for r in rows])
         if len(extra) != len(rows):

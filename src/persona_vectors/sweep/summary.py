@@ -16,7 +16,7 @@ from .store import JsonlStore
 
 
 _COORDS = {"row_id", "vector", "layer", "alpha", "prompt_id", "prompt", "sample", "seed", "alpha_raw", "relative",
-           "temperature", "text", "label", "label_scores", "operator", "positions", "system"}
+           "temperature", "text", "label", "label_scores", "label_source", "operator", "positions", "system"}
 
 
 def _check_row(path: Path, line_no: int, r: Mapping[str, Any]) -> None:
@@ -45,7 +45,7 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
     Label rows use :func:`persona_vectors.judge.label_shares` (all archetypes listed) when every label is a known
     archetype, else the observed labels. Shares need judge labels: rows stored without them (a sweep run
     without ``--judge``) are labelled here, in memory, when ``judge`` is given (an object with ``classify``,
-    e.g. ``EmbeddingJudge.default()``; CLI ``summarize --judge``); otherwise ``notes`` says how to get them.
+    e.g. ``default_judge()``; CLI ``summarize --judge``); otherwise ``notes`` says how to get them.
     """
     from ..judge import LABELS, label_shares, wilson_interval
 
