@@ -202,3 +202,43 @@ def test_default_judge_is_the_shipped_finetuned_judge_and_sweeps_record_it(tmp_p
     run_sweep(model, cfg, tmp_path / "s.jsonl", judge=j, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert rows and all(r["label_source"] == "finetuned" and r["label"] in LABELS for r in rows)
+
+
+def test_summaries_correct_shares_with_the_labelling_judges_held_out_confusion(tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
+    from persona_vectors import SweepConfig, run_sweep
+    from persona_vectors.judge import default_judge
+    from persona_vectors.judge_validation import corrected_label_shares, held_out_confusion
+    from persona_vectors.sweep import summarize, summary_markdown
+    from persona_vectors.vector import PersonaVector, Provenance
+
+    model = make_tiny_model()
+    vec = PersonaVector([1], torch.ones(1, model.d_model),
+                        Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v"))
+    cfg = SweepConfig(vectors={"v": vec}, layers=[1], alphas=[0.0, 2.0], prompts=["Who are you?", "Hi"],
+                      max_new_tokens=4)
+    out = tmp_path / "s.jsonl"
+    run_sweep(model, cfg, out, progress=False)  # no judge: rows carry no labels
+    plain = summarize(out)
+    assert all(c["corrected"] is None for c in plain["cells"]) and plain["judge"] is None
+    s = summarize(out, judge=default_judge())  # labelled in memory, with probabilities and the judge's name
+    assert s["judge"] == "finetuned" and len(s["cells"]) == 2
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    for c in s["cells"]:
+        texts = [r["text"] for r in rows if r["alpha"] == c["alpha"]]
+        ref = corrected_label_shares(default_judge().predict_proba(texts), held_out_confusion("finetuned"))
+        assert c["corrected"] == pytest.approx(ref["corrected"]) and sum(c["corrected"].values()) == pytest.approx(1)
+    assert "→" in summary_markdown(s) and "held-out confusion matrix" in summary_markdown(s)
+    # rows labelled by two judges: no correction, and a note that says why
+    mixed = tmp_path / "mixed.jsonl"
+    res = default_judge().classify([r["text"] for r in rows])
+    lines = []
+    for i, (r, j) in enumerate(zip(rows, res)):
+        lines.append(json.dumps({**r, "label": j.label, "label_scores": dict(j.scores),
+                                 "label_source": "finetuned" if i % 2 else "embedding"}))
+    mixed.write_text("\n".join(lines) + "\n")
+    m = summarize(mixed)
+    assert all(c["corrected"] is None for c in m["cells"])
+    assert any("several judges (embedding, finetuned)" in n for n in m["notes"])
+    assert held_out_confusion("llm") is None and len(held_out_confusion("embedding")) == len(LABELS)

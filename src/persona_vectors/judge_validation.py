@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .judge import LABELS, EmbeddingJudge, Embedder, FinetunedJudge, default_judge, load_labelled
+from .judge import LABELS, VALIDATION_PATH, EmbeddingJudge, Embedder, FinetunedJudge, default_judge, load_labelled
 
 REAL_DIR: Path = Path(__file__).resolve().parent / "data" / "judge_real"
 """The shipped corpus of real generations (``generations.jsonl``) and its labels (``labels.jsonl``)."""
@@ -243,6 +243,35 @@ def validate_labelled_file(path: str | os.PathLike[str], judge: EmbeddingJudge |
     texts, labels = read_labelled_file(path)
     judge = judge or default_judge()
     return evaluate(labels, judge.predict_proba(texts))
+
+
+def held_out_confusion(source: str) -> list[list[int]] | None:
+    """The held-out confusion matrix on real generations (rows = reader's label, columns = judge, :data:`LABELS`
+    order) of the shipped judge whose results carry ``source``, for :func:`corrected_label_shares`; ``None`` for a
+    judge the library has not validated (e.g. an :class:`~persona_vectors.judge.LLMJudge` or one you fitted).
+
+    ``"finetuned"``: the default judge (``docs/judge_finetuned.md``); ``"embedding"`` and ``"embedding+reader"``:
+    the frozen judge and its reader variant (``docs/judge_validation.md``). Each comes from crossed grouped CV, so
+    it describes the shipped judge on text *like the shipped corpus* (SmolLM2 generations): on another model's
+    text, validate first (``persona-vectors judge validate --labelled``).
+    """
+    from .judge.finetuned import FINETUNED_VALIDATION_PATH
+
+    if source == "finetuned":
+        path, keys = FINETUNED_VALIDATION_PATH, ("finetuned", "real")
+    elif source == "embedding":
+        path, keys = VALIDATION_PATH, ("crossed_cv",)
+    elif source == "embedding+reader":
+        path, keys = VALIDATION_PATH, ("reader", "crossed_cv")
+    else:
+        return None
+    node: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+    for k in keys:
+        node = node[k]
+    if list(node["labels"]) != list(LABELS):
+        raise ValueError(f"{path} stores a confusion matrix over {node['labels']}, not the judge's labels {LABELS}: "
+                         "rebuild it with its validation script")
+    return [[int(v) for v in row] for row in node["confusion_matrix"]]
 
 
 def corrected_label_shares(proba: np.ndarray, confusion: Sequence[Sequence[int]]) -> dict[str, Any]:

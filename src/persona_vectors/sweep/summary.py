@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from .config import _finite, _is_int, _is_number
 from .errors import StoreCorruptError, SweepStoreError
 from .store import JsonlStore
@@ -40,14 +42,20 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
     """Per cell (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence and other means.
 
     Returns ``{"path", "n_rows", "n_labelled", "labels", "notes", "cells": [{"vector", "layer", "alpha",
-    "alpha_raw", "n", "labels": {label: {"k", "share", "low", "high"}}, "coherence": float | None,
-    "means": {field: float}}]}``.
+    "alpha_raw", "n", "labels": {label: {"k", "share", "low", "high"}}, "corrected": {label: share} | None,
+    "coherence": float | None, "means": {field: float}}], "judge": source | None}``.
+    ``corrected``: the shares corrected with the labelling judge's held-out confusion matrix
+    (:func:`~persona_vectors.judge_validation.corrected_label_shares`; issue 13 asks for both views), when every
+    labelled row records the same validated judge (``label_source``) and its probabilities; a note says why not
+    otherwise. The correction assumes the judge errs on these texts as on its validation corpus (SmolLM2
+    generations); it is a point estimate.
     Label rows use :func:`persona_vectors.judge.label_shares` (all archetypes listed) when every label is a known
     archetype, else the observed labels. Shares need judge labels: rows stored without them (a sweep run
     without ``--judge``) are labelled here, in memory, when ``judge`` is given (an object with ``classify``,
     e.g. ``default_judge()``; CLI ``summarize --judge``); otherwise ``notes`` says how to get them.
     """
     from ..judge import LABELS, label_shares, wilson_interval
+    from ..judge_validation import corrected_label_shares
 
     p = Path(path)
     if p.is_dir():
@@ -72,6 +80,9 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
             raise ValueError(f"judge returned {len(results)} results for {len(unlabelled)} texts")
         for r, res in zip(unlabelled, results):
             r["label"] = res.label
+            r["label_scores"] = {k: float(v) for k, v in dict(res.scores).items()}
+            if getattr(res, "source", None) is not None:
+                r["label_source"] = str(res.source)
     n_labelled = sum(1 for r in rows if r.get("label") is not None)
     notes: list[str] = []
     if rows and n_labelled == 0:
@@ -86,6 +97,7 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
     observed = sorted({r["label"] for r in rows if r.get("label") is not None})
     use_archetypes = bool(observed) and set(observed) <= set(LABELS)
     label_names = list(LABELS) if use_archetypes else observed
+    confusion, source = _correction_for(rows, notes) if use_archetypes else (None, None)
     out_cells = []
     for (vname, layer, alpha), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         labels = [r["label"] for r in rs if r.get("label") is not None]
@@ -100,6 +112,10 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
                     k = sum(1 for x in labels if x == name)
                     lo, hi = wilson_interval(k, len(labels))
                     lab[name] = {"k": k, "share": k / len(labels), "low": lo, "high": hi}
+        corrected = None
+        if confusion is not None and labels:
+            proba = np.array([[r["label_scores"][lab] for lab in LABELS] for r in rs if r.get("label") is not None])
+            corrected = corrected_label_shares(proba, confusion)["corrected"]
         means: dict[str, float] = {}
         numeric_keys = sorted({k for r in rs for k, v in r.items()
                                if k not in _COORDS and isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -111,14 +127,42 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
         out_cells.append({
             "vector": vname, "layer": layer, "alpha": alpha, "alpha_raw": rs[0].get("alpha_raw"),
             "relative": rs[0].get("relative"), "n": len(rs), "n_labelled": len(labels), "labels": lab,
-            "coherence": means.get("coherence"), "means": means,
+            "corrected": corrected, "coherence": means.get("coherence"), "means": means,
         })
     return {"path": str(p), "n_rows": len(rows), "n_labelled": n_labelled, "labels": label_names, "notes": notes,
-            "cells": out_cells}
+            "judge": source, "cells": out_cells}
+
+
+def _correction_for(rows: list[dict[str, Any]], notes: list[str]) -> tuple[list[list[int]] | None, str | None]:
+    """The held-out confusion matrix that corrects these rows' shares: rows labelled by one validated judge,
+    each with its probabilities. Otherwise ``(None, source)``, with a note saying why when the rows name their
+    judge(s) (rows that name none, e.g. from a custom judge, get no correction and no note)."""
+    from ..judge import LABELS
+    from ..judge_validation import held_out_confusion
+
+    labelled = [r for r in rows if r.get("label") is not None]
+    sources = {r.get("label_source") for r in labelled}
+    if sources == {None}:  # a judge that does not name itself (or a store from before label_source): no claim
+        return None, None
+    if len(sources) != 1:
+        named = sorted(str(x) for x in sources if x is not None)
+        notes.append(f"no corrected shares: rows were labelled by several judges ({', '.join(named)}"
+                     f"{', and unnamed ones' if None in sources else ''}); relabel them with one")
+        return None, None
+    source = sources.pop()
+    if any(not isinstance(r.get("label_scores"), Mapping) or set(r["label_scores"]) != set(LABELS) for r in labelled):
+        notes.append("no corrected shares: some rows lack the judge's probabilities over every label (label_scores)")
+        return None, source
+    confusion = held_out_confusion(source)
+    if confusion is None:
+        notes.append(f"no corrected shares: the judge {source!r} has no held-out confusion matrix in the library "
+                     "(validate it on labelled text first)")
+    return confusion, source
 
 
 def summary_markdown(summary: Mapping[str, Any], *, min_share: float = 0.0) -> str:
-    """Render :func:`summarize`'s output as a Markdown table (``share [low, high]`` per label).
+    """Render :func:`summarize`'s output as a Markdown table (``share [low, high]`` per label, then ``→ corrected``
+    when the shares could be corrected with the judge's held-out confusion matrix).
 
     Labels whose share never exceeds ``min_share`` in any cell are left out to keep the table narrow.
     """
@@ -135,12 +179,20 @@ def summary_markdown(summary: Mapping[str, Any], *, min_share: float = 0.0) -> s
         raw = c.get("alpha_raw")
         cols = [str(c["vector"]), str(c["layer"]), f"{c['alpha']:g}",
                 f"{raw:.4g}" if isinstance(raw, (int, float)) else "", str(c["n"])]
+        corr = c.get("corrected") or {}
         for lab in labels:
             s = c["labels"].get(lab)
-            cols.append(f"{s['share']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if s else "")
+            cell = f"{s['share']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if s else ""
+            if s and lab in corr:
+                cell += f" → {corr[lab]:.2f}"
+            cols.append(cell)
         if has_coh:
             coh = c.get("coherence")
             cols.append(f"{coh:.3f}" if coh is not None else "")
         lines.append("| " + " | ".join(cols) + " |")
+    if any(c.get("corrected") for c in cells):
+        lines.append(f"\nshares: argmax share [Wilson 95 %] → share corrected with the {summary.get('judge')} "
+                     "judge's held-out confusion matrix (a point estimate; assumes the judge errs here as on its "
+                     "validation text)")
     lines += [f"\nnote: {n}" for n in summary.get("notes", ())]
     return "\n".join(lines) + "\n"
