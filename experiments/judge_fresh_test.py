@@ -1,0 +1,327 @@
+"""Both shipped judges on fresh real text that no judge was trained, tuned or selected on (issue 13).
+
+    python experiments/judge_fresh_test.py draw                 # the 360 texts + blind reader shards
+    python experiments/judge_fresh_test.py import FILE --reader NAME --pass 1|2
+    python experiments/judge_fresh_test.py score [--replay]     # the verdict, report and every number
+
+Plan: ``experiments/prereg/judge_fresh_test.md`` (committed before any label was imported or any text scored).
+The crossed grouped CV that adopted the fine-tuned judge (``docs/judge_finetuned.md``) held out directions and
+questions, but every design choice was made on the same corpus. This test draws new texts from two committed
+experiments' per-generation records that are not in the judge's corpus:
+
+- 240 generations of the *first* (float32) pre-registered ghost/angel run (``docs/data/assistant_axis_prereg``;
+  the judge corpus's batch 3 came from the second, bfloat16 run), stratified by direction kind, excluding its
+  120 blind hand-check texts (already used to compare the judges) and any text in the corpus;
+- 120 conversation turns of the drift experiment (``docs/data/drift``), 15 per (capping, conversation kind).
+
+``draw`` writes them with their source (``docs/data/judge_fresh/texts.jsonl``) and, for the readers, shuffled
+``{"id", "text"}`` shards with nothing else (``runs/judge_fresh/blind_*.jsonl``). Readers label under
+``docs/judge_rubric.md``; ``import`` validates and stores labels keyed by text id
+(``docs/data/judge_fresh/labels.jsonl``), a second pass beside the first. ``score`` applies both shipped judges
+(neither is refitted), computes the plan's verdict with :func:`decide`, and writes
+``docs/data/judge_fresh/results.json`` and ``docs/judge_fresh_test.md``; ``--replay`` recomputes and fails
+on any difference from the stored results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = "experiments/prereg/judge_fresh_test.md"
+DATA = ROOT / "docs" / "data" / "judge_fresh"
+TEXTS, LABELS_FILE, RESULTS = DATA / "texts.jsonl", DATA / "labels.jsonl", DATA / "results.json"
+BLIND = ROOT / "runs" / "judge_fresh"
+REPORT = ROOT / "docs" / "judge_fresh_test.md"
+SEED = 13
+GHOST_ANGEL = {"anti_axis": 80, "pro_axis": 20, "unsteered": 10, "random": 70, "role_pair": 60}
+"""Texts drawn from the float32 ghost/angel run, per direction kind (240)."""
+DRIFT_PER_CELL = 15
+"""Turns drawn from the drift run per (condition, conversation kind): 2 × 4 cells × 15 = 120."""
+N_SHARDS, N_SECOND = 4, 150
+ALPHA = 0.05
+
+
+def _distinct(rows: Sequence[dict[str, Any]], exclude: set[str]) -> list[dict[str, Any]]:
+    """Rows whose text is new (not in ``exclude``, first occurrence only), in their stored order."""
+    from judge_corpus import text_id
+
+    out, seen = [], set(exclude)
+    for r in rows:
+        i = text_id(r["text"])
+        if r["text"].strip() and i not in seen:
+            seen.add(i)
+            out.append({**r, "id": i})
+    return out
+
+
+def check_plan() -> dict[str, Any]:
+    """The plan's numbers (its toml block); raises if this script's constants disagree with them."""
+    from prereg_plan import read_plan
+
+    plan = read_plan(PLAN)
+    mine = {"seed": SEED, "n_ghost_angel": sum(GHOST_ANGEL.values()), "n_drift": 8 * DRIFT_PER_CELL,
+            "n_second_reader": N_SECOND, "alpha": ALPHA}
+    bad = {k: (plan.get(k), v) for k, v in mine.items() if plan.get(k) != v}
+    if bad:
+        raise SystemExit(f"{PLAN} and this script disagree (plan, script): {bad}")
+    return plan
+
+
+def draw() -> list[dict[str, Any]]:
+    """Draw the plan's 360 texts (seeded), write them with their sources and the readers' blind shards."""
+    import records as RC
+    from judge_corpus import text_id
+
+    from persona_vectors.io import atomic_file
+    from persona_vectors.judge import load_labelled
+    from persona_vectors.judge_validation import REAL_DIR
+
+    check_plan()
+    if LABELS_FILE.is_file():
+        raise SystemExit(f"{LABELS_FILE} exists: labels were imported for this draw; drawing again would change "
+                         "the texts under them")
+    corpus = {g["id"] for g in read_jsonl(REAL_DIR / "generations.jsonl")} | {text_id(t) for t in load_labelled()[0]}
+    rng = random.Random(SEED)
+    recs = RC.read_records(ROOT / "docs" / "data" / "assistant_axis_prereg" / "records.jsonl.gz")
+    hand = {h["id"] for h in RC.of_kind(recs, "hand_label")}
+    gens = _distinct(RC.of_kind(recs, "generation"), corpus | hand)
+    picked: list[dict[str, Any]] = []
+    for kind, n in GHOST_ANGEL.items():
+        pool = [g for g in gens if g["dkind"] == kind]
+        for g in rng.sample(pool, n):
+            picked.append({"id": g["id"], "text": g["text"], "source": "ghost_angel_fp32", "stratum": kind,
+                           "direction": g["direction"], "level": g["level"], "question_id": g["question_id"]})
+    taken = corpus | hand | {p["id"] for p in picked}
+    turns = _distinct(RC.of_kind(RC.read_records(ROOT / "docs" / "data" / "drift" / "records.jsonl.gz"), "turn"),
+                      taken)
+    for cell in sorted({(t["condition"], t["conv_kind"]) for t in turns}):
+        pool = [t for t in turns if (t["condition"], t["conv_kind"]) == cell]
+        for t in rng.sample(pool, DRIFT_PER_CELL):
+            picked.append({"id": t["id"], "text": t["text"], "source": "drift", "stratum": f"{cell[0]}/{cell[1]}",
+                           "conv": t["conv"], "turn": t["turn"]})
+    assert len({p["id"] for p in picked}) == len(picked)
+    DATA.mkdir(parents=True, exist_ok=True)
+    with atomic_file(TEXTS) as tmp:
+        tmp.write_text("".join(json.dumps(p) + "\n" for p in picked))
+    order = list(range(len(picked)))
+    rng.shuffle(order)
+    BLIND.mkdir(parents=True, exist_ok=True)
+    for k in range(N_SHARDS):
+        part = [picked[i] for i in order[k::N_SHARDS]]
+        (BLIND / f"blind_pass1_{k + 1}of{N_SHARDS}.jsonl").write_text(
+            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in part))
+    second = sorted(rng.sample(order, N_SECOND), key=lambda i: rng.random())
+    (BLIND / "blind_pass2.jsonl").write_text(
+        "".join(json.dumps({"id": picked[i]["id"], "text": picked[i]["text"]}) + "\n" for i in second))
+    C.say(f"drew {len(picked)} texts ({Counter(p['source'] for p in picked)}); blind shards in {BLIND}")
+    return picked
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (blank lines skipped)."""
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def import_labels(path: Path, reader: str, pass_no: int) -> int:
+    """Validate a reader's ``{"id", "label"[, "note"]}`` lines against the drawn texts and the rubric's labels and
+    append them to the labels file (atomically); a text already labelled in that pass is an error."""
+    from persona_vectors.io import atomic_file
+    from persona_vectors.judge import LABELS
+
+    ids = {t["id"] for t in read_jsonl(TEXTS)}
+    have = read_jsonl(LABELS_FILE) if LABELS_FILE.is_file() else []
+    done = {(h["id"], h["pass"]) for h in have}
+    new = []
+    for i, r in enumerate(read_jsonl(path), 1):
+        if r.get("id") not in ids:
+            raise SystemExit(f"{path}:{i}: id {r.get('id')!r} is not one of the drawn texts")
+        if r.get("label") not in LABELS:
+            raise SystemExit(f"{path}:{i}: label {r.get('label')!r} is not one of {', '.join(LABELS)}")
+        if (r["id"], pass_no) in done:
+            raise SystemExit(f"{path}:{i}: text {r['id']} already has a pass-{pass_no} label")
+        done.add((r["id"], pass_no))
+        new.append({"id": r["id"], "label": r["label"], "reader": reader, "pass": pass_no,
+                    "note": str(r.get("note", ""))[:300]})
+    with atomic_file(LABELS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in have + new))
+    C.say(f"imported {len(new)} pass-{pass_no} labels from {path} ({reader})")
+    return len(new)
+
+
+def decide(right_ft: np.ndarray, right_emb: np.ndarray, alpha: float = ALPHA) -> dict[str, Any]:
+    """The plan's rule on paired correctness (same texts, first reader's labels): exact two-sided McNemar on the
+    discordant pairs. CONFIRMED: the fine-tuned judge is right more often and p < alpha; REVERSED: the frozen
+    judge is right more often and p < alpha (the default goes back to it); otherwise NOT CONFIRMED."""
+    from scipy.stats import binomtest
+
+    b = int((right_ft & ~right_emb).sum())
+    c = int((~right_ft & right_emb).sum())
+    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    verdict = ("CONFIRMED" if b > c and p < alpha else "REVERSED" if c > b and p < alpha else "NOT CONFIRMED")
+    return {"rule": f"exact two-sided McNemar on paired correctness, alpha {alpha}", "finetuned_only_right": b,
+            "frozen_only_right": c, "p": p, "gain": float(right_ft.mean() - right_emb.mean()), "verdict": verdict}
+
+
+def score(replay: bool = False) -> dict[str, Any]:
+    """Both shipped judges on the labelled fresh texts: the plan's numbers, its verdict, the report."""
+    import records as RC
+
+    from persona_vectors.io import atomic_file
+    from persona_vectors.judge import LABELS, EmbeddingJudge, default_judge
+    from persona_vectors.judge_validation import evaluate
+    from persona_vectors.stats import cohen_kappa
+
+    check_plan()
+    texts = read_jsonl(TEXTS)
+    labels = read_jsonl(LABELS_FILE)
+    first = {h["id"]: h["label"] for h in labels if h["pass"] == 1}
+    second = {h["id"]: h["label"] for h in labels if h["pass"] == 2}
+    missing = [t["id"] for t in texts if t["id"] not in first]
+    if missing:
+        raise SystemExit(f"{len(missing)} of {len(texts)} texts have no pass-1 label yet (e.g. {missing[0]}): "
+                         "import every shard first")
+    y = [first[t["id"]] for t in texts]
+    judges = {"finetuned": default_judge(), "frozen": EmbeddingJudge.default()}
+    proba = {k: j.predict_proba([t["text"] for t in texts]) for k, j in judges.items()}
+    res: dict[str, Any] = {"plan": PLAN, "n": len(texts), "reader_label_counts": dict(Counter(y))}
+    right = {}
+    for k, p in proba.items():
+        pred = np.array([LABELS[int(i)] for i in p.argmax(axis=1)])
+        right[k] = pred == np.array(y)
+        by = {}
+        for src in sorted({t["source"] for t in texts}):
+            m = [i for i, t in enumerate(texts) if t["source"] == src]
+            by[src] = evaluate([y[i] for i in m], p[m])
+        anti = [i for i, t in enumerate(texts) if t.get("stratum") == "anti_axis"]
+        by["ghost_angel_fp32/anti_axis"] = evaluate([y[i] for i in anti], p[anti])
+        res[k] = {"all": evaluate(y, p), "by_source": by}
+    res["decision"] = decide(right["finetuned"], right["frozen"])
+    both = [t["id"] for t in texts if t["id"] in second]
+    res["second_reader"] = {"n": len(both),
+                            "agreement": float(np.mean([first[i] == second[i] for i in both])) if both else None,
+                            "kappa": float(cohen_kappa([first[i] for i in both], [second[i] for i in both]))
+                            if both else None,
+                            "as_judge": evaluate([first[i] for i in both],
+                                                 np.eye(len(LABELS))[[LABELS.index(second[i]) for i in both]])
+                            if both else None}
+    res = json.loads(json.dumps(C.jsonable(res)))
+    if replay:
+        cmp = RC.compare(json.loads(RESULTS.read_text(encoding="utf-8")), res)
+        if cmp["mismatches"]:
+            print(f"replay differs from {RESULTS} in {len(cmp['mismatches'])} place(s):",
+                  *(f"{p}: stored {a!r}, recomputed {b!r}" for p, a, b in cmp["mismatches"][:20]), sep="\n  ")
+            raise SystemExit(1)
+        C.say(f"replayed: all {cmp['n_numbers']} numbers equal {RESULTS}")
+        return res
+    with atomic_file(RESULTS) as tmp:
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+    with atomic_file(REPORT) as tmp:
+        tmp.write_text(report(res))
+    C.say(f"verdict: {res['decision']['verdict']}; wrote {RESULTS} and {REPORT}")
+    return res
+
+
+TARGETS = (
+    ("accuracy", lambda v: v["accuracy"], 0.85),
+    ("supernatural precision", lambda v: v["per_label"]["supernatural"]["precision"], 0.85),
+    ("supernatural recall", lambda v: v["per_label"]["supernatural"]["recall"], 0.85),
+    ("incoherent recall", lambda v: v["per_label"]["incoherent"]["recall"], 0.85),
+)
+"""Issue 13's targets that apply to real text: (name, getter on an evaluate() result, goal)."""
+
+
+def report(res: dict[str, Any]) -> str:
+    """The Markdown report, every number from the results dict."""
+    f, e, dec, sr = res["finetuned"], res["frozen"], res["decision"], res["second_reader"]
+
+    def acc(v: dict[str, Any]) -> str:
+        lo, hi = v["accuracy_ci95"]
+        return f"{v['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n = {v['n']})"
+
+    lines = [
+        "# The judges on fresh real text (a pre-registered test)",
+        "",
+        f"Generated by `python experiments/judge_fresh_test.py score` (plan: `{res['plan']}`, committed before any "
+        "label was imported or any text scored; every number is in `docs/data/judge_fresh/results.json`, the texts "
+        "and labels beside it).",
+        "",
+        f"{res['n']} texts no judge was trained, tuned or selected on: 240 generations of the first (float32) "
+        "ghost/angel run, stratified by direction kind (80 anti-axis), without its 120 hand-check texts, and 120 "
+        "turns of the drift conversations. Labels: blind readers (Claude subagents shown only shuffled texts and the "
+        "rubric), one pass over every text; a second, independent reader on "
+        f"{sr['n']} of them. Both judges are the shipped ones, not refitted.",
+        "",
+        "| | `FinetunedJudge` (default) | `EmbeddingJudge` (frozen) | target |",
+        "|---|---:|---:|---:|",
+        f"| accuracy, all | {acc(f['all'])} | {acc(e['all'])} | ≥ 0.85 |",
+    ]
+    for src, name in (("ghost_angel_fp32", "ghost/angel run"), ("ghost_angel_fp32/anti_axis", "  of which anti-axis"),
+                      ("drift", "drift turns")):
+        lines.append(f"| accuracy, {name} | {acc(f['by_source'][src])} | {acc(e['by_source'][src])} | |")
+    for name, get, goal in TARGETS[1:]:
+        a, b = get(f["all"]), get(e["all"])
+        lines.append(f"| {name} | {a:.3f} | {b:.3f} | ≥ {goal:.2f} |")
+    sup = f["all"]["per_label"]["supernatural"]["support"]
+    lines += [
+        f"| ECE | {f['all']['ece']:.3f} | {e['all']['ece']:.3f} | |",
+        "",
+        f"Reader's labels: " + ", ".join(f"{k} {v}" for k, v in sorted(res["reader_label_counts"].items(),
+                                                                         key=lambda kv: -kv[1])) + f" (supernatural n = {sup}).",
+        "",
+        f"**Verdict ({dec['rule']}): {dec['verdict']}** — the fine-tuned judge alone right on "
+        f"{dec['finetuned_only_right']} texts, the frozen judge alone on {dec['frozen_only_right']} (p = {dec['p']:.3g}; "
+        f"accuracy difference {dec['gain']:+.3f}).",
+        "",
+        "Issue 13's targets on this text: " + "; ".join(
+            f"{name} {get(f['all']):.3f} {'met' if get(f['all']) >= goal else 'not met'}" for name, get, goal in TARGETS)
+        + " (fine-tuned judge).",
+        "",
+    ]
+    if sr["n"]:
+        sj = sr["as_judge"]
+        lines += [f"Second reader vs first on {sr['n']} texts: agreement {sr['agreement']:.3f}, Cohen's κ "
+                  f"{sr['kappa']:.3f}; scored as a judge of the first, supernatural precision / recall "
+                  f"{sj['per_label']['supernatural']['precision']:.3f} / {sj['per_label']['supernatural']['recall']:.3f} "
+                  f"(n = {sj['per_label']['supernatural']['support']}) — the ceiling a judge can reach against one reader.",
+                  ""]
+    lines += ["Confusion matrix of the fine-tuned judge (rows = reader, columns = judge):", "",
+              "| reader \\ judge | " + " | ".join(lab[:6] for lab in f["all"]["labels"]) + " |",
+              "|---|" + "---:|" * len(f["all"]["labels"])]
+    for lab, r in zip(f["all"]["labels"], f["all"]["confusion_matrix"]):
+        lines.append(f"| {lab} | " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> Any:
+    """CLI: draw / import / score (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("draw")
+    p = sub.add_parser("import")
+    p.add_argument("file", type=Path)
+    p.add_argument("--reader", required=True)
+    p.add_argument("--pass", dest="pass_no", type=int, choices=(1, 2), required=True)
+    p = sub.add_parser("score")
+    p.add_argument("--replay", action="store_true")
+    args = ap.parse_args(argv)
+    if args.cmd == "draw":
+        return draw()
+    if args.cmd == "import":
+        return import_labels(args.file, args.reader, args.pass_no)
+    return score(replay=args.replay)
+
+
+if __name__ == "__main__":
+    main()
