@@ -491,6 +491,23 @@ class PersonaModel:
             out.extend(self.decode_response(t) for t in toks)
         return out
 
+    def _stop_string_criteria(self) -> Any:
+        """The :data:`STOP_STRINGS` criterion for ``hf.generate``, built once per model (and tokenizer size).
+
+        Same criterion as ``generate(stop_strings=..., tokenizer=...)``, which rebuilds it on every call:
+        transformers' own cache misses because ``get_vocab()`` of a fast tokenizer comes back in a different order
+        each call, and building it walks the whole vocabulary (about 9 s for Gemma's 262k tokens on one core).
+        """
+        from transformers import StoppingCriteriaList
+        from transformers.generation.stopping_criteria import StopStringCriteria
+
+        key = (len(self.tokenizer), STOP_STRINGS)
+        cached = getattr(self, "_stop_criteria", None)
+        if cached is None or cached[0] != key:
+            cached = (key, StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(STOP_STRINGS)))
+            self._stop_criteria = cached
+        return StoppingCriteriaList([cached[1]])
+
     def generate_tokens(
         self,
         prompts: Sequence[PromptLike],
@@ -542,7 +559,7 @@ class PersonaModel:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if self.dialogue == "plain":  # a base model goes on to write the next turn: stop there
-            kw.update(stop_strings=list(STOP_STRINGS), tokenizer=self.tokenizer)
+            kw["stopping_criteria"] = self._stop_string_criteria()
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if do_sample:  # our inverse-CDF sampler with an explicit generator (seed=None: seeded from the global RNG)
             from transformers import LogitsProcessorList
