@@ -189,12 +189,13 @@ def plan_generations(cfg: Config, cal: Mapping[str, Mapping[str, Any]], question
 
 
 def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] = None, experiment: str = NAME,
-        report_fn: Optional[Any] = None) -> dict[str, Any]:
+        report_fn: Optional[Any] = None, model: Any = None) -> dict[str, Any]:
     """All stages (see the module docstring); returns the results.
 
     ``prereg`` (the governing plan's :func:`plan_commit`; default this script's plan), ``experiment`` (the name
     ``recompute.py`` finds the module by) and ``report_fn`` (default :func:`report`) let another pre-registered
-    script run this design on other settings (``cross_model_ghost_angel.py``: the base model)."""
+    script run this design on other settings (``cross_model_ghost_angel.py``: the base model). ``model``: an
+    already loaded ``cfg.model`` in ``cfg.dtype`` (tests pass their session's; default: loaded here)."""
     import torch
 
     from persona_vectors import calibrate_alpha, steer
@@ -208,7 +209,10 @@ def run(cfg: Config, resume: bool = False, *, prereg: Optional[dict[str, Any]] =
     P.require_committed(prereg, cfg.mode)
     records = RC.Records(out / RC.RECORDS, fresh=not resume)
     t0 = time.perf_counter()
-    model = C.load(cfg)
+    if model is None:
+        model = C.load(cfg)
+    else:
+        C.set_threads(cfg.threads)
     questions = load_questions(cfg.question_split)[: cfg.n_questions]
     C.say(f"{len(questions)} questions; building directions")
     stages: dict[str, float] = {"load": round(time.perf_counter() - t0, 1)}

@@ -67,12 +67,13 @@ def preset(quick: bool = False, out: Optional[str] = None, threads: int = 0) -> 
     return cfg
 
 
-def run(cfg: A.Config, resume: bool = False) -> dict[str, Any]:
-    """Run the design (:func:`assistant_axis_prereg.run`) under the cross-model plan; returns the results."""
+def run(cfg: A.Config, resume: bool = False, model: Any = None) -> dict[str, Any]:
+    """Run the design (:func:`assistant_axis_prereg.run`) under the cross-model plan; returns the results
+    (``model``: an already loaded base model, as :func:`assistant_axis_prereg.run` takes it)."""
     design = A.plan_commit()
     P.require_committed(design, cfg.mode)
     prereg = {**P.plan_commit(PLAN), "design": design}
-    return A.run(cfg, resume=resume, prereg=prereg, experiment=NAME, report_fn=report)
+    return A.run(cfg, resume=resume, prereg=prereg, experiment=NAME, report_fn=report, model=model)
 
 
 # ============================================================================================ blind reader

@@ -111,12 +111,12 @@ def test_import_refuses_a_text_outside_the_blind_sample(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_quick_run_on_the_base_model_writes_records_without_a_verdict_and_replays(tmp_path: Path) -> None:
+def test_quick_run_on_the_base_model_writes_records_without_a_verdict_and_replays(tmp_path: Path, gemma) -> None:
     import recompute
 
     cfg = G.preset(quick=True, threads=1)
     cfg.out = str(tmp_path / "ga")
-    res = G.run(cfg)
+    res = G.run(cfg, model=gemma)  # the session's Gemma (the run loads the same one otherwise)
     assert res["reader"]["rule"]["word"].startswith("NO VERDICT") and res["verdict"]["h1"].startswith("NO VERDICT")
     config = RC.read_json(tmp_path / "ga" / RC.CONFIG)
     assert config["experiment"] == "cross_model_ghost_angel" and config["model"]["model_id"].startswith("google/gemma-3")

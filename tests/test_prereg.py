@@ -98,14 +98,14 @@ def test_hand_check_sample_is_half_axis_half_controls_and_stratified() -> None:
 
 
 @pytest.mark.slow
-def test_quick_run_writes_records_a_report_without_verdict_and_replays(tmp_path: Path) -> None:
+def test_quick_run_writes_records_a_report_without_verdict_and_replays(tmp_path: Path, smol) -> None:
     import recompute
     import records as RC
 
     doc = Path(A.ROOT) / "docs" / "assistant_axis_prereg.md"
     before = doc.stat().st_mtime_ns if doc.exists() else None
     cfg = A.Config.preset(quick=True, out=str(tmp_path / "aa"), threads=1)
-    res = A.run(cfg)
+    res = A.run(cfg, model=smol)  # the session's SmolLM2 (the run loads the same one otherwise)
     assert res["verdict"]["h1"].startswith("NO VERDICT")
     recs = RC.read_records(tmp_path / "aa")
     kinds = {r["kind"] for r in recs}
