@@ -233,6 +233,15 @@ def score(replay: bool = False) -> dict[str, Any]:
     return res
 
 
+DEVIATIONS = (
+    "Labels were produced twice. The first set of blind labels (the same design: 4 pass-1 readers, 1 pass-2 "
+    "reader, rubric v1.1) was written to a temporary directory that was lost when the session ended, before it was "
+    "imported, read by anyone else or scored. The texts were redrawn with the committed seed (identical to the "
+    "committed `texts.jsonl`) and labelled again by five new blind reader subagents; those labels were committed "
+    "(`labels.jsonl`) before `score` ran for the first time.",
+)
+"""Departures from the plan, recorded (plan: ``experiments/prereg/judge_fresh_test.md``)."""
+
 TARGETS = (
     ("accuracy", lambda v: v["accuracy"], 0.85),
     ("supernatural precision", lambda v: v["per_label"]["supernatural"]["precision"], 0.85),
@@ -289,6 +298,9 @@ def report(res: dict[str, Any]) -> str:
         + " (fine-tuned judge).",
         "",
     ]
+    if sup < 20:
+        lines += [f"Only {sup} of {res['n']} texts are supernatural by the first reader, so the supernatural precision "
+                  "and recall above rest on a handful of texts; they are reported as planned, not as estimates.", ""]
     if sr["n"]:
         sj = sr["as_judge"]
         lines += [f"Second reader vs first on {sr['n']} texts: agreement {sr['agreement']:.3f}, Cohen's κ "
@@ -301,6 +313,7 @@ def report(res: dict[str, Any]) -> str:
               "|---|" + "---:|" * len(f["all"]["labels"])]
     for lab, r in zip(f["all"]["labels"], f["all"]["confusion_matrix"]):
         lines.append(f"| {lab} | " + " | ".join(str(v) for v in r) + " |")
+    lines += ["", "## Deviations from the plan", ""] + [f"- {d}" for d in DEVIATIONS]
     return "\n".join(lines) + "\n"
 
 
