@@ -359,6 +359,12 @@ def default_judge() -> FinetunedJudge:
     items, hand-written 0.886 vs 0.847; ``docs/judge_finetuned.md``). The CLI's ``sweep --judge``,
     ``summarize --judge`` and ``judge validate`` use it. Experiments committed before the adoption keep the judge
     they were scored with (``EmbeddingJudge.default()``); switching theirs is a deviation their plans record.
+
+    The adoption did **not** replicate on fresh text (``experiments/prereg/judge_fresh_test.md``, verdict NOT
+    CONFIRMED): on 360 blind-labelled generations no judge was selected on, accuracy 0.697 vs 0.728 for the frozen
+    judge (McNemar p 0.29), expected calibration error 0.128 vs 0.051 (``docs/judge_fresh_test.md``). The default
+    stays by that plan's rule; check either judge on a labelled sample of your own text
+    (``persona-vectors judge validate --labelled FILE``).
     Its held-out confusion matrix, for :func:`~persona_vectors.judge_validation.corrected_label_shares`, is
     ``stored_validation()["confusion_matrix"]``.
     """
