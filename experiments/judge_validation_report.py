@@ -86,19 +86,21 @@ def variant_figures(corpus: Any, args: argparse.Namespace, batch: np.ndarray, dr
             "hand_written_cv": hand_written_cv(include_real=True, judge_params=params)}
 
 
-def ship_reader_judge(temperature: float) -> Path:
-    """Fit the reader variant on everything shipped, with the held-out temperature, and write it where
-    ``EmbeddingJudge.default(reader=True)`` loads it (so no user machine has to read the training texts)."""
+def ship_judge(temperature: float, reader: bool) -> Path:
+    """Fit one variant of the frozen judge on everything shipped, with its held-out temperature, and write it where
+    ``EmbeddingJudge.default(reader=...)`` loads it (so no user machine, test worker or experiment process has to
+    embed -- or, for the reader, read -- the ~1,900 training texts)."""
     from persona_vectors.judge import EmbeddingJudge, Embedder
     from persona_vectors.judge import embedding as E
 
     texts, labels, emb = E._shipped_embeddings()
-    judge = EmbeddingJudge(embedder=Embedder(), temperature=temperature, reader=True)
+    judge = EmbeddingJudge(embedder=Embedder(), temperature=temperature, reader=reader)
     judge.embedder_ = judge.embedder
-    judge._fit_design(judge._design(emb, texts, judge._reader().encode(texts, progress=True)), labels)
-    path = judge.save(E.READER_JUDGE_PATH, training_sha256=E.shipped_training_sha256(),
+    states = judge._reader().encode(texts, progress=True) if reader else None
+    judge._fit_design(judge._design(emb, texts, states), labels)
+    path = judge.save(E.shipped_judge_path(reader), training_sha256=E.shipped_training_sha256(),
                       source="experiments/judge_validation_report.py", n_train=len(texts))
-    E._DEFAULT_JUDGES.pop(True, None)
+    E._DEFAULT_JUDGES.pop(reader, None)
     return path
 
 
@@ -200,7 +202,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     C.say("the reader variant: crossed grouped CV, calibration, hand-written CV")
     reader = variant_figures(corpus, args, batch, drawn, {"reader": True})
 
-    C.say(f"shipping the fitted reader judge: {ship_reader_judge(reader['temperature'])}")
+    C.say(f"shipping the fitted judges: {ship_judge(T_all, reader=False)}, "
+          f"{ship_judge(reader['temperature'], reader=True)}")
 
     C.say("both variants on the ghost/angel rerun's blind hand-check (the experiment's own generations)")
     external = {"default": hand_check_accuracy(False), "reader": hand_check_accuracy(True)}

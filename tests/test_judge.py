@@ -78,6 +78,51 @@ def default_judge() -> EmbeddingJudge:
     return EmbeddingJudge.default()
 
 
+def test_shipped_frozen_judge_is_current() -> None:
+    """The fitted frozen judge in the package was fitted on exactly the shipped training data with the shipped
+    temperature (labels change -> rerun experiments/judge_validation_report.py, which rewrites it), so
+    ``EmbeddingJudge.default()`` loads it instead of embedding ~1,900 texts in every process."""
+    from persona_vectors.judge import embedding as E
+
+    with np.load(E.EMBEDDING_JUDGE_PATH, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+    assert header["meta"]["training_sha256"] == E.shipped_training_sha256()
+    assert header["reader"] is None
+    assert header["temperature"] == E._shipped_temperature(False)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("hand_written_embeddings")
+def test_shipped_frozen_judge_equals_a_refit() -> None:
+    """Loading the shipped file gives the same probabilities as fitting on the shipped data here; a stale or
+    absent file makes ``default()`` refit instead of judging with it."""
+    from persona_vectors.judge import embedding as E
+
+    loaded = E._shipped_fitted_judge(EmbeddingJudge, reader=False)
+    assert loaded is not None
+    texts, labels, emb = E._shipped_embeddings()
+    refit = EmbeddingJudge(temperature=E._shipped_temperature(False))
+    refit.embedder_ = loaded.embedder_
+    refit._fit_design(refit._design(emb, texts), labels)
+    probe = [t for t, _ in HELD_OUT] + texts[::97]
+    np.testing.assert_allclose(loaded.predict_proba(probe), refit.predict_proba(probe), atol=1e-6)
+
+
+def test_stale_shipped_judge_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_vectors.judge import embedding as E
+
+    monkeypatch.setattr(E, "shipped_training_sha256", lambda: "another corpus")
+    assert E._shipped_fitted_judge(EmbeddingJudge, reader=False) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(E, "_shipped_temperature", lambda reader=False: 0.123)
+    assert E._shipped_fitted_judge(EmbeddingJudge, reader=False) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(E, "EMBEDDING_JUDGE_PATH", E.EMBEDDING_JUDGE_PATH.with_name("absent.npz"))
+    assert E._shipped_fitted_judge(EmbeddingJudge, reader=False) is None
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("hand_written_embeddings")
 def test_cross_validated_accuracy() -> None:
     """Honest held-out quality bar; measured ~0.88 accuracy, lowest recall ~0.75."""
     cv = cross_validate_judge(n_splits=5, seed=0)

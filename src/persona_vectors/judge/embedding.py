@@ -293,13 +293,17 @@ class EmbeddingJudge:
         Args:
             reader: the "reader" variant (:mod:`persona_vectors.judge.reader`): adds the embedded instruct
                 model's view of who wrote each text. More accurate on real steered text (see the validation
-                report), one forward pass of a 135M model per judged text. Loaded from the shipped fitted file
-                (``data/judge_real/reader_judge.npz``) when it matches the shipped training data and reader;
-                otherwise fitted here, which reads the ~1,900 training texts once (minutes on 2 CPU cores).
+                report), one forward pass of a 135M model per judged text.
+
+        Both variants load their shipped fitted file (``data/judge_real/embedding_judge.npz``,
+        ``data/judge_real/reader_judge.npz``, written by ``experiments/judge_validation_report.py``) when it was
+        fitted on exactly the shipped training data with the shipped temperature (and, for the reader, the same
+        reader model); otherwise they are fitted here, which embeds the ~1,900 training texts once (about a
+        minute on one CPU core; minutes more for the reader's forward passes).
         """
         with _DEFAULT_LOCK:
-            if reader and reader not in _DEFAULT_JUDGES:
-                shipped = _shipped_reader_judge(cls)
+            if reader not in _DEFAULT_JUDGES:
+                shipped = _shipped_fitted_judge(cls, reader)
                 if shipped is not None:
                     _DEFAULT_JUDGES[reader] = shipped
             if reader not in _DEFAULT_JUDGES:
@@ -322,6 +326,16 @@ READER_JUDGE_PATH: Path = VALIDATION_PATH.with_name("reader_judge.npz")
 """The shipped, fitted reader-variant judge (written by ``experiments/judge_validation_report.py``)."""
 
 
+EMBEDDING_JUDGE_PATH: Path = VALIDATION_PATH.with_name("embedding_judge.npz")
+"""The shipped, fitted frozen-embedding judge (written by ``experiments/judge_validation_report.py``)."""
+
+
+def shipped_judge_path(reader: bool) -> Path:
+    """Where the shipped fitted judge of one variant lives (:data:`READER_JUDGE_PATH` or
+    :data:`EMBEDDING_JUDGE_PATH`)."""
+    return READER_JUDGE_PATH if reader else EMBEDDING_JUDGE_PATH
+
+
 def shipped_training_sha256() -> str:
     """sha256 of the shipped judge's training texts and labels (hand-written + labelled real generations): a
     saved judge is current only if it was fitted on exactly these."""
@@ -335,18 +349,21 @@ def shipped_training_sha256() -> str:
     return h.hexdigest()
 
 
-def _shipped_reader_judge(cls: type[EmbeddingJudge]) -> EmbeddingJudge | None:
-    """The shipped reader judge if it is current (same training data and reader), else ``None`` (refit)."""
-    if not READER_JUDGE_PATH.is_file():
+def _shipped_fitted_judge(cls: type[EmbeddingJudge], reader: bool) -> EmbeddingJudge | None:
+    """The shipped fitted judge of one variant if it is current -- fitted on the shipped training data, with the
+    shipped temperature, and (reader variant) on this reader's states -- else ``None`` (the caller refits)."""
+    path = shipped_judge_path(reader)
+    if not path.is_file():
         return None
     try:
-        judge = cls.load(READER_JUDGE_PATH)
+        judge = cls.load(path)
     except ValueError as err:
         import warnings
 
-        warnings.warn(f"the shipped reader judge is not usable here ({err}); fitting it instead", stacklevel=3)
+        warnings.warn(f"the shipped judge {path.name} is not usable here ({err}); fitting it instead", stacklevel=3)
         return None
-    if judge.meta_.get("training_sha256") != shipped_training_sha256():
+    if (judge.meta_.get("training_sha256") != shipped_training_sha256()
+            or judge.temperature != _shipped_temperature(reader) or (judge._reader() is not None) != reader):
         return None
     return judge
 
