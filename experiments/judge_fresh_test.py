@@ -208,6 +208,10 @@ def score(replay: bool = False) -> dict[str, Any]:
         by["ghost_angel_fp32/anti_axis"] = evaluate([y[i] for i in anti], p[anti])
         res[k] = {"all": evaluate(y, p), "by_source": by}
     res["decision"] = decide(right["finetuned"], right["frozen"])
+    strata: dict[str, Counter] = {}
+    for t, lab in zip(texts, y):
+        strata.setdefault(f"{t['source']}/{t['stratum']}", Counter())[lab] += 1
+    res["reader_labels_by_stratum"] = {k: dict(v) for k, v in sorted(strata.items())}
     both = [t["id"] for t in texts if t["id"] in second]
     res["second_reader"] = {"n": len(both),
                             "agreement": float(np.mean([first[i] == second[i] for i in both])) if both else None,
@@ -321,6 +325,16 @@ def report(res: dict[str, Any]) -> str:
               "|---|" + "---:|" * len(f["all"]["labels"])]
     for lab, r in zip(f["all"]["labels"], f["all"]["confusion_matrix"]):
         lines.append(f"| {lab} | " + " | ".join(str(v) for v in r) + " |")
+    if "reader_labels_by_stratum" in res:
+        by = res["reader_labels_by_stratum"]
+        shown = [lab for lab in f["all"]["labels"] if any(v.get(lab) for v in by.values())]
+        lines += ["", "## What the readers found, by stratum (descriptive; added after scoring, not in the plan)", "",
+                  "The first reader's labels per drawn stratum (ghost/angel strata pool all steering strengths; drift "
+                  "strata are capped/uncapped × conversation kind). A second blind sample of the ghost/angel run "
+                  "beside its own 120-text hand-check.", "",
+                  "| stratum | n | " + " | ".join(shown) + " |", "|---|---:|" + "---:|" * len(shown)]
+        for k, v in by.items():
+            lines.append(f"| {k} | {sum(v.values())} | " + " | ".join(str(v.get(lab, 0)) for lab in shown) + " |")
     lines += ["", "## Deviations from the plan", ""] + [f"- {d}" for d in DEVIATIONS]
     return "\n".join(lines) + "\n"
 
