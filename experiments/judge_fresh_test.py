@@ -208,6 +208,7 @@ def score(replay: bool = False) -> dict[str, Any]:
         by["ghost_angel_fp32/anti_axis"] = evaluate([y[i] for i in anti], p[anti])
         res[k] = {"all": evaluate(y, p), "by_source": by}
     res["decision"] = decide(right["finetuned"], right["frozen"])
+    res["shares"] = share_recovery(texts, y, proba)
     strata: dict[str, Counter] = {}
     for t, lab in zip(texts, y):
         strata.setdefault(f"{t['source']}/{t['stratum']}", Counter())[lab] += 1
@@ -252,6 +253,29 @@ DEVIATIONS = (
     "(`labels.jsonl`) before `score` ran for the first time.",
 )
 """Departures from the plan, recorded (plan: ``experiments/prereg/judge_fresh_test.md``)."""
+
+def share_recovery(texts: Sequence[dict[str, Any]], y: Sequence[str], proba: dict[str, np.ndarray]
+                   ) -> dict[str, Any]:
+    """Label shares as an experiment reports them -- argmax counts and probabilities corrected with the judge's
+    held-out confusion matrix (:func:`~persona_vectors.judge_validation.corrected_label_shares`) -- against the
+    first reader's shares, on all texts and on the anti-axis stratum. Distance: total variation (half the L1)."""
+    from persona_vectors.judge import LABELS
+    from persona_vectors.judge_validation import corrected_label_shares, held_out_confusion
+
+    subsets = {"all": list(range(len(texts))),
+               "ghost_angel_fp32/anti_axis": [i for i, t in enumerate(texts) if t.get("stratum") == "anti_axis"]}
+    out: dict[str, Any] = {}
+    for name, idx in subsets.items():
+        reader = {lab: sum(y[i] == lab for i in idx) / len(idx) for lab in LABELS}
+        row: dict[str, Any] = {"n": len(idx), "reader": reader}
+        for k, source in (("finetuned", "finetuned"), ("frozen", "embedding")):
+            sh = corrected_label_shares(proba[k][idx], held_out_confusion(source))
+            row[k] = {way: {"shares": sh[way], "tv_distance": 0.5 * sum(abs(sh[way][lab] - reader[lab])
+                                                                         for lab in LABELS)}
+                      for way in ("argmax", "corrected")}
+        out[name] = row
+    return out
+
 
 TARGETS = (
     ("accuracy", lambda v: v["accuracy"], 0.85),
@@ -325,6 +349,21 @@ def report(res: dict[str, Any]) -> str:
               "|---|" + "---:|" * len(f["all"]["labels"])]
     for lab, r in zip(f["all"]["labels"], f["all"]["confusion_matrix"]):
         lines.append(f"| {lab} | " + " | ".join(str(v) for v in r) + " |")
+    if "shares" in res:
+        lines += ["", "## Do the reported shares recover the readers' shares? (descriptive; added after scoring, not "
+                  "in the plan)", "",
+                  "Experiments report label shares two ways: argmax counts and probabilities corrected with the "
+                  "judge's held-out confusion matrix from the labelled corpus. Here both are set against the first "
+                  "reader's shares on the same texts (distance: total variation, 0 = identical, 1 = disjoint).", "",
+                  "| texts | judge | TV argmax | TV corrected | supernatural: reader / argmax / corrected | "
+                  "no_self: reader / argmax / corrected |", "|---|---|---:|---:|---:|---:|"]
+        for name, row in res["shares"].items():
+            for k in ("finetuned", "frozen"):
+                a, c = row[k]["argmax"], row[k]["corrected"]
+                cells = [f"{row['reader'][lab]:.3f} / {a['shares'][lab]:.3f} / {c['shares'][lab]:.3f}"
+                         for lab in ("supernatural", "no_self")]
+                lines.append(f"| {name} (n = {row['n']}) | {k} | {a['tv_distance']:.3f} | {c['tv_distance']:.3f} | "
+                             + " | ".join(cells) + " |")
     if "reader_labels_by_stratum" in res:
         by = res["reader_labels_by_stratum"]
         shown = [lab for lab in f["all"]["labels"] if any(v.get(lab) for v in by.values())]
