@@ -134,14 +134,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def import_labels(path: Path, reader: str, pass_no: int) -> int:
+def import_labels(path: Path, reader: str, pass_no: int, *, texts: Optional[Path] = None,
+                  labels_file: Optional[Path] = None) -> int:
     """Validate a reader's ``{"id", "label"[, "note"]}`` lines against the drawn texts and the rubric's labels and
-    append them to the labels file (atomically); a text already labelled in that pass is an error."""
+    append them to the labels file (atomically); a text already labelled in that pass is an error. ``texts`` and
+    ``labels_file`` default to this test's files (another fresh test passes its own)."""
     from persona_vectors.io import atomic_file
     from persona_vectors.judge import LABELS
 
-    ids = {t["id"] for t in read_jsonl(TEXTS)}
-    have = read_jsonl(LABELS_FILE) if LABELS_FILE.is_file() else []
+    texts = TEXTS if texts is None else texts
+    target = LABELS_FILE if labels_file is None else labels_file
+    ids = {t["id"] for t in read_jsonl(texts)}
+    have = read_jsonl(target) if target.is_file() else []
     done = {(h["id"], h["pass"]) for h in have}
     new = []
     for i, r in enumerate(read_jsonl(path), 1):
@@ -154,7 +158,7 @@ def import_labels(path: Path, reader: str, pass_no: int) -> int:
         done.add((r["id"], pass_no))
         new.append({"id": r["id"], "label": r["label"], "reader": reader, "pass": pass_no,
                     "note": str(r.get("note", ""))[:300]})
-    with atomic_file(LABELS_FILE) as tmp:
+    with atomic_file(target) as tmp:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in have + new))
     C.say(f"imported {len(new)} pass-{pass_no} labels from {path} ({reader})")
     return len(new)
@@ -254,8 +258,8 @@ DEVIATIONS = (
 )
 """Departures from the plan, recorded (plan: ``experiments/prereg/judge_fresh_test.md``)."""
 
-def share_recovery(texts: Sequence[dict[str, Any]], y: Sequence[str], proba: dict[str, np.ndarray]
-                   ) -> dict[str, Any]:
+def share_recovery(texts: Sequence[dict[str, Any]], y: Sequence[str], proba: dict[str, np.ndarray],
+                   anti_name: str = "ghost_angel_fp32/anti_axis") -> dict[str, Any]:
     """Label shares as an experiment reports them -- argmax counts and probabilities corrected with the judge's
     held-out confusion matrix (:func:`~persona_vectors.judge_validation.corrected_label_shares`) -- against the
     first reader's shares, on all texts and on the anti-axis stratum. Distance: total variation (half the L1)."""
@@ -263,7 +267,7 @@ def share_recovery(texts: Sequence[dict[str, Any]], y: Sequence[str], proba: dic
     from persona_vectors.judge_validation import corrected_label_shares, held_out_confusion
 
     subsets = {"all": list(range(len(texts))),
-               "ghost_angel_fp32/anti_axis": [i for i, t in enumerate(texts) if t.get("stratum") == "anti_axis"]}
+               anti_name: [i for i, t in enumerate(texts) if t.get("stratum") == "anti_axis"]}
     out: dict[str, Any] = {}
     for name, idx in subsets.items():
         reader = {lab: sum(y[i] == lab for i in idx) / len(idx) for lab in LABELS}
