@@ -383,6 +383,11 @@ def report(res: dict[str, Any]) -> str:
             "plans must record." if dec["verdict"] == "ADOPT" else
             "the fine-tuned judge ships as an opt-in judge beside the default (`FinetunedJudge.default()`)."),
         "",
+        "**Superseded on 2026-12-02.** Two pre-registered tests on fresh real text that no judge was selected on "
+        "did not confirm this decision (`docs/judge_fresh_test.md`: NOT CONFIRMED; `docs/judge_fresh_test2.md`: equal "
+        "accuracy, the frozen judge better calibrated, so by that plan's rule the default is the frozen "
+        "`EmbeddingJudge` again; `persona_vectors.judge.DEFAULT_JUDGE_HISTORY`).",
+        "",
         "Issue 13's targets, read off the same held-out numbers:",
         "",
         "| target | default | finetuned |",

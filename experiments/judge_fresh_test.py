@@ -183,7 +183,7 @@ def score(replay: bool = False) -> dict[str, Any]:
     import records as RC
 
     from persona_vectors.io import atomic_file
-    from persona_vectors.judge import LABELS, EmbeddingJudge, default_judge
+    from persona_vectors.judge import LABELS, EmbeddingJudge, FinetunedJudge
     from persona_vectors.judge_validation import evaluate
     from persona_vectors.stats import cohen_kappa
 
@@ -197,7 +197,7 @@ def score(replay: bool = False) -> dict[str, Any]:
         raise SystemExit(f"{len(missing)} of {len(texts)} texts have no pass-1 label yet (e.g. {missing[0]}): "
                          "import every shard first")
     y = [first[t["id"]] for t in texts]
-    judges = {"finetuned": default_judge(), "frozen": EmbeddingJudge.default()}
+    judges = {"finetuned": FinetunedJudge.default(), "frozen": EmbeddingJudge.default()}
     proba = {k: j.predict_proba([t["text"] for t in texts]) for k, j in judges.items()}
     res: dict[str, Any] = {"plan": PLAN, "n": len(texts), "reader_label_counts": dict(Counter(y))}
     right = {}

@@ -161,7 +161,8 @@ def test_decision_rule() -> None:
     assert J.decide(0.73, 0.90, 0.82, 0.81)["verdict"] == "KEEP"
 
 
-def test_cli_scores_the_finetuned_judge_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_scores_the_default_judge_and_the_finetuned_one_on_request(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from persona_vectors.cli import app
@@ -173,29 +174,54 @@ def test_cli_scores_the_finetuned_judge_by_default(tmp_path: Path, monkeypatch: 
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["n"] == 1
     r = CliRunner().invoke(app, ["judge", "validate"])
-    assert r.exit_code == 0 and "Fine-tuned judge (default)" in r.output and "Confusion matrix" in r.output
-    assert "stored crossed grouped CV" in r.output
+    assert r.exit_code == 0 and "Embedding judge (default)" in r.output and "Confusion matrix" in r.output
+    assert "stored crossed grouped CV, validation.json" in r.output
+    r = CliRunner().invoke(app, ["judge", "validate", "--finetuned"])
+    assert r.exit_code == 0 and "Fine-tuned judge" in r.output and "finetuned_validation.json" in r.output
+    stored = json.loads(CliRunner().invoke(app, ["judge", "validate", "--finetuned", "--json"]).output)
+    assert stored["accuracy"] == pytest.approx(0.769, abs=5e-4)
     asked = []
-    monkeypatch.setattr(EmbeddingJudge, "default",
-                        classmethod(lambda cls, reader=False: asked.append(reader) or FinetunedJudge.default()))
-    r = CliRunner().invoke(app, ["judge", "validate", "--labelled", str(f), "--embedding"])
-    assert r.exit_code == 0 and asked == [False] and "Embedding judge" in r.output
-    r = CliRunner().invoke(app, ["judge", "validate", "--embedding", "--reader"])
-    assert r.exit_code == 2 and "pass one of --embedding, --reader" in r.output
+    monkeypatch.setattr(FinetunedJudge, "default", classmethod(lambda cls: asked.append("ft") or EmbeddingJudge.default()))
+    r = CliRunner().invoke(app, ["judge", "validate", "--labelled", str(f), "--finetuned"])
+    assert r.exit_code == 0 and asked == ["ft"] and "Fine-tuned judge on" in r.output
+    r = CliRunner().invoke(app, ["judge", "validate", "--finetuned", "--reader"])
+    assert r.exit_code == 2 and "pass at most one of them" in r.output
+    r = CliRunner().invoke(app, ["judge", "validate", "--finetuned", "--recompute"])
+    assert r.exit_code == 2 and "--recompute" in r.output
 
 
-def test_default_judge_is_the_shipped_finetuned_judge_and_sweeps_record_it(tmp_path: Path) -> None:
+def test_default_judge_is_the_shipped_frozen_judge_by_the_fresh_test_and_sweeps_record_it(tmp_path: Path) -> None:
     from conftest import make_tiny_model
 
     from persona_vectors import SweepConfig, run_sweep
-    from persona_vectors.judge import default_judge
+    from persona_vectors.judge import DEFAULT_JUDGE_HISTORY, EmbeddingJudge, default_judge
+    from persona_vectors.vector import PersonaVector, Provenance
+
+    j = default_judge()
+    assert isinstance(j, EmbeddingJudge) and j is EmbeddingJudge.default() and j._reader() is None
+    # the rule that made it the default, as committed
+    res = json.loads((ROOT / "docs" / "data" / "judge_fresh2" / "results.json").read_text())
+    assert res["decision"]["default"] == "frozen" and DEFAULT_JUDGE_HISTORY[-1][1] == "EmbeddingJudge"
+    assert "judge_fresh_test2.md" in DEFAULT_JUDGE_HISTORY[-1][2]
+    model = make_tiny_model()
+    vec = PersonaVector([1], torch.ones(1, model.d_model),
+                        Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v"))
+    cfg = SweepConfig(vectors={"v": vec}, layers=[1], alphas=[0.0], prompts=["Who are you?"], max_new_tokens=3)
+    run_sweep(model, cfg, tmp_path / "s.jsonl", judge=j, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert rows and all(r["label_source"] == "embedding" and r["label"] in LABELS for r in rows)
+
+
+def test_finetuned_judge_labels_rows_with_its_name(tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
+    from persona_vectors import SweepConfig, run_sweep
     from persona_vectors.judge.finetuned import stored_validation
     from persona_vectors.vector import PersonaVector, Provenance
 
+    j = FinetunedJudge.default()
+    assert stored_validation()["decision"]["verdict"] == "ADOPT"  # the corpus CV's verdict, kept as it was
     model = make_tiny_model()
-    j = default_judge()
-    assert isinstance(j, FinetunedJudge) and j is FinetunedJudge.default()
-    assert stored_validation()["decision"]["verdict"] == "ADOPT"  # the rule that made it the default
     vec = PersonaVector([1], torch.ones(1, model.d_model),
                         Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v"))
     cfg = SweepConfig(vectors={"v": vec}, layers=[1], alphas=[0.0], prompts=["Who are you?"], max_new_tokens=3)
@@ -208,7 +234,6 @@ def test_summaries_correct_shares_with_the_labelling_judges_held_out_confusion(t
     from conftest import make_tiny_model
 
     from persona_vectors import SweepConfig, run_sweep
-    from persona_vectors.judge import default_judge
     from persona_vectors.judge_validation import corrected_label_shares, held_out_confusion
     from persona_vectors.sweep import summarize, summary_markdown
     from persona_vectors.vector import PersonaVector, Provenance
@@ -222,17 +247,17 @@ def test_summaries_correct_shares_with_the_labelling_judges_held_out_confusion(t
     run_sweep(model, cfg, out, progress=False)  # no judge: rows carry no labels
     plain = summarize(out)
     assert all(c["corrected"] is None for c in plain["cells"]) and plain["judge"] is None
-    s = summarize(out, judge=default_judge())  # labelled in memory, with probabilities and the judge's name
+    s = summarize(out, judge=FinetunedJudge.default())  # labelled in memory, with probabilities and the judge's name
     assert s["judge"] == "finetuned" and len(s["cells"]) == 2
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     for c in s["cells"]:
         texts = [r["text"] for r in rows if r["alpha"] == c["alpha"]]
-        ref = corrected_label_shares(default_judge().predict_proba(texts), held_out_confusion("finetuned"))
+        ref = corrected_label_shares(FinetunedJudge.default().predict_proba(texts), held_out_confusion("finetuned"))
         assert c["corrected"] == pytest.approx(ref["corrected"]) and sum(c["corrected"].values()) == pytest.approx(1)
     assert "→" in summary_markdown(s) and "held-out confusion matrix" in summary_markdown(s)
     # rows labelled by two judges: no correction, and a note that says why
     mixed = tmp_path / "mixed.jsonl"
-    res = default_judge().classify([r["text"] for r in rows])
+    res = FinetunedJudge.default().classify([r["text"] for r in rows])
     lines = []
     for i, (r, j) in enumerate(zip(rows, res)):
         lines.append(json.dumps({**r, "label": j.label, "label_scores": dict(j.scores),

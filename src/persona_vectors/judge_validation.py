@@ -238,7 +238,7 @@ def read_labelled_file(path: str | os.PathLike[str]) -> tuple[list[str], list[st
 
 def validate_labelled_file(path: str | os.PathLike[str], judge: EmbeddingJudge | FinetunedJudge | None = None
                            ) -> dict[str, Any]:
-    """:func:`evaluate` of ``judge`` (default: :func:`~persona_vectors.judge.default_judge`, the shipped fine-tuned
+    """:func:`evaluate` of ``judge`` (default: :func:`~persona_vectors.judge.default_judge`, the shipped frozen
     judge; any judge with ``predict_proba``) against a user's labelled JSONL."""
     texts, labels = read_labelled_file(path)
     judge = judge or default_judge()
@@ -250,8 +250,9 @@ def held_out_confusion(source: str) -> list[list[int]] | None:
     order) of the shipped judge whose results carry ``source``, for :func:`corrected_label_shares`; ``None`` for a
     judge the library has not validated (e.g. an :class:`~persona_vectors.judge.LLMJudge` or one you fitted).
 
-    ``"finetuned"``: the default judge (``docs/judge_finetuned.md``); ``"embedding"`` and ``"embedding+reader"``:
-    the frozen judge and its reader variant (``docs/judge_validation.md``). Each comes from crossed grouped CV, so
+    ``"embedding"`` and ``"embedding+reader"``: the frozen judge (the default, :func:`~persona_vectors.judge.default_judge`)
+    and its reader variant (``docs/judge_validation.md``); ``"finetuned"``: the fine-tuned judge
+    (``docs/judge_finetuned.md``). Each comes from crossed grouped CV, so
     it describes the shipped judge on text *like the shipped corpus* (SmolLM2 generations): on another model's
     text, validate first (``persona-vectors judge validate --labelled``).
     """

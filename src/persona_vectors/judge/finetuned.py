@@ -351,24 +351,4 @@ class FinetunedJudge:
 _DEFAULT: list[FinetunedJudge | None] = [None]
 
 
-def default_judge() -> FinetunedJudge:
-    """The library's default archetype judge for new runs: the shipped :class:`FinetunedJudge`.
-
-    Adopted by the pre-registered comparison ``experiments/prereg/judge_finetuned.md`` (decision ADOPT: held-out
-    accuracy on real generations 0.769 vs 0.718 for :class:`~persona_vectors.judge.EmbeddingJudge` on the same
-    items, hand-written 0.886 vs 0.847; ``docs/judge_finetuned.md``). The CLI's ``sweep --judge``,
-    ``summarize --judge`` and ``judge validate`` use it. Experiments committed before the adoption keep the judge
-    they were scored with (``EmbeddingJudge.default()``); switching theirs is a deviation their plans record.
-
-    The adoption did **not** replicate on fresh text (``experiments/prereg/judge_fresh_test.md``, verdict NOT
-    CONFIRMED): on 360 blind-labelled generations no judge was selected on, accuracy 0.697 vs 0.728 for the frozen
-    judge (McNemar p 0.29), expected calibration error 0.128 vs 0.051 (``docs/judge_fresh_test.md``). The default
-    stays by that plan's rule; check either judge on a labelled sample of your own text
-    (``persona-vectors judge validate --labelled FILE``).
-    Its held-out confusion matrix, for :func:`~persona_vectors.judge_validation.corrected_label_shares`, is
-    ``stored_validation()["confusion_matrix"]``.
-    """
-    return FinetunedJudge.default()
-
-
 _DEFAULT_LOCK = threading.Lock()
