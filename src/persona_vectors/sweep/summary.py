@@ -192,7 +192,8 @@ def summary_markdown(summary: Mapping[str, Any], *, min_share: float = 0.0) -> s
         lines.append("| " + " | ".join(cols) + " |")
     if any(c.get("corrected") for c in cells):
         lines.append(f"\nshares: argmax share [Wilson 95 %] → share corrected with the {summary.get('judge')} "
-                     "judge's held-out confusion matrix (a point estimate; assumes the judge errs here as on its "
-                     "validation text)")
+                     "judge's held-out confusion matrix (a sensitivity check, not an estimate: it assumes the "
+                     "judge errs here as on its validation text, and on fresh real text it was further from blind "
+                     "readers than the argmax share; docs/judge_fresh_test2.md)")
     lines += [f"\nnote: {n}" for n in summary.get("notes", ())]
     return "\n".join(lines) + "\n"
