@@ -66,16 +66,17 @@ def _distinct(rows: Sequence[dict[str, Any]], exclude: set[str]) -> list[dict[st
     return out
 
 
-def check_plan() -> dict[str, Any]:
-    """The plan's numbers (its toml block); raises if this script's constants disagree with them."""
+def check_plan(plan_path: str = PLAN, seed: int = SEED) -> dict[str, Any]:
+    """The plan's numbers (its toml block); raises if this script's constants disagree with them. Both fresh tests
+    share the design (strata, drift cells, second-reader n, alpha); each has its own plan and seed."""
     from prereg_plan import read_plan
 
-    plan = read_plan(PLAN)
-    mine = {"seed": SEED, "n_ghost_angel": sum(GHOST_ANGEL.values()), "n_drift": 8 * DRIFT_PER_CELL,
+    plan = read_plan(plan_path)
+    mine = {"seed": seed, "n_ghost_angel": sum(GHOST_ANGEL.values()), "n_drift": 8 * DRIFT_PER_CELL,
             "n_second_reader": N_SECOND, "alpha": ALPHA}
     bad = {k: (plan.get(k), v) for k, v in mine.items() if plan.get(k) != v}
     if bad:
-        raise SystemExit(f"{PLAN} and this script disagree (plan, script): {bad}")
+        raise SystemExit(f"{plan_path} and this script disagree (plan, script): {bad}")
     return plan
 
 
@@ -84,26 +85,39 @@ def draw() -> list[dict[str, Any]]:
     import records as RC
     from judge_corpus import text_id
 
-    from persona_vectors.io import atomic_file
     from persona_vectors.judge import load_labelled
     from persona_vectors.judge_validation import REAL_DIR
 
     check_plan()
-    if LABELS_FILE.is_file():
-        raise SystemExit(f"{LABELS_FILE} exists: labels were imported for this draw; drawing again would change "
-                         "the texts under them")
     corpus = {g["id"] for g in read_jsonl(REAL_DIR / "generations.jsonl")} | {text_id(t) for t in load_labelled()[0]}
-    rng = random.Random(SEED)
     recs = RC.read_records(ROOT / "docs" / "data" / "assistant_axis_prereg" / "records.jsonl.gz")
     hand = {h["id"] for h in RC.of_kind(recs, "hand_label")}
-    gens = _distinct(RC.of_kind(recs, "generation"), corpus | hand)
+    return draw_texts(recs, corpus | hand, seed=SEED, source_name="ghost_angel_fp32", texts_path=TEXTS,
+                      labels_path=LABELS_FILE, blind=BLIND)
+
+
+def draw_texts(ghost_angel_records: Sequence[dict[str, Any]], exclude: set[str], *, seed: int, source_name: str,
+               texts_path: Path, labels_path: Path, blind: Path) -> list[dict[str, Any]]:
+    """The shared draw of both fresh tests: :data:`GHOST_ANGEL` generations per direction kind from one ghost/angel
+    run's records and :data:`DRIFT_PER_CELL` drift turns per cell, none in ``exclude`` and each text once (seeded);
+    writes the texts with their sources to ``texts_path`` and the readers' shuffled ``{"id", "text"}`` shards
+    (4 pass-1 shards, one pass-2 sample) to ``blind``. Refuses once labels exist for the draw."""
+    import records as RC
+
+    from persona_vectors.io import atomic_file
+
+    if labels_path.is_file():
+        raise SystemExit(f"{labels_path} exists: labels were imported for this draw; drawing again would change "
+                         "the texts under them")
+    rng = random.Random(seed)
+    gens = _distinct(RC.of_kind(ghost_angel_records, "generation"), exclude)
     picked: list[dict[str, Any]] = []
     for kind, n in GHOST_ANGEL.items():
         pool = [g for g in gens if g["dkind"] == kind]
         for g in rng.sample(pool, n):
-            picked.append({"id": g["id"], "text": g["text"], "source": "ghost_angel_fp32", "stratum": kind,
+            picked.append({"id": g["id"], "text": g["text"], "source": source_name, "stratum": kind,
                            "direction": g["direction"], "level": g["level"], "question_id": g["question_id"]})
-    taken = corpus | hand | {p["id"] for p in picked}
+    taken = exclude | {p["id"] for p in picked}
     turns = _distinct(RC.of_kind(RC.read_records(ROOT / "docs" / "data" / "drift" / "records.jsonl.gz"), "turn"),
                       taken)
     for cell in sorted({(t["condition"], t["conv_kind"]) for t in turns}):
@@ -112,20 +126,20 @@ def draw() -> list[dict[str, Any]]:
             picked.append({"id": t["id"], "text": t["text"], "source": "drift", "stratum": f"{cell[0]}/{cell[1]}",
                            "conv": t["conv"], "turn": t["turn"]})
     assert len({p["id"] for p in picked}) == len(picked)
-    DATA.mkdir(parents=True, exist_ok=True)
-    with atomic_file(TEXTS) as tmp:
+    texts_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(texts_path) as tmp:
         tmp.write_text("".join(json.dumps(p) + "\n" for p in picked))
     order = list(range(len(picked)))
     rng.shuffle(order)
-    BLIND.mkdir(parents=True, exist_ok=True)
+    blind.mkdir(parents=True, exist_ok=True)
     for k in range(N_SHARDS):
         part = [picked[i] for i in order[k::N_SHARDS]]
-        (BLIND / f"blind_pass1_{k + 1}of{N_SHARDS}.jsonl").write_text(
+        (blind / f"blind_pass1_{k + 1}of{N_SHARDS}.jsonl").write_text(
             "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in part))
     second = sorted(rng.sample(order, N_SECOND), key=lambda i: rng.random())
-    (BLIND / "blind_pass2.jsonl").write_text(
+    (blind / "blind_pass2.jsonl").write_text(
         "".join(json.dumps({"id": picked[i]["id"], "text": picked[i]["text"]}) + "\n" for i in second))
-    C.say(f"drew {len(picked)} texts ({Counter(p['source'] for p in picked)}); blind shards in {BLIND}")
+    C.say(f"drew {len(picked)} texts ({Counter(p['source'] for p in picked)}); blind shards in {blind}")
     return picked
 
 
@@ -178,28 +192,32 @@ def decide(right_ft: np.ndarray, right_emb: np.ndarray, alpha: float = ALPHA) ->
             "frozen_only_right": c, "p": p, "gain": float(right_ft.mean() - right_emb.mean()), "verdict": verdict}
 
 
-def score(replay: bool = False) -> dict[str, Any]:
-    """Both shipped judges on the labelled fresh texts: the plan's numbers, its verdict, the report."""
-    import records as RC
-
-    from persona_vectors.io import atomic_file
-    from persona_vectors.judge import LABELS, EmbeddingJudge, FinetunedJudge
-    from persona_vectors.judge_validation import evaluate
-    from persona_vectors.stats import cohen_kappa
-
-    check_plan()
-    texts = read_jsonl(TEXTS)
-    labels = read_jsonl(LABELS_FILE)
+def labelled_texts(texts_path: Path, labels_path: Path
+                   ) -> tuple[list[dict[str, Any]], list[str], dict[str, str], dict[str, str]]:
+    """The drawn texts, their pass-1 labels in text order, and the pass-1 and pass-2 labels by id; every text must
+    have a pass-1 label."""
+    texts = read_jsonl(texts_path)
+    labels = read_jsonl(labels_path)
     first = {h["id"]: h["label"] for h in labels if h["pass"] == 1}
     second = {h["id"]: h["label"] for h in labels if h["pass"] == 2}
     missing = [t["id"] for t in texts if t["id"] not in first]
     if missing:
         raise SystemExit(f"{len(missing)} of {len(texts)} texts have no pass-1 label yet (e.g. {missing[0]}): "
                          "import every shard first")
-    y = [first[t["id"]] for t in texts]
+    return texts, [first[t["id"]] for t in texts], first, second
+
+
+def judge_texts(texts: Sequence[dict[str, Any]], y: Sequence[str], anti_name: str
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Both shipped judges (``finetuned``: :meth:`FinetunedJudge.default`, ``frozen``: :meth:`EmbeddingJudge.default`,
+    neither refitted) on the texts: per judge :func:`evaluate` on all texts, per source and on the anti-axis stratum
+    (named ``anti_name``); also their probabilities and per-text correctness."""
+    from persona_vectors.judge import LABELS, EmbeddingJudge, FinetunedJudge
+    from persona_vectors.judge_validation import evaluate
+
     judges = {"finetuned": FinetunedJudge.default(), "frozen": EmbeddingJudge.default()}
     proba = {k: j.predict_proba([t["text"] for t in texts]) for k, j in judges.items()}
-    res: dict[str, Any] = {"plan": PLAN, "n": len(texts), "reader_label_counts": dict(Counter(y))}
+    out: dict[str, Any] = {}
     right = {}
     for k, p in proba.items():
         pred = np.array([LABELS[int(i)] for i in p.argmax(axis=1)])
@@ -209,40 +227,69 @@ def score(replay: bool = False) -> dict[str, Any]:
             m = [i for i, t in enumerate(texts) if t["source"] == src]
             by[src] = evaluate([y[i] for i in m], p[m])
         anti = [i for i, t in enumerate(texts) if t.get("stratum") == "anti_axis"]
-        by["ghost_angel_fp32/anti_axis"] = evaluate([y[i] for i in anti], p[anti])
-        res[k] = {"all": evaluate(y, p), "by_source": by}
+        by[anti_name] = evaluate([y[i] for i in anti], p[anti])
+        out[k] = {"all": evaluate(y, p), "by_source": by}
+    return out, proba, right
+
+
+def second_reader(texts: Sequence[dict[str, Any]], first: dict[str, str], second: dict[str, str]) -> dict[str, Any]:
+    """The second reader against the first on the texts both read: agreement, Cohen's κ, and the second reader
+    scored as a judge of the first (the ceiling a judge can reach against one reader)."""
+    from persona_vectors.judge import LABELS
+    from persona_vectors.judge_validation import evaluate
+    from persona_vectors.stats import cohen_kappa
+
+    both = [t["id"] for t in texts if t["id"] in second]
+    if not both:
+        return {"n": 0, "agreement": None, "kappa": None, "as_judge": None}
+    a, b = [first[i] for i in both], [second[i] for i in both]
+    return {"n": len(both), "agreement": float(np.mean([x == z for x, z in zip(a, b)])),
+            "kappa": float(cohen_kappa(a, b)),
+            "as_judge": evaluate(a, np.eye(len(LABELS))[[LABELS.index(z) for z in b]])}
+
+
+def finish(res: dict[str, Any], replay: bool, results_path: Path, report_path: Path,
+           report_fn: Any) -> dict[str, Any]:
+    """Write the results and their report (atomically), or with ``replay`` compare the recomputed results with the
+    committed ones -- every number -- and the committed report with the one they give, failing on any difference."""
+    import records as RC
+
+    from persona_vectors.io import atomic_file
+
+    res = json.loads(json.dumps(C.jsonable(res)))
+    if replay:
+        cmp = RC.compare(json.loads(results_path.read_text(encoding="utf-8")), res)
+        if cmp["mismatches"]:
+            print(f"replay differs from {results_path} in {len(cmp['mismatches'])} place(s):",
+                  *(f"{p}: stored {a!r}, recomputed {b!r}" for p, a, b in cmp["mismatches"][:20]), sep="\n  ")
+            raise SystemExit(1)
+        if report_path.read_text(encoding="utf-8") != report_fn(res):
+            print(f"{report_path} differs from the report these results give: regenerate it with `score`")
+            raise SystemExit(1)
+        C.say(f"replayed: all {cmp['n_numbers']} numbers equal {results_path}, and {report_path.name} is their report")
+        return res
+    with atomic_file(results_path) as tmp:
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+    with atomic_file(report_path) as tmp:
+        tmp.write_text(report_fn(res))
+    C.say(f"verdict: {res['decision']['verdict']}; wrote {results_path} and {report_path}")
+    return res
+
+
+def score(replay: bool = False) -> dict[str, Any]:
+    """Both shipped judges on the labelled fresh texts: the plan's numbers, its verdict, the report."""
+    check_plan()
+    texts, y, first, second = labelled_texts(TEXTS, LABELS_FILE)
+    judged, proba, right = judge_texts(texts, y, "ghost_angel_fp32/anti_axis")
+    res: dict[str, Any] = {"plan": PLAN, "n": len(texts), "reader_label_counts": dict(Counter(y)), **judged}
     res["decision"] = decide(right["finetuned"], right["frozen"])
     res["shares"] = share_recovery(texts, y, proba)
     strata: dict[str, Counter] = {}
     for t, lab in zip(texts, y):
         strata.setdefault(f"{t['source']}/{t['stratum']}", Counter())[lab] += 1
     res["reader_labels_by_stratum"] = {k: dict(v) for k, v in sorted(strata.items())}
-    both = [t["id"] for t in texts if t["id"] in second]
-    res["second_reader"] = {"n": len(both),
-                            "agreement": float(np.mean([first[i] == second[i] for i in both])) if both else None,
-                            "kappa": float(cohen_kappa([first[i] for i in both], [second[i] for i in both]))
-                            if both else None,
-                            "as_judge": evaluate([first[i] for i in both],
-                                                 np.eye(len(LABELS))[[LABELS.index(second[i]) for i in both]])
-                            if both else None}
-    res = json.loads(json.dumps(C.jsonable(res)))
-    if replay:
-        cmp = RC.compare(json.loads(RESULTS.read_text(encoding="utf-8")), res)
-        if cmp["mismatches"]:
-            print(f"replay differs from {RESULTS} in {len(cmp['mismatches'])} place(s):",
-                  *(f"{p}: stored {a!r}, recomputed {b!r}" for p, a, b in cmp["mismatches"][:20]), sep="\n  ")
-            raise SystemExit(1)
-        if REPORT.read_text(encoding="utf-8") != report(res):
-            print(f"{REPORT} differs from the report these results give: regenerate it with `score`")
-            raise SystemExit(1)
-        C.say(f"replayed: all {cmp['n_numbers']} numbers equal {RESULTS}, and {REPORT.name} is their report")
-        return res
-    with atomic_file(RESULTS) as tmp:
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-    with atomic_file(REPORT) as tmp:
-        tmp.write_text(report(res))
-    C.say(f"verdict: {res['decision']['verdict']}; wrote {RESULTS} and {REPORT}")
-    return res
+    res["second_reader"] = second_reader(texts, first, second)
+    return finish(res, replay, RESULTS, REPORT, report)
 
 
 COMMITS = {"plan and code": "eb9db8c", "texts": "d4b5594", "labels": "0c74ad8"}
@@ -257,6 +304,7 @@ DEVIATIONS = (
     "(`labels.jsonl`) before `score` ran for the first time.",
 )
 """Departures from the plan, recorded (plan: ``experiments/prereg/judge_fresh_test.md``)."""
+
 
 def share_recovery(texts: Sequence[dict[str, Any]], y: Sequence[str], proba: dict[str, np.ndarray],
                    anti_name: str = "ghost_angel_fp32/anti_axis") -> dict[str, Any]:
@@ -288,6 +336,17 @@ TARGETS = (
     ("incoherent recall", lambda v: v["per_label"]["incoherent"]["recall"], 0.85),
 )
 """Issue 13's targets that apply to real text: (name, getter on an evaluate() result, goal)."""
+
+
+def second_reader_lines(sr: dict[str, Any]) -> list[str]:
+    """The report's paragraph on the second reader (:func:`second_reader`'s result); none if there was none."""
+    if not sr["n"]:
+        return []
+    sj = sr["as_judge"]["per_label"]["supernatural"]
+    return [f"Second reader vs first on {sr['n']} texts: agreement {sr['agreement']:.3f}, Cohen's κ "
+            f"{sr['kappa']:.3f}; scored as a judge of the first, supernatural precision / recall "
+            f"{sj['precision']:.3f} / {sj['recall']:.3f} (n = {sj['support']}) — the ceiling a judge can reach "
+            "against one reader.", ""]
 
 
 def report(res: dict[str, Any]) -> str:
@@ -341,13 +400,7 @@ def report(res: dict[str, Any]) -> str:
     if sup < 20:
         lines += [f"Only {sup} of {res['n']} texts are supernatural by the first reader, so the supernatural precision "
                   "and recall above rest on a handful of texts; they are reported as planned, not as estimates.", ""]
-    if sr["n"]:
-        sj = sr["as_judge"]
-        lines += [f"Second reader vs first on {sr['n']} texts: agreement {sr['agreement']:.3f}, Cohen's κ "
-                  f"{sr['kappa']:.3f}; scored as a judge of the first, supernatural precision / recall "
-                  f"{sj['per_label']['supernatural']['precision']:.3f} / {sj['per_label']['supernatural']['recall']:.3f} "
-                  f"(n = {sj['per_label']['supernatural']['support']}) — the ceiling a judge can reach against one reader.",
-                  ""]
+    lines += second_reader_lines(sr)
     lines += ["Confusion matrix of the fine-tuned judge (rows = reader, columns = judge):", "",
               "| reader \\ judge | " + " | ".join(lab[:6] for lab in f["all"]["labels"]) + " |",
               "|---|" + "---:|" * len(f["all"]["labels"])]
@@ -382,9 +435,9 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> Any:
-    """CLI: draw / import / score (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cli(doc: str, draw_fn: Any, import_fn: Any, score_fn: Any, argv: Optional[list[str]] = None) -> Any:
+    """The fresh tests' command line: ``draw`` / ``import FILE --reader NAME --pass 1|2`` / ``score [--replay]``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("draw")
     p = sub.add_parser("import")
@@ -395,10 +448,15 @@ def main(argv: Optional[list[str]] = None) -> Any:
     p.add_argument("--replay", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "draw":
-        return draw()
+        return draw_fn()
     if args.cmd == "import":
-        return import_labels(args.file, args.reader, args.pass_no)
-    return score(replay=args.replay)
+        return import_fn(args.file, args.reader, args.pass_no)
+    return score_fn(replay=args.replay)
+
+
+def main(argv: Optional[list[str]] = None) -> Any:
+    """CLI: draw / import / score (see the module docstring)."""
+    return cli(__doc__, draw, import_labels, score, argv)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ difference.
 
 from __future__ import annotations
 
-import argparse
 import json
-import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,7 +27,6 @@ from typing import Any, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
 import judge_fresh_test as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,15 +51,7 @@ DEVIATIONS: tuple[str, ...] = ()
 
 def check_plan() -> dict[str, Any]:
     """The plan's numbers (its toml block); raises if this script's constants disagree with them."""
-    from prereg_plan import read_plan
-
-    plan = read_plan(PLAN)
-    mine = {"seed": SEED, "n_ghost_angel": sum(GHOST_ANGEL.values()), "n_drift": 8 * DRIFT_PER_CELL,
-            "n_second_reader": N_SECOND, "alpha": ALPHA}
-    bad = {k: (plan.get(k), v) for k, v in mine.items() if plan.get(k) != v}
-    if bad:
-        raise SystemExit(f"{PLAN} and this script disagree (plan, script): {bad}")
-    return plan
+    return F.check_plan(PLAN, SEED)
 
 
 def used_ids() -> set[str]:
@@ -86,45 +75,9 @@ def draw() -> list[dict[str, Any]]:
     """Draw the plan's 360 texts (seeded), write them with their sources and the readers' blind shards."""
     import records as RC
 
-    from persona_vectors.io import atomic_file
-
     check_plan()
-    if LABELS_FILE.is_file():
-        raise SystemExit(f"{LABELS_FILE} exists: labels were imported for this draw; drawing again would change "
-                         "the texts under them")
-    used = used_ids()
-    rng = random.Random(SEED)
-    gens = F._distinct(RC.of_kind(RC.read_records(SOURCE), "generation"), used)
-    picked: list[dict[str, Any]] = []
-    for kind, n in GHOST_ANGEL.items():
-        pool = [g for g in gens if g["dkind"] == kind]
-        for g in rng.sample(pool, n):
-            picked.append({"id": g["id"], "text": g["text"], "source": "ghost_angel_bf16", "stratum": kind,
-                           "direction": g["direction"], "level": g["level"], "question_id": g["question_id"]})
-    taken = used | {p["id"] for p in picked}
-    turns = F._distinct(RC.of_kind(RC.read_records(ROOT / "docs" / "data" / "drift" / "records.jsonl.gz"), "turn"),
-                        taken)
-    for cell in sorted({(t["condition"], t["conv_kind"]) for t in turns}):
-        pool = [t for t in turns if (t["condition"], t["conv_kind"]) == cell]
-        for t in rng.sample(pool, DRIFT_PER_CELL):
-            picked.append({"id": t["id"], "text": t["text"], "source": "drift", "stratum": f"{cell[0]}/{cell[1]}",
-                           "conv": t["conv"], "turn": t["turn"]})
-    assert len({p["id"] for p in picked}) == len(picked)
-    DATA.mkdir(parents=True, exist_ok=True)
-    with atomic_file(TEXTS) as tmp:
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in picked))
-    order = list(range(len(picked)))
-    rng.shuffle(order)
-    BLIND.mkdir(parents=True, exist_ok=True)
-    for k in range(N_SHARDS):
-        part = [picked[i] for i in order[k::N_SHARDS]]
-        (BLIND / f"blind_pass1_{k + 1}of{N_SHARDS}.jsonl").write_text(
-            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in part))
-    second = sorted(rng.sample(order, N_SECOND), key=lambda i: rng.random())
-    (BLIND / "blind_pass2.jsonl").write_text(
-        "".join(json.dumps({"id": picked[i]["id"], "text": picked[i]["text"]}) + "\n" for i in second))
-    C.say(f"drew {len(picked)} texts ({Counter(p['source'] for p in picked)}); blind shards in {BLIND}")
-    return picked
+    return F.draw_texts(RC.read_records(SOURCE), used_ids(), seed=SEED, source_name="ghost_angel_bf16",
+                        texts_path=TEXTS, labels_path=LABELS_FILE, blind=BLIND)
 
 
 def import_labels(path: Path, reader: str, pass_no: int) -> int:
@@ -159,72 +112,23 @@ def decide(right_ft: np.ndarray, right_frozen: np.ndarray, ece_ft: float, ece_fr
 
 def score(replay: bool = False) -> dict[str, Any]:
     """Both shipped judges on the labelled new texts: the plan's numbers, its verdict and the report."""
-    import records as RC
-
-    from persona_vectors.io import atomic_file
-    from persona_vectors.judge import LABELS, EmbeddingJudge, FinetunedJudge
-    from persona_vectors.judge_validation import evaluate
-    from persona_vectors.stats import cohen_kappa
+    from scipy.stats import binomtest
 
     check_plan()
-    texts = F.read_jsonl(TEXTS)
-    labels = F.read_jsonl(LABELS_FILE)
-    first = {h["id"]: h["label"] for h in labels if h["pass"] == 1}
-    second = {h["id"]: h["label"] for h in labels if h["pass"] == 2}
-    missing = [t["id"] for t in texts if t["id"] not in first]
-    if missing:
-        raise SystemExit(f"{len(missing)} of {len(texts)} texts have no pass-1 label yet (e.g. {missing[0]}): "
-                         "import every shard first")
-    y = [first[t["id"]] for t in texts]
-    judges = {"finetuned": FinetunedJudge.default(), "frozen": EmbeddingJudge.default()}
-    proba = {k: j.predict_proba([t["text"] for t in texts]) for k, j in judges.items()}
-    res: dict[str, Any] = {"plan": PLAN, "n": len(texts), "reader_label_counts": dict(Counter(y))}
-    right = {}
-    for k, p in proba.items():
-        pred = np.array([LABELS[int(i)] for i in p.argmax(axis=1)])
-        right[k] = pred == np.array(y)
-        by = {}
-        for src in sorted({t["source"] for t in texts}):
-            m = [i for i, t in enumerate(texts) if t["source"] == src]
-            by[src] = evaluate([y[i] for i in m], p[m])
-        anti = [i for i, t in enumerate(texts) if t.get("stratum") == "anti_axis"]
-        by["ghost_angel_bf16/anti_axis"] = evaluate([y[i] for i in anti], p[anti])
-        res[k] = {"all": evaluate(y, p), "by_source": by}
+    texts, y, first, second = F.labelled_texts(TEXTS, LABELS_FILE)
+    judged, proba, right = F.judge_texts(texts, y, "ghost_angel_bf16/anti_axis")
+    res: dict[str, Any] = {"plan": PLAN, "n": len(texts), "reader_label_counts": dict(Counter(y)), **judged}
     res["decision"] = decide(right["finetuned"], right["frozen"], res["finetuned"]["all"]["ece"],
                              res["frozen"]["all"]["ece"])
-    both = [t["id"] for t in texts if t["id"] in second]
-    res["second_reader"] = {"n": len(both),
-                            "agreement": float(np.mean([first[i] == second[i] for i in both])) if both else None,
-                            "kappa": float(cohen_kappa([first[i] for i in both], [second[i] for i in both]))
-                            if both else None}
+    res["second_reader"] = F.second_reader(texts, first, second)
     first_test = json.loads(F.RESULTS.read_text(encoding="utf-8"))["decision"]
     b = first_test["finetuned_only_right"] + res["decision"]["finetuned_only_right"]
     c = first_test["frozen_only_right"] + res["decision"]["frozen_only_right"]
-    from scipy.stats import binomtest
-
     res["pooled_with_first_test"] = {"n": len(texts) + 360, "finetuned_only_right": b, "frozen_only_right": c,
                                      "p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0,
                                      "note": "descriptive: the first test's result was seen before this plan"}
     res["shares"] = F.share_recovery(texts, y, proba, anti_name="ghost_angel_bf16/anti_axis")
-    res = json.loads(json.dumps(C.jsonable(res)))
-    if replay:
-        cmp = RC.compare(json.loads(RESULTS.read_text(encoding="utf-8")), res)
-        if cmp["mismatches"]:
-            print(f"replay differs from {RESULTS} in {len(cmp['mismatches'])} place(s):",
-                  *(f"{p}: stored {a!r}, recomputed {b!r}" for p, a, b in cmp["mismatches"][:20]), sep="\n  ")
-            raise SystemExit(1)
-        if REPORT.read_text(encoding="utf-8") != report(res):
-            print(f"{REPORT} differs from the report these results give: regenerate it with `score`")
-            raise SystemExit(1)
-        C.say(f"replayed: all {cmp['n_numbers']} numbers equal {RESULTS}, and {REPORT.name} is their report")
-        return res
-    with atomic_file(RESULTS) as tmp:
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-    with atomic_file(REPORT) as tmp:
-        tmp.write_text(report(res))
-    C.say(f"verdict: {res['decision']['verdict']} (default: {res['decision']['default']}); wrote {RESULTS} and "
-          f"{REPORT}")
-    return res
+    return F.finish(res, replay, RESULTS, REPORT, report)
 
 
 def report(res: dict[str, Any]) -> str:
@@ -284,9 +188,7 @@ def report(res: dict[str, Any]) -> str:
     if sup < 20:
         lines += [f"Only {sup} of {res['n']} texts are supernatural by the first reader: the supernatural figures "
                   "rest on a handful of texts.", ""]
-    if sr["n"]:
-        lines += [f"Second reader vs first on {sr['n']} texts: agreement {sr['agreement']:.3f}, Cohen's κ "
-                  f"{sr['kappa']:.3f}.", ""]
+    lines += F.second_reader_lines(sr)
     lines += ["Shares as experiments report them vs the readers' shares (total variation distance; argmax counts / "
               "corrected with the judge's corpus confusion matrix):", "",
               "| texts | judge | TV argmax | TV corrected | supernatural: reader / argmax / corrected |",
@@ -310,21 +212,7 @@ def report(res: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> Any:
     """CLI: draw / import / score (see the module docstring)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("draw")
-    p = sub.add_parser("import")
-    p.add_argument("file", type=Path)
-    p.add_argument("--reader", required=True)
-    p.add_argument("--pass", dest="pass_no", type=int, choices=(1, 2), required=True)
-    p = sub.add_parser("score")
-    p.add_argument("--replay", action="store_true")
-    args = ap.parse_args(argv)
-    if args.cmd == "draw":
-        return draw()
-    if args.cmd == "import":
-        return import_labels(args.file, args.reader, args.pass_no)
-    return score(replay=args.replay)
+    return F.cli(__doc__, draw, import_labels, score, argv)
 
 
 if __name__ == "__main__":

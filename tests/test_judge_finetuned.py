@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,12 +191,23 @@ def test_cli_scores_the_default_judge_and_the_finetuned_one_on_request(tmp_path:
     assert r.exit_code == 2 and "--recompute" in r.output
 
 
-def test_default_judge_is_the_shipped_frozen_judge_by_the_fresh_test_and_sweeps_record_it(tmp_path: Path) -> None:
+def _judged_sweep_rows(tmp_path: Path, judge: Any) -> list[dict[str, Any]]:
+    """The rows of a one-cell sweep of the tiny model, labelled by ``judge``."""
     from conftest import make_tiny_model
 
     from persona_vectors import SweepConfig, run_sweep
-    from persona_vectors.judge import DEFAULT_JUDGE_HISTORY, EmbeddingJudge, default_judge
     from persona_vectors.vector import PersonaVector, Provenance
+
+    model = make_tiny_model()
+    vec = PersonaVector([1], torch.ones(1, model.d_model),
+                        Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v"))
+    cfg = SweepConfig(vectors={"v": vec}, layers=[1], alphas=[0.0], prompts=["Who are you?"], max_new_tokens=3)
+    run_sweep(model, cfg, tmp_path / "s.jsonl", judge=judge, progress=False)
+    return [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+
+
+def test_default_judge_is_the_shipped_frozen_judge_by_the_fresh_test_and_sweeps_record_it(tmp_path: Path) -> None:
+    from persona_vectors.judge import DEFAULT_JUDGE_HISTORY, EmbeddingJudge, default_judge
 
     j = default_judge()
     assert isinstance(j, EmbeddingJudge) and j is EmbeddingJudge.default() and j._reader() is None
@@ -203,30 +215,16 @@ def test_default_judge_is_the_shipped_frozen_judge_by_the_fresh_test_and_sweeps_
     res = json.loads((ROOT / "docs" / "data" / "judge_fresh2" / "results.json").read_text())
     assert res["decision"]["default"] == "frozen" and DEFAULT_JUDGE_HISTORY[-1][1] == "EmbeddingJudge"
     assert "judge_fresh_test2.md" in DEFAULT_JUDGE_HISTORY[-1][2]
-    model = make_tiny_model()
-    vec = PersonaVector([1], torch.ones(1, model.d_model),
-                        Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v"))
-    cfg = SweepConfig(vectors={"v": vec}, layers=[1], alphas=[0.0], prompts=["Who are you?"], max_new_tokens=3)
-    run_sweep(model, cfg, tmp_path / "s.jsonl", judge=j, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    rows = _judged_sweep_rows(tmp_path, j)
     assert rows and all(r["label_source"] == "embedding" and r["label"] in LABELS for r in rows)
 
 
 def test_finetuned_judge_labels_rows_with_its_name(tmp_path: Path) -> None:
-    from conftest import make_tiny_model
-
-    from persona_vectors import SweepConfig, run_sweep
     from persona_vectors.judge.finetuned import stored_validation
-    from persona_vectors.vector import PersonaVector, Provenance
 
     j = FinetunedJudge.default()
     assert stored_validation()["decision"]["verdict"] == "ADOPT"  # the corpus CV's verdict, kept as it was
-    model = make_tiny_model()
-    vec = PersonaVector([1], torch.ones(1, model.d_model),
-                        Provenance(model.info.model_id, model.info.fingerprint, model.d_model, name="v"))
-    cfg = SweepConfig(vectors={"v": vec}, layers=[1], alphas=[0.0], prompts=["Who are you?"], max_new_tokens=3)
-    run_sweep(model, cfg, tmp_path / "s.jsonl", judge=j, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    rows = _judged_sweep_rows(tmp_path, j)
     assert rows and all(r["label_source"] == "finetuned" and r["label"] in LABELS for r in rows)
 
 
