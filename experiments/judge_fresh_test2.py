@@ -189,8 +189,9 @@ def report(res: dict[str, Any]) -> str:
         lines += [f"Only {sup} of {res['n']} texts are supernatural by the first reader: the supernatural figures "
                   "rest on a handful of texts.", ""]
     lines += F.second_reader_lines(sr)
-    lines += ["Shares as experiments report them vs the readers' shares (total variation distance; argmax counts / "
-              "corrected with the judge's corpus confusion matrix):", "",
+    lines += ["Shares as experiments report them vs the readers' shares (descriptive: computed by the script committed "
+              "with the plan, not named in the plan; total variation distance; argmax counts / corrected with the "
+              "judge's corpus confusion matrix):", "",
               "| texts | judge | TV argmax | TV corrected | supernatural: reader / argmax / corrected |",
               "|---|---|---:|---:|---:|"]
     for name, row in res["shares"].items():
