@@ -224,10 +224,9 @@ def summarise(rows: list[dict[str, Any]], corpus: Any, hl: list[str], settings: 
     right = {w: np.array([LABELS[int(k)] for k in tested_sets[w][1].argmax(axis=1)]) == y for w in tested_sets}
     b = int((right["finetuned"] & ~right["default"]).sum())
     c = int((~right["finetuned"] & right["default"]).sum())
-    from scipy.stats import binomtest
+    from persona_vectors.stats import mcnemar_exact
 
-    res["paired"] = {"finetuned_only_right": b, "default_only_right": c,
-                     "mcnemar_exact_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
+    res["paired"] = {"finetuned_only_right": b, "default_only_right": c, "mcnemar_exact_p": mcnemar_exact(b, c)}
     res["decision"] = decide(res["default"]["real"]["accuracy"], res["finetuned"]["real"]["accuracy"],
                              res["default"]["hand_written"]["accuracy"], res["finetuned"]["hand_written"]["accuracy"])
     res["complete"] = len(rows) == n_planned

@@ -80,19 +80,24 @@ def check_plan(plan_path: str = PLAN, seed: int = SEED) -> dict[str, Any]:
     return plan
 
 
-def draw() -> list[dict[str, Any]]:
-    """Draw the plan's 360 texts (seeded), write them with their sources and the readers' blind shards."""
-    import records as RC
+def corpus_ids() -> set[str]:
+    """Ids of the texts the judges were trained on: the labelled real generations and the hand-written set."""
     from judge_corpus import text_id
 
     from persona_vectors.judge import load_labelled
     from persona_vectors.judge_validation import REAL_DIR
 
+    return {g["id"] for g in read_jsonl(REAL_DIR / "generations.jsonl")} | {text_id(t) for t in load_labelled()[0]}
+
+
+def draw() -> list[dict[str, Any]]:
+    """Draw the plan's 360 texts (seeded), write them with their sources and the readers' blind shards."""
+    import records as RC
+
     check_plan()
-    corpus = {g["id"] for g in read_jsonl(REAL_DIR / "generations.jsonl")} | {text_id(t) for t in load_labelled()[0]}
     recs = RC.read_records(ROOT / "docs" / "data" / "assistant_axis_prereg" / "records.jsonl.gz")
     hand = {h["id"] for h in RC.of_kind(recs, "hand_label")}
-    return draw_texts(recs, corpus | hand, seed=SEED, source_name="ghost_angel_fp32", texts_path=TEXTS,
+    return draw_texts(recs, corpus_ids() | hand, seed=SEED, source_name="ghost_angel_fp32", texts_path=TEXTS,
                       labels_path=LABELS_FILE, blind=BLIND)
 
 
@@ -182,11 +187,11 @@ def decide(right_ft: np.ndarray, right_emb: np.ndarray, alpha: float = ALPHA) ->
     """The plan's rule on paired correctness (same texts, first reader's labels): exact two-sided McNemar on the
     discordant pairs. CONFIRMED: the fine-tuned judge is right more often and p < alpha; REVERSED: the frozen
     judge is right more often and p < alpha (the default goes back to it); otherwise NOT CONFIRMED."""
-    from scipy.stats import binomtest
+    from persona_vectors.stats import mcnemar_exact
 
     b = int((right_ft & ~right_emb).sum())
     c = int((~right_ft & right_emb).sum())
-    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    p = mcnemar_exact(b, c)
     verdict = ("CONFIRMED" if b > c and p < alpha else "REVERSED" if c > b and p < alpha else "NOT CONFIRMED")
     return {"rule": f"exact two-sided McNemar on paired correctness, alpha {alpha}", "finetuned_only_right": b,
             "frozen_only_right": c, "p": p, "gain": float(right_ft.mean() - right_emb.mean()), "verdict": verdict}
@@ -338,6 +343,36 @@ TARGETS = (
 """Issue 13's targets that apply to real text: (name, getter on an evaluate() result, goal)."""
 
 
+def accuracy_cell(v: dict[str, Any]) -> str:
+    """An :func:`evaluate` result's accuracy as a report cell: ``0.700 [lo, hi] (n = N)`` (95 % Wilson)."""
+    lo, hi = v["accuracy_ci95"]
+    return f"{v['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n = {v['n']})"
+
+
+def confusion_lines(ev: dict[str, Any], name: str) -> list[str]:
+    """An :func:`evaluate` result's confusion matrix as a Markdown table headed by one line naming the judge."""
+    lines = [f"Confusion matrix of the {name} (rows = reader, columns = judge):", "",
+             "| reader \\ judge | " + " | ".join(lab[:6] for lab in ev["labels"]) + " |",
+             "|---|" + "---:|" * len(ev["labels"])]
+    return lines + [f"| {lab} | " + " | ".join(str(v) for v in r) + " |"
+                    for lab, r in zip(ev["labels"], ev["confusion_matrix"])]
+
+
+def share_table(shares: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """:func:`share_recovery`'s result as a Markdown table: per subset and judge, the total variation distance of
+    argmax and corrected shares to the reader's, and reader / argmax / corrected shares of ``labels``."""
+    lines = ["| texts | judge | TV argmax | TV corrected | "
+             + " | ".join(f"{lab}: reader / argmax / corrected" for lab in labels) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(labels)]
+    for name, row in shares.items():
+        for k in ("finetuned", "frozen"):
+            a, c = row[k]["argmax"], row[k]["corrected"]
+            cells = [f"{row['reader'][lab]:.3f} / {a['shares'][lab]:.3f} / {c['shares'][lab]:.3f}" for lab in labels]
+            lines.append(f"| {name} (n = {row['n']}) | {k} | {a['tv_distance']:.3f} | {c['tv_distance']:.3f} | "
+                         + " | ".join(cells) + " |")
+    return lines
+
+
 def second_reader_lines(sr: dict[str, Any]) -> list[str]:
     """The report's paragraph on the second reader (:func:`second_reader`'s result); none if there was none."""
     if not sr["n"]:
@@ -353,9 +388,7 @@ def report(res: dict[str, Any]) -> str:
     """The Markdown report, every number from the results dict."""
     f, e, dec, sr = res["finetuned"], res["frozen"], res["decision"], res["second_reader"]
 
-    def acc(v: dict[str, Any]) -> str:
-        lo, hi = v["accuracy_ci95"]
-        return f"{v['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n = {v['n']})"
+    acc = accuracy_cell
 
     lines = [
         "# The judges on fresh real text (a pre-registered test)",
@@ -401,36 +434,22 @@ def report(res: dict[str, Any]) -> str:
         lines += [f"Only {sup} of {res['n']} texts are supernatural by the first reader, so the supernatural precision "
                   "and recall above rest on a handful of texts; they are reported as planned, not as estimates.", ""]
     lines += second_reader_lines(sr)
-    lines += ["Confusion matrix of the fine-tuned judge (rows = reader, columns = judge):", "",
-              "| reader \\ judge | " + " | ".join(lab[:6] for lab in f["all"]["labels"]) + " |",
-              "|---|" + "---:|" * len(f["all"]["labels"])]
-    for lab, r in zip(f["all"]["labels"], f["all"]["confusion_matrix"]):
-        lines.append(f"| {lab} | " + " | ".join(str(v) for v in r) + " |")
-    if "shares" in res:
-        lines += ["", "## Do the reported shares recover the readers' shares? (descriptive; added after scoring, not "
-                  "in the plan)", "",
-                  "Experiments report label shares two ways: argmax counts and probabilities corrected with the "
-                  "judge's held-out confusion matrix from the labelled corpus. Here both are set against the first "
-                  "reader's shares on the same texts (distance: total variation, 0 = identical, 1 = disjoint).", "",
-                  "| texts | judge | TV argmax | TV corrected | supernatural: reader / argmax / corrected | "
-                  "no_self: reader / argmax / corrected |", "|---|---|---:|---:|---:|---:|"]
-        for name, row in res["shares"].items():
-            for k in ("finetuned", "frozen"):
-                a, c = row[k]["argmax"], row[k]["corrected"]
-                cells = [f"{row['reader'][lab]:.3f} / {a['shares'][lab]:.3f} / {c['shares'][lab]:.3f}"
-                         for lab in ("supernatural", "no_self")]
-                lines.append(f"| {name} (n = {row['n']}) | {k} | {a['tv_distance']:.3f} | {c['tv_distance']:.3f} | "
-                             + " | ".join(cells) + " |")
-    if "reader_labels_by_stratum" in res:
-        by = res["reader_labels_by_stratum"]
-        shown = [lab for lab in f["all"]["labels"] if any(v.get(lab) for v in by.values())]
-        lines += ["", "## What the readers found, by stratum (descriptive; added after scoring, not in the plan)", "",
-                  "The first reader's labels per drawn stratum (ghost/angel strata pool all steering strengths; drift "
-                  "strata are capped/uncapped × conversation kind). A second blind sample of the ghost/angel run "
-                  "beside its own 120-text hand-check.", "",
-                  "| stratum | n | " + " | ".join(shown) + " |", "|---|---:|" + "---:|" * len(shown)]
-        for k, v in by.items():
-            lines.append(f"| {k} | {sum(v.values())} | " + " | ".join(str(v.get(lab, 0)) for lab in shown) + " |")
+    lines += confusion_lines(f["all"], "fine-tuned judge")
+    lines += ["", "## Do the reported shares recover the readers' shares? (descriptive; added after scoring, not "
+              "in the plan)", "",
+              "Experiments report label shares two ways: argmax counts and probabilities corrected with the "
+              "judge's held-out confusion matrix from the labelled corpus. Here both are set against the first "
+              "reader's shares on the same texts (distance: total variation, 0 = identical, 1 = disjoint).", ""]
+    lines += share_table(res["shares"], ("supernatural", "no_self"))
+    by = res["reader_labels_by_stratum"]
+    shown = [lab for lab in f["all"]["labels"] if any(v.get(lab) for v in by.values())]
+    lines += ["", "## What the readers found, by stratum (descriptive; added after scoring, not in the plan)", "",
+              "The first reader's labels per drawn stratum (ghost/angel strata pool all steering strengths; drift "
+              "strata are capped/uncapped × conversation kind). A second blind sample of the ghost/angel run "
+              "beside its own 120-text hand-check.", "",
+              "| stratum | n | " + " | ".join(shown) + " |", "|---|---:|" + "---:|" * len(shown)]
+    for k, v in by.items():
+        lines.append(f"| {k} | {sum(v.values())} | " + " | ".join(str(v.get(lab, 0)) for lab in shown) + " |")
     lines += ["", "## Deviations from the plan", ""] + [f"- {d}" for d in DEVIATIONS]
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import judge_fresh_test as F  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = F.ROOT
 PLAN = "experiments/prereg/judge_fresh_test2.md"
 DATA = ROOT / "docs" / "data" / "judge_fresh2"
 TEXTS, LABELS_FILE, RESULTS = DATA / "texts.jsonl", DATA / "labels.jsonl", DATA / "results.json"
@@ -37,11 +37,6 @@ BLIND = ROOT / "runs" / "judge_fresh2"
 REPORT = ROOT / "docs" / "judge_fresh_test2.md"
 SOURCE = ROOT / "docs" / "data" / "assistant_axis_prereg_bf16" / "records.jsonl.gz"
 SEED = 29
-GHOST_ANGEL = dict(F.GHOST_ANGEL)
-"""Texts drawn from the bfloat16 ghost/angel run, per direction kind (240), as in the first test."""
-DRIFT_PER_CELL = F.DRIFT_PER_CELL
-N_SHARDS, N_SECOND = 4, 150
-ALPHA = 0.05
 COMMITS: dict[str, str] = {"plan and code": "56392a1", "texts": "3c178c0", "labels": "799e7b9"}
 """The commits that fixed the plan, the drawn texts and the blind labels (filled in as each lands; cited by the
 report)."""
@@ -58,13 +53,8 @@ def used_ids() -> set[str]:
     """Ids of every text already used to train, tune, select or test a judge: the judges' corpus and hand-written
     set, the first fresh test's texts, and both ghost/angel runs' blind hand-checks."""
     import records as RC
-    from judge_corpus import text_id
 
-    from persona_vectors.judge import load_labelled
-    from persona_vectors.judge_validation import REAL_DIR
-
-    ids = {g["id"] for g in F.read_jsonl(REAL_DIR / "generations.jsonl")} | {text_id(t) for t in load_labelled()[0]}
-    ids |= {t["id"] for t in F.read_jsonl(F.TEXTS)}
+    ids = F.corpus_ids() | {t["id"] for t in F.read_jsonl(F.TEXTS)}
     for run in ("assistant_axis_prereg", "assistant_axis_prereg_bf16"):
         ids |= {h["id"] for h in RC.of_kind(RC.read_records(ROOT / "docs" / "data" / run / "records.jsonl.gz"),
                                             "hand_label")}
@@ -86,16 +76,16 @@ def import_labels(path: Path, reader: str, pass_no: int) -> int:
 
 
 def decide(right_ft: np.ndarray, right_frozen: np.ndarray, ece_ft: float, ece_frozen: float,
-           alpha: float = ALPHA) -> dict[str, Any]:
+           alpha: float = F.ALPHA) -> dict[str, Any]:
     """The plan's rule. Exact two-sided McNemar on paired correctness (pass-1 labels): SWITCH if the frozen judge is
     right on more discordant texts with p < alpha, KEEP if the fine-tuned one is; otherwise the judge with the lower
     ECE (compared at three decimals) becomes or stays the default (``TIE -> CALIBRATION: SWITCH`` / ``... KEEP``).
     """
-    from scipy.stats import binomtest
+    from persona_vectors.stats import mcnemar_exact
 
     b = int((right_ft & ~right_frozen).sum())
     c = int((~right_ft & right_frozen).sum())
-    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    p = mcnemar_exact(b, c)
     if c > b and p < alpha:
         verdict, default = "SWITCH", "frozen"
     elif b > c and p < alpha:
@@ -112,7 +102,7 @@ def decide(right_ft: np.ndarray, right_frozen: np.ndarray, ece_ft: float, ece_fr
 
 def score(replay: bool = False) -> dict[str, Any]:
     """Both shipped judges on the labelled new texts: the plan's numbers, its verdict and the report."""
-    from scipy.stats import binomtest
+    from persona_vectors.stats import mcnemar_exact
 
     check_plan()
     texts, y, first, second = F.labelled_texts(TEXTS, LABELS_FILE)
@@ -125,7 +115,7 @@ def score(replay: bool = False) -> dict[str, Any]:
     b = first_test["finetuned_only_right"] + res["decision"]["finetuned_only_right"]
     c = first_test["frozen_only_right"] + res["decision"]["frozen_only_right"]
     res["pooled_with_first_test"] = {"n": len(texts) + 360, "finetuned_only_right": b, "frozen_only_right": c,
-                                     "p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0,
+                                     "p": mcnemar_exact(b, c),
                                      "note": "descriptive: the first test's result was seen before this plan"}
     res["shares"] = F.share_recovery(texts, y, proba, anti_name="ghost_angel_bf16/anti_axis")
     return F.finish(res, replay, RESULTS, REPORT, report)
@@ -136,9 +126,7 @@ def report(res: dict[str, Any]) -> str:
     f, e, dec, sr, pool = (res["finetuned"], res["frozen"], res["decision"], res["second_reader"],
                            res["pooled_with_first_test"])
 
-    def acc(v: dict[str, Any]) -> str:
-        lo, hi = v["accuracy_ci95"]
-        return f"{v['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n = {v['n']})"
+    acc = F.accuracy_cell
 
     cited = "; ".join(f"{k} {v}" for k, v in COMMITS.items())
     lines = [
@@ -191,21 +179,10 @@ def report(res: dict[str, Any]) -> str:
     lines += F.second_reader_lines(sr)
     lines += ["Shares as experiments report them vs the readers' shares (descriptive: computed by the script committed "
               "with the plan, not named in the plan; total variation distance; argmax counts / corrected with the "
-              "judge's corpus confusion matrix):", "",
-              "| texts | judge | TV argmax | TV corrected | supernatural: reader / argmax / corrected |",
-              "|---|---|---:|---:|---:|"]
-    for name, row in res["shares"].items():
-        for k in ("finetuned", "frozen"):
-            a, c = row[k]["argmax"], row[k]["corrected"]
-            lines.append(f"| {name} (n = {row['n']}) | {k} | {a['tv_distance']:.3f} | {c['tv_distance']:.3f} | "
-                         f"{row['reader']['supernatural']:.3f} / {a['shares']['supernatural']:.3f} / "
-                         f"{c['shares']['supernatural']:.3f} |")
+              "judge's corpus confusion matrix):", ""]
+    lines += F.share_table(res["shares"], ("supernatural",))
     for k, name in (("frozen", "frozen judge"), ("finetuned", "fine-tuned judge")):
-        lines += ["", f"Confusion matrix of the {name} (rows = reader, columns = judge):", "",
-                  "| reader \\ judge | " + " | ".join(lab[:6] for lab in res[k]["all"]["labels"]) + " |",
-                  "|---|" + "---:|" * len(res[k]["all"]["labels"])]
-        for lab, r in zip(res[k]["all"]["labels"], res[k]["all"]["confusion_matrix"]):
-            lines.append(f"| {lab} | " + " | ".join(str(v) for v in r) + " |")
+        lines += [""] + F.confusion_lines(res[k]["all"], name)
     lines += ["", "## Deviations from the plan", ""]
     lines += [f"- {d}" for d in DEVIATIONS] or ["None."]
     return "\n".join(lines) + "\n"

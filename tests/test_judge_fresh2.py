@@ -22,7 +22,7 @@ def test_plan_and_script_agree_and_the_draw_is_new_text() -> None:
     plan = J.check_plan()
     texts = J.F.read_jsonl(J.TEXTS)
     assert len(texts) == plan["n_ghost_angel"] + plan["n_drift"] and len({t["id"] for t in texts}) == len(texts)
-    assert dict(Counter(t["stratum"] for t in texts if t["source"] == "ghost_angel_bf16")) == J.GHOST_ANGEL
+    assert dict(Counter(t["stratum"] for t in texts if t["source"] == "ghost_angel_bf16")) == J.F.GHOST_ANGEL
     assert Counter(t["source"] for t in texts)["drift"] == plan["n_drift"]
     used = J.used_ids()
     first = {t["id"] for t in J.F.read_jsonl(J.F.TEXTS)}

@@ -77,6 +77,15 @@ def test_fisher_matches_scipy(table: tuple[int, int, int, int], alternative: str
     assert got.odds_ratio == pytest.approx(float(ref[0])) or (math.isinf(got.odds_ratio) and math.isinf(ref[0]))
 
 
+@pytest.mark.parametrize("bc", [(10, 2), (40, 51), (0, 5), (1, 0), (0, 0)])
+def test_mcnemar_exact_is_the_binomial_test_on_discordant_pairs(bc: tuple[int, int]) -> None:
+    b, c = bc
+    ref = float(scipy.stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    assert S.mcnemar_exact(b, c) == ref and S.mcnemar_exact(c, b) == pytest.approx(ref)
+    with pytest.raises(ValueError):
+        S.mcnemar_exact(-1, 3)
+
+
 def test_fisher_bad_alternative() -> None:
     with pytest.raises(ValueError, match="two-sided"):
         S.fisher_exact(1, 2, 1, 2, alternative="bigger")  # type: ignore[arg-type]

@@ -10,9 +10,9 @@ and the result objects carry it (``units`` / ``unit``), so a report can name it.
 
 Contents:
 
-* :func:`wilson`, :func:`newcombe_diff`, :func:`fisher_exact` -- a proportion, a difference of two
-  proportions, and an exact test; valid when the counted items are independent (else use the bootstrap or
-  :func:`gee_logistic`).
+* :func:`wilson`, :func:`newcombe_diff`, :func:`fisher_exact`, :func:`mcnemar_exact` -- a proportion, a
+  difference of two proportions, and exact tests for two groups and for paired items; valid when the counted
+  items are independent (else use the bootstrap or :func:`gee_logistic`).
 * :func:`cluster_bootstrap` -- percentile (or BCa) intervals that resample the real units -- one cluster
   column, or several crossed ones (questions x directions x facts) resampled together.
 * :func:`bootstrap_mean_ci` -- the plain row bootstrap the experiments used so far (rows = units).
@@ -40,6 +40,7 @@ from .proportions import (
     FisherResult,
     Proportion,
     fisher_exact,
+    mcnemar_exact,
     newcombe_diff,
     wilson,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "corrected_shares",
     "ece",
     "fisher_exact",
+    "mcnemar_exact",
     "gee_logistic",
     "mixed_logistic",
     "newcombe_diff",

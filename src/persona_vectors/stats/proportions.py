@@ -1,4 +1,5 @@
-"""Proportions of independent counts: Wilson intervals, Newcombe differences, Fisher's exact test.
+"""Proportions of independent counts: Wilson intervals, Newcombe differences, Fisher's and McNemar's exact
+tests.
 
 Valid when the counted items are independent; for generations that share questions or directions use the
 cluster bootstrap (:mod:`~persona_vectors.stats.bootstrap`) or a clustered model
@@ -16,6 +17,7 @@ __all__ = [
     "FisherResult",
     "Proportion",
     "fisher_exact",
+    "mcnemar_exact",
     "newcombe_diff",
     "wilson",
 ]
@@ -124,3 +126,20 @@ def fisher_exact(k1: int, n1: int, k2: int, n2: int, alternative: Alternative = 
     _check_counts(k2, n2, " for the second sample")
     res = _fisher([[k1, n1 - k1], [k2, n2 - k2]], alternative=alternative)
     return FisherResult(float(res[0]), float(res[1]))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar test of paired correctness: ``b`` items only the first method gets right, ``c`` only
+    the second; the p-value of ``b`` in ``Binomial(b + c, 1/2)`` (``scipy.stats.binomtest``), 1.0 with no
+    discordant item.
+
+    Unit of analysis: the paired item (e.g. one text judged by two judges); items must be independent.
+
+    >>> round(mcnemar_exact(10, 2), 4)
+    0.0386
+    """
+    from scipy.stats import binomtest
+
+    _check_counts(b, b + c, " (b)")
+    _check_counts(c, b + c, " (c)")
+    return float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
