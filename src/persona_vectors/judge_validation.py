@@ -245,33 +245,51 @@ def validate_labelled_file(path: str | os.PathLike[str], judge: EmbeddingJudge |
     return evaluate(labels, judge.predict_proba(texts))
 
 
-def held_out_confusion(source: str) -> list[list[int]] | None:
-    """The held-out confusion matrix on real generations (rows = reader's label, columns = judge, :data:`LABELS`
-    order) of the shipped judge whose results carry ``source``, for :func:`corrected_label_shares`; ``None`` for a
-    judge the library has not validated (e.g. an :class:`~persona_vectors.judge.LLMJudge` or one you fitted).
+def stored_held_out(source: str) -> dict[str, Any] | None:
+    """The stored crossed-grouped-CV figures on real generations (an :func:`evaluate` result) of the shipped judge
+    whose results carry ``source``, as its validation script wrote them; ``None`` for a judge the library has not
+    validated (e.g. an :class:`~persona_vectors.judge.LLMJudge` or one you fitted).
 
     ``"embedding"`` and ``"embedding+reader"``: the frozen judge (the default, :func:`~persona_vectors.judge.default_judge`)
-    and its reader variant (``docs/judge_validation.md``); ``"finetuned"``: the fine-tuned judge
-    (``docs/judge_finetuned.md``). Each comes from crossed grouped CV, so
-    it describes the shipped judge on text *like the shipped corpus* (SmolLM2 generations): on another model's
-    text, validate first (``persona-vectors judge validate --labelled``).
-    """
-    from .judge.finetuned import FINETUNED_VALIDATION_PATH
+    and its reader variant (``docs/judge_validation.md``, rebuilt by ``experiments/judge_validation_report.py``);
+    ``"finetuned"``: the fine-tuned judge (``docs/judge_finetuned.md``, ``experiments/judge_finetuned_cv.py``).
 
-    if source == "finetuned":
-        path, keys = FINETUNED_VALIDATION_PATH, ("finetuned", "real")
-    elif source == "embedding":
-        path, keys = VALIDATION_PATH, ("crossed_cv",)
-    elif source == "embedding+reader":
-        path, keys = VALIDATION_PATH, ("reader", "crossed_cv")
-    else:
+    Raises:
+        OSError / ValueError / KeyError: the stored file is missing or not what its script writes.
+    """
+    where = _stored_location(source)
+    if where is None:
         return None
+    path, keys = where
     node: Any = json.loads(Path(path).read_text(encoding="utf-8"))
     for k in keys:
         node = node[k]
+    return node
+
+
+def _stored_location(source: str) -> tuple[Path, tuple[str, ...]] | None:
+    """The file and key path of :func:`stored_held_out`'s figures for ``source`` (``None``: not validated)."""
+    from .judge.finetuned import FINETUNED_VALIDATION_PATH
+
+    return {"finetuned": (FINETUNED_VALIDATION_PATH, ("finetuned", "real")),
+            "embedding": (VALIDATION_PATH, ("crossed_cv",)),
+            "embedding+reader": (VALIDATION_PATH, ("reader", "crossed_cv"))}.get(source)
+
+
+def held_out_confusion(source: str) -> list[list[int]] | None:
+    """The held-out confusion matrix on real generations (rows = reader's label, columns = judge, :data:`LABELS`
+    order) of the shipped judge whose results carry ``source`` (:func:`stored_held_out`), for
+    :func:`corrected_label_shares`; ``None`` for a judge the library has not validated.
+
+    Each comes from crossed grouped CV, so it describes the shipped judge on text *like the shipped corpus*
+    (SmolLM2 generations): on another model's text, validate first (``persona-vectors judge validate --labelled``).
+    """
+    node = stored_held_out(source)
+    if node is None:
+        return None
     if list(node["labels"]) != list(LABELS):
-        raise ValueError(f"{path} stores a confusion matrix over {node['labels']}, not the judge's labels {LABELS}: "
-                         "rebuild it with its validation script")
+        raise ValueError(f"{_stored_location(source)[0]} stores a confusion matrix over {node['labels']}, not the "
+                         f"judge's labels {LABELS}: rebuild it with its validation script")
     return [[int(v) for v in row] for row in node["confusion_matrix"]]
 
 

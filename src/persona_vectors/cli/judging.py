@@ -66,17 +66,12 @@ def judge_validate_command(
     else:
         from ..judge import VALIDATION_PATH
         from ..judge.finetuned import FINETUNED_VALIDATION_PATH, stored_validation
+        from ..judge_validation import stored_held_out
 
         path = FINETUNED_VALIDATION_PATH if finetuned else VALIDATION_PATH
         rebuild = "judge_finetuned_cv.py" if finetuned else "judge_validation_report.py"
         try:
-            if finetuned:
-                res = stored_validation()
-            else:
-                import json
-
-                stored = json.loads(VALIDATION_PATH.read_text(encoding="utf-8"))
-                res = (stored["reader"] if reader else stored)["crossed_cv"]
+            res = stored_validation() if finetuned else stored_held_out("embedding+reader" if reader else "embedding")
         except (OSError, ValueError, KeyError) as err:
             fail(f"{path} is not readable ({err}): rebuild it with `python experiments/{rebuild}`")
         res = {k: v for k, v in res.items() if k not in ("oof_proba", "tested_index", "fold_sizes")}
