@@ -102,11 +102,13 @@ def draw() -> list[dict[str, Any]]:
 
 
 def draw_texts(ghost_angel_records: Sequence[dict[str, Any]], exclude: set[str], *, seed: int, source_name: str,
-               texts_path: Path, labels_path: Path, blind: Path) -> list[dict[str, Any]]:
+               texts_path: Path, labels_path: Path, blind: Path, n_second: int = N_SECOND,
+               second_shards: int = 1) -> list[dict[str, Any]]:
     """The shared draw of both fresh tests: :data:`GHOST_ANGEL` generations per direction kind from one ghost/angel
     run's records and :data:`DRIFT_PER_CELL` drift turns per cell, none in ``exclude`` and each text once (seeded);
     writes the texts with their sources to ``texts_path`` and the readers' shuffled ``{"id", "text"}`` shards
-    (4 pass-1 shards, one pass-2 sample) to ``blind``. Refuses once labels exist for the draw."""
+    (4 pass-1 shards; a pass-2 sample of ``n_second`` texts, in ``second_shards`` shards) to ``blind``. Refuses
+    once labels exist for the draw."""
     import records as RC
 
     from persona_vectors.io import atomic_file
@@ -141,9 +143,11 @@ def draw_texts(ghost_angel_records: Sequence[dict[str, Any]], exclude: set[str],
         part = [picked[i] for i in order[k::N_SHARDS]]
         (blind / f"blind_pass1_{k + 1}of{N_SHARDS}.jsonl").write_text(
             "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in part))
-    second = sorted(rng.sample(order, N_SECOND), key=lambda i: rng.random())
-    (blind / "blind_pass2.jsonl").write_text(
-        "".join(json.dumps({"id": picked[i]["id"], "text": picked[i]["text"]}) + "\n" for i in second))
+    second = sorted(rng.sample(order, n_second), key=lambda i: rng.random())
+    for k in range(second_shards):
+        name = "blind_pass2.jsonl" if second_shards == 1 else f"blind_pass2_{k + 1}of{second_shards}.jsonl"
+        (blind / name).write_text("".join(json.dumps({"id": picked[i]["id"], "text": picked[i]["text"]}) + "\n"
+                                          for i in second[k::second_shards]))
     C.say(f"drew {len(picked)} texts ({Counter(p['source'] for p in picked)}); blind shards in {blind}")
     return picked
 

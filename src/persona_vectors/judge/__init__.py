@@ -63,6 +63,7 @@ from .embedding import (
 from .reader import Reader
 from .finetuned import FinetuneSettings, FinetunedJudge
 from .default import DEFAULT_JUDGE_HISTORY, default_judge
+from .triage import Triage, TriagePolicy, choose_threshold, triage
 from .crossval import (
     cross_validate_judge,
     format_cv_markdown,
@@ -94,6 +95,10 @@ __all__ = [
     "cross_validate_judge",
     "DEFAULT_JUDGE_HISTORY",
     "default_judge",
+    "Triage",
+    "TriagePolicy",
+    "choose_threshold",
+    "triage",
     "format_cv_markdown",
     "incoherence_features",
     "label_shares",
