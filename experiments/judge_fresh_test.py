@@ -50,6 +50,8 @@ GHOST_ANGEL = {"anti_axis": 80, "pro_axis": 20, "unsteered": 10, "random": 70, "
 DRIFT_PER_CELL = 15
 """Turns drawn from the drift run per (condition, conversation kind): 2 × 4 cells × 15 = 120."""
 N_SHARDS, N_SECOND = 4, 150
+REPLAY_REL, REPLAY_ABS = 1e-5, 1e-6
+"""Relative tolerance of a replay's floats (judge probabilities vary in the last float32 bits across CPUs)."""
 ALPHA = 0.05
 
 
@@ -267,7 +269,10 @@ def finish(res: dict[str, Any], replay: bool, results_path: Path, report_path: P
 
     res = json.loads(json.dumps(C.jsonable(res)))
     if replay:
-        cmp = RC.compare(json.loads(results_path.read_text(encoding="utf-8")), res)
+        # the judges are float32 networks whose last bits depend on the CPU's kernels (an AMD EPYC recomputes the
+        # stored probabilities to ~1e-7 and the corrected shares to ~5e-8 absolute): floats are compared to 1e-5
+        # relative or 1e-6 absolute; counts, labels and every figure the report prints must still be identical
+        cmp = RC.compare(json.loads(results_path.read_text(encoding="utf-8")), res, rel=REPLAY_REL, abs_tol=REPLAY_ABS)
         if cmp["mismatches"]:
             print(f"replay differs from {results_path} in {len(cmp['mismatches'])} place(s):",
                   *(f"{p}: stored {a!r}, recomputed {b!r}" for p, a, b in cmp["mismatches"][:20]), sep="\n  ")

@@ -189,7 +189,8 @@ def score(replay: bool = False) -> dict[str, Any]:
     res["reader_b_all"] = F.second_reader(texts, first, second)
     res["reader_b_on_read"] = evaluate(list(yarr[~kept]), onehot[[LABELS.index(reader_b[i]) for i in tri.to_read]])
     res["targets"] = {"protocol": _targets(res["protocol"]), "judge_covered": _targets(res["judge_covered"]),
-                      "judge_all": _targets(res["judge_all"])}
+                      "judge_all": _targets(res["judge_all"]),
+                      "reader_b_all": _targets(res["reader_b_all"]["as_judge"])}
     by: dict[str, Any] = {}
     for key in sorted({f"{t['source']}/{t['stratum']}" if t["source"] != "drift" else "drift" for t in texts}):
         m = np.array([(f"{t['source']}/{t['stratum']}" if t["source"] != "drift" else "drift") == key for t in texts])
@@ -209,9 +210,15 @@ def score(replay: bool = False) -> dict[str, Any]:
     return F.finish(res, replay, RESULTS, REPORT, report)
 
 
-COMMITS: dict[str, str] = {}
+COMMITS: dict[str, str] = {"plan, threshold and code": "195db31", "texts": "5c69ee5", "labels": "07150d7"}
 """The commits that fixed the plan, the drawn texts and the blind labels (filled in as each lands)."""
-DEVIATIONS: tuple[str, ...] = ()
+DEVIATIONS: tuple[str, ...] = (
+    "Reader A4 (pass 1, shard 4) reported that while it worked, a scratch file it kept in the shared /tmp was "
+    "overwritten by another concurrent reader's label list, which it then saw printed beside its own texts. Its "
+    "labels were already decided, and it rebuilt its output from its own list and checked each line against its "
+    "text. The other list belonged to another shard (other texts or another order), so it carried no label of these "
+    "texts by position. Not otherwise acted on; later readers should be given private scratch directories.",
+)
 """Departures from the plan, recorded."""
 
 
@@ -247,18 +254,21 @@ def report(res: dict[str, Any]) -> str:
         f"[{d['accuracy_ci95'][0]:.3f}, {d['accuracy_ci95'][1]:.3f}]; the interval's lower bound "
         f"{'clears' if d['lower_bound_clears'] else 'does not clear'} 0.85.",
         "",
-        "| against reader A | judge, kept texts | triage protocol (judge + reader B) | judge alone, all texts | target |",
-        "|---|---:|---:|---:|---:|",
+        "| against reader A | judge, kept texts | triage protocol (judge + reader B) | judge alone, all texts | "
+        "reader B alone, all texts (the ceiling) | target |",
+        "|---|---:|---:|---:|---:|---:|",
         f"| accuracy | {_f(t['judge_covered']['accuracy'])} (n = {d['covered']}) | {_f(t['protocol']['accuracy'])} "
-        f"(n = {res['n']}) | {_f(t['judge_all']['accuracy'])} (n = {res['n']}) | ≥ 0.85 |",
+        f"(n = {res['n']}) | {_f(t['judge_all']['accuracy'])} (n = {res['n']}) | {_f(t['reader_b_all']['accuracy'])} "
+        "| ≥ 0.85 |",
     ]
     for key, name in (("supernatural_precision", "supernatural precision"), ("supernatural_recall",
                                                                                "supernatural recall"),
                       ("incoherent_recall", "incoherent recall")):
         sup = "incoherent_support" if key.startswith("incoherent") else "supernatural_support"
         lines.append(f"| {name} | {_f(t['judge_covered'][key])} (n = {t['judge_covered'][sup]}) | "
-                     f"{_f(t['protocol'][key])} (n = {t['protocol'][sup]}) | {_f(t['judge_all'][key])} | ≥ 0.85 |")
-    lines.append(f"| ECE | {_f(res['judge_covered']['ece'])} | – | {_f(res['judge_all']['ece'])} | |")
+                     f"{_f(t['protocol'][key])} (n = {t['protocol'][sup]}) | {_f(t['judge_all'][key])} | "
+                     f"{_f(t['reader_b_all'][key])} | ≥ 0.85 |")
+    lines.append(f"| ECE | {_f(res['judge_covered']['ece'])} | – | {_f(res['judge_all']['ece'])} | – | |")
     rb = res["reader_b_all"]
     lines += [
         "",
@@ -289,7 +299,7 @@ def report(res: dict[str, Any]) -> str:
     ]
     for lab, c in s["counts"].items():
         lines.append(f"| {lab} | {c['reader_a']} | {c['protocol']} | {c['judge_argmax']} | {c['reader_b']} |")
-    lines += [""] + F.confusion_lines(res["judge_covered"], "the judge on the texts it kept")
+    lines += [""] + F.confusion_lines(res["judge_covered"], "judge on the texts it kept")
     lines += ["", "## Deviations from the plan", ""]
     lines += [f"- {x}" for x in DEVIATIONS] or ["None."]
     return "\n".join(lines) + "\n"

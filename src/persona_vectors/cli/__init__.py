@@ -32,14 +32,14 @@ from .inspection import info, inspect
 from .steering import _auto_alpha, _parse_alpha_option, identity_command, steer_command
 from .sweeping import summarize_command, sweep_command
 from .vectors import export_gguf_command, extract_command, map_command, personas_command
-from .judging import judge_app, judge_validate_command
+from .judging import judge_app, judge_triage_command, judge_validate_command
 from .calibration import calibrate_command
 from .serving import serve_command
 
 __all__ = [
     "ALLOW_DOWNLOAD_ENV", "USER_ERRORS", "app", "calibrate_command", "check_output_file", "emit_json",
     "export_gguf_command", "extract_command", "fail", "friendly", "identity_command", "info", "inspect",
-    "judge_app", "judge_validate_command", "load_model_arg", "main", "map_command", "os_error_message",
+    "judge_app", "judge_triage_command", "judge_validate_command", "load_model_arg", "main", "map_command", "os_error_message",
     "personas_command", "serve_command", "steer_command", "summarize_command", "sweep_command",
 ]
 

@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from .base import app, emit_json, fail, friendly
+from .base import app, check_output_file, emit_json, fail, friendly
 
 
-judge_app = typer.Typer(no_args_is_help=True, help="The archetype judge: validate it on labelled text.")
+judge_app = typer.Typer(no_args_is_help=True, help="The archetype judge: validate it on labelled text, triage texts between judge and reader.")
 app.add_typer(judge_app, name="judge")
 
 
@@ -80,3 +80,132 @@ def judge_validate_command(
         emit_json(res)
     else:
         typer.echo(format_validation_markdown(res, title), nl=False)
+
+
+def _read_texts(path: Path) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` from a JSONL of ``{"text"[, "id"]}`` objects (an id is the text's hash when absent)."""
+    import hashlib
+    import json
+
+    ids, texts = [], []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            fail(f"{path}:{i} is not valid JSON: write one {{\"text\": ...}} object per line")
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            fail(f"{path}:{i} needs a JSON object with a string \"text\" (and optionally an \"id\")")
+        texts.append(row["text"])
+        ids.append(str(row.get("id") or hashlib.sha256(row["text"].encode("utf-8")).hexdigest()[:16]))
+    if not texts:
+        fail(f"{path} holds no texts: write one {{\"text\": ...}} object per line")
+    dup = sorted({x for x in ids if ids.count(x) > 1})
+    if dup:
+        fail(f"{path}: id {dup[0]!r} appears more than once; give every text its own \"id\"")
+    return ids, texts
+
+
+def _read_readings(path: Path, ids: list[str]) -> dict[str, str]:
+    """``{id: label}`` from a reader's JSONL of ``{"id", "label"}`` objects; labels must be judge labels."""
+    import json
+
+    from ..judge import LABELS
+
+    known, out = set(ids), {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            fail(f"{path}:{i} is not valid JSON: write one {{\"id\": ..., \"label\": ...}} object per line")
+        if not isinstance(row, dict) or row.get("id") not in known:
+            fail(f"{path}:{i}: id {row.get('id') if isinstance(row, dict) else row!r} is not one of the texts' ids")
+        if row.get("label") not in LABELS:
+            fail(f"{path}:{i}: label {row.get('label')!r} is not one of the judge's labels: {', '.join(LABELS)}")
+        out[row["id"]] = row["label"]
+    return out
+
+
+@judge_app.command("triage")
+@friendly
+def judge_triage_command(
+    texts: Path = typer.Argument(..., help="JSONL of {\"text\"[, \"id\"]} objects: the generations to label"),
+    out: Path = typer.Option(..., "--out", help="JSONL written with one row per text: id, label (null where a "
+                             "reader must label it), judge_label, confidence, source"),
+    to_read: Optional[Path] = typer.Option(None, "--to-read", help="JSONL written with the texts left to a reader, "
+                                           "as shuffled {\"id\", \"text\"} lines and nothing else (a blind shard)"),
+    readings: Optional[Path] = typer.Option(None, "--readings", help="A reader's JSONL of {\"id\", \"label\"} for the "
+                                            "texts left to reading: --out then holds every text's final label"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep the judge's label at or above this top "
+                                              "probability (default: the shipped, validated policy)"),
+    force: bool = typer.Option(False, "--force", help="Replace --out / --to-read if they exist"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+) -> None:
+    """Label what the default judge is sure of and leave the rest to a blind reader.
+
+    The default judge keeps its label where its top probability is at least the shipped threshold (fitted on 720
+    blind-labelled real generations, tested pre-registered on new ones: docs/judge_triage.md); the other texts go
+    to --to-read for a reader working under docs/judge_rubric.md. Run again with --readings to merge the reader's
+    labels into --out. Counts a claim rests on should come from the merged labels, not the judge alone.
+    """
+    import json
+    import random
+
+    from ..io import atomic_file
+    from ..judge import TriagePolicy, triage
+
+    if not texts.is_file():
+        fail(f"{texts} does not exist: pass a JSONL file of {{\"text\"}} objects")
+    for path, flag in ((out, "--out"), (to_read, "--to-read")):
+        if path is None:
+            continue
+        check_output_file(path, flag)
+        if path.exists() and not force:
+            fail(f"{flag} {path} exists: choose another path, or pass --force to replace it")
+    if readings is not None and not readings.is_file():
+        fail(f"--readings {readings} does not exist: pass the reader's JSONL of {{\"id\", \"label\"}} objects")
+    ids, items = _read_texts(texts)
+    try:
+        result = triage(items, threshold=threshold)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    final: list[Optional[str]] = list(result.labels)
+    if readings is not None:
+        got = _read_readings(readings, ids)
+        missing = [ids[i] for i in result.to_read if ids[i] not in got]
+        if missing:
+            fail(f"--readings {readings} has no label for {len(missing)} text(s) left to a reader (e.g. "
+                 f"{missing[0]!r}): label every text in the --to-read file")
+        final = result.merge({i: got[ids[i]] for i in result.to_read})
+    sources = result.sources()
+    with atomic_file(out) as tmp:
+        tmp.write_text("".join(json.dumps({"id": i, "label": lab, "judge_label": jl, "confidence": round(float(c), 6),
+                                           "source": src}) + "\n"
+                               for i, lab, jl, c, src in zip(ids, final, result.judge_labels, result.confidence,
+                                                             sources)))
+    if to_read is not None:
+        order = list(result.to_read)
+        random.Random(0).shuffle(order)
+        with atomic_file(to_read) as tmp:
+            tmp.write_text("".join(json.dumps({"id": ids[i], "text": items[i]}) + "\n" for i in order))
+    summary = {"n": len(items), "threshold": result.threshold, "judged": len(items) - len(result.to_read),
+               "to_read": len(result.to_read), "coverage": result.coverage, "out": str(out),
+               "to_read_file": str(to_read) if to_read is not None else None, "merged": readings is not None}
+    if threshold is None:
+        cal = TriagePolicy.default().calibration
+        summary["validated"] = {k: cal.get(k) for k in ("n", "coverage", "accuracy", "accuracy_ci95")}
+    if as_json:
+        emit_json(summary)
+        return
+    typer.echo(f"{summary['judged']} of {summary['n']} texts labelled by the judge (top probability >= "
+               f"{result.threshold}); {summary['to_read']} left to a reader -> "
+               f"{to_read if to_read is not None else '(pass --to-read FILE to write them)'}")
+    if threshold is None:
+        v = summary["validated"]
+        typer.echo(f"threshold validated on {v['n']} blind-labelled real generations: covered accuracy "
+                   f"{v['accuracy']:.3f} [{v['accuracy_ci95'][0]:.3f}, {v['accuracy_ci95'][1]:.3f}] at coverage "
+                   f"{v['coverage']:.2f} (docs/judge_triage.md)")
+    typer.echo(f"wrote {out}" + (" (judge + reader labels merged)" if readings is not None else ""))
