@@ -83,8 +83,8 @@ def judge_validate_command(
 
 
 def _read_texts(path: Path) -> tuple[list[str], list[str]]:
-    """``(ids, texts)`` from a JSONL of ``{"text"[, "id"]}`` objects (an id is the text's hash when absent)."""
-    import hashlib
+    """``(ids, texts)`` from a JSONL of ``{"text"[, "id"]}`` objects; a sweep row's ``row_id`` serves as its id, and
+    a row with neither is named ``"L<line number>"``."""
     import json
 
     ids, texts = [], []
@@ -98,7 +98,8 @@ def _read_texts(path: Path) -> tuple[list[str], list[str]]:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             fail(f"{path}:{i} needs a JSON object with a string \"text\" (and optionally an \"id\")")
         texts.append(row["text"])
-        ids.append(str(row.get("id") or hashlib.sha256(row["text"].encode("utf-8")).hexdigest()[:16]))
+        key = next((row[k] for k in ("id", "row_id") if row.get(k) is not None), None)
+        ids.append(str(key) if key is not None else f"L{i}")
     if not texts:
         fail(f"{path} holds no texts: write one {{\"text\": ...}} object per line")
     dup = sorted({x for x in ids if ids.count(x) > 1})
@@ -132,7 +133,8 @@ def _read_readings(path: Path, ids: list[str]) -> dict[str, str]:
 @judge_app.command("triage")
 @friendly
 def judge_triage_command(
-    texts: Path = typer.Argument(..., help="JSONL of {\"text\"[, \"id\"]} objects: the generations to label"),
+    texts: Path = typer.Argument(..., help="JSONL of {\"text\"[, \"id\"]} objects, e.g. a sweep's rows: the "
+                                 "generations to label (ids: \"id\", else a sweep row's \"row_id\", else L<line number>)"),
     out: Path = typer.Option(..., "--out", help="JSONL written with one row per text: id, label (null where a "
                              "reader must label it), judge_label, confidence, source"),
     to_read: Optional[Path] = typer.Option(None, "--to-read", help="JSONL written with the texts left to a reader, "
@@ -200,9 +202,10 @@ def judge_triage_command(
     if as_json:
         emit_json(summary)
         return
+    where = (f"labelled from {readings}" if readings is not None else
+             f"left to a reader -> {to_read if to_read is not None else '(pass --to-read FILE to write them)'}")
     typer.echo(f"{summary['judged']} of {summary['n']} texts labelled by the judge (top probability >= "
-               f"{result.threshold}); {summary['to_read']} left to a reader -> "
-               f"{to_read if to_read is not None else '(pass --to-read FILE to write them)'}")
+               f"{result.threshold}); {summary['to_read']} {where}")
     if threshold is None:
         v = summary["validated"]
         typer.echo(f"threshold validated on {v['n']} blind-labelled real generations: covered accuracy "

@@ -33,6 +33,12 @@ def default_judge() -> EmbeddingJudge:
     on a blind-labelled sample of your own text (``persona-vectors judge validate --labelled FILE``) and, where a
     claim rests on a rare label such as ``supernatural``, report a blind reader's count beside the judge's.
 
+    For any count a claim rests on, use :func:`~persona_vectors.judge.triage` (CLI ``judge triage``): the judge keeps
+    its label where its top probability is at least the shipped threshold (0.75) and a blind reader labels the rest.
+    Pre-registered on 360 new texts (``docs/judge_triage.md``): the judge kept 47.5 % of them at accuracy 0.871
+    [0.813, 0.913], and judge + reader reached 0.892 against an independent reader, where the judge alone reached
+    0.697.
+
     The CLI's ``sweep --judge``, ``summarize --judge`` and ``judge validate`` use it; rows it labels carry
     ``label_source = "embedding"``, whose held-out confusion matrix is
     ``judge_validation.held_out_confusion("embedding")``. :data:`DEFAULT_JUDGE_HISTORY` lists every change.
