@@ -210,3 +210,68 @@ def test_triage_results_replay() -> None:
     res = T.score(replay=True)
     assert res["n"] == 360 and res["decision"]["verdict"] in ("TARGET MET", "NOT MET")
     assert f"**Verdict ({res['decision']['rule']}): {res['decision']['verdict']}**" in T.REPORT.read_text()
+
+
+def _store(tmp_path: Path) -> Path:
+    texts = ["I am an AI assistant here to help you.", "The sea is grey tonight.", "I am a ghost of the old mill.",
+             "I am a ghost who walks these halls."]
+    p = tmp_path / "sweep.jsonl"
+    p.write_text("".join(json.dumps({"row_id": f"r{i}", "vector": "v", "layer": 1, "alpha": float(i // 2),
+                                     "text": t}) + "\n" for i, t in enumerate(texts)))
+    return p
+
+
+def test_summarize_counts_triage_labels_by_row_id(tmp_path: Path) -> None:
+    from persona_vectors.sweep import summarize
+    from persona_vectors.sweep.errors import SweepStoreError
+    from persona_vectors.sweep.summary import read_label_file
+
+    store = _store(tmp_path)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"id": f"r{i}", "label": lab, "source": src}) + "\n" for i, (lab, src) in
+                              enumerate([("ai_assistant", "judge"), ("no_self", "reader"), ("supernatural", "reader"),
+                                         ("supernatural", "judge")])))
+    s = summarize(store, labels=read_label_file(labels))
+    assert s["judge"] == "triage" and all(c["corrected"] is None for c in s["cells"])
+    by_alpha = {c["alpha"]: c for c in s["cells"]}
+    assert by_alpha[0.0]["labels"]["ai_assistant"]["k"] == 1 and by_alpha[0.0]["labels"]["no_self"]["k"] == 1
+    assert by_alpha[1.0]["labels"]["supernatural"]["share"] == 1.0
+    assert any("counted, not corrected" in n for n in s["notes"])
+    # a file that covers only some rows: the rest are left out, with a note
+    part = summarize(store, labels={"r0": "ai_assistant"})
+    assert any("3 of 4 rows have no label in the labels file" in n for n in part["notes"])
+    with pytest.raises(ValueError, match="not both"):
+        summarize(store, labels={"r0": "ai_assistant"}, judge=object())
+    # an unmerged triage output (texts still left to a reader) is refused, naming the fix
+    labels.write_text(json.dumps({"id": "r0", "label": None}) + "\n")
+    with pytest.raises(SweepStoreError, match="--readings"):
+        read_label_file(labels)
+    with pytest.raises(SweepStoreError, match="no labels file"):
+        read_label_file(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.slow
+def test_triage_to_summary_on_a_sweep_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from persona_vectors.cli import app
+
+    store = _store(tmp_path)
+    runner = CliRunner()
+    out, shard, merged = tmp_path / "judged.jsonl", tmp_path / "to_read.jsonl", tmp_path / "labels.jsonl"
+    res = runner.invoke(app, ["judge", "triage", str(store), "--out", str(out), "--to-read", str(shard),
+                              "--threshold", "0.9999"])
+    assert res.exit_code == 0, res.output
+    assert {json.loads(x)["id"] for x in out.read_text().splitlines()} == {"r0", "r1", "r2", "r3"}  # row_ids
+    readings = tmp_path / "read.jsonl"
+    readings.write_text("".join(json.dumps({"id": json.loads(x)["id"], "label": "no_self"}) + "\n"
+                                for x in shard.read_text().splitlines()))
+    res = runner.invoke(app, ["judge", "triage", str(store), "--out", str(merged), "--threshold", "0.9999",
+                              "--readings", str(readings)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["summarize", str(store), "--labels", str(merged), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    assert s["judge"] == "triage" and sum(c["n"] for c in s["cells"]) == 4
+    res = runner.invoke(app, ["summarize", str(store), "--labels", str(merged), "--judge"])
+    assert res.exit_code != 0 and "pass one of them" in res.output

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from . import base
-from .base import app, emit_json, friendly, ray_options
+from .base import app, emit_json, fail, friendly, ray_options
 
 
 def bare_ray_flag(argv: list[str]) -> list[str]:
@@ -102,6 +102,9 @@ def summarize_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
     judge: bool = typer.Option(False, "--judge", help="Label rows stored without a judge label with the offline "
                                "archetype judge (in memory; the file is not changed)"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Count these labels instead: the merged JSONL of "
+                                          "`judge triage --readings` (judge where it is sure, a blind reader "
+                                          "elsewhere), keyed by row_id"),
 ) -> None:
     """Per (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence.
 
@@ -109,8 +112,18 @@ def summarize_command(
     (otherwise a note says the shares are missing and why).
     """
     from ..sweep import summarize, summary_markdown
+    from ..sweep.summary import read_label_file
 
+    if judge and labels is not None:
+        fail("--judge labels rows with the judge alone and --labels gives every row's label: pass one of them")
     j = None
+    if labels is not None:
+        s = summarize(results, labels=read_label_file(labels))
+        if as_json:
+            emit_json(s)
+        else:
+            typer.echo(summary_markdown(s), nl=False)
+        return
     if judge:
         from ..judge import default_judge
 

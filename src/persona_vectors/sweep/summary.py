@@ -38,7 +38,43 @@ def _check_row(path: Path, line_no: int, r: Mapping[str, Any]) -> None:
             raise StoreCorruptError(f"{path}:{line_no}: {key!r} must be {what}, got {r.get(key)!r}; {fix}")
 
 
-def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
+def read_label_file(path: str | os.PathLike) -> dict[str, str]:
+    """``{row id: label}`` from a JSONL of ``{"id", "label"}`` objects, e.g. the merged output of
+    ``persona-vectors judge triage --readings`` (judge + blind reader).
+
+    Raises:
+        SweepStoreError: the file is missing, a line is not such an object, or a text still has no label (an
+            unmerged triage output: merge the reader's labels first).
+    """
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise SweepStoreError(f"no labels file at {p}: pass the JSONL written by `persona-vectors judge triage "
+                              "--readings`")
+    out: dict[str, str] = {}
+    unlabelled = 0
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise SweepStoreError(f"{p}:{i} is not valid JSON: one {{\"id\", \"label\"}} object per line") from None
+        if not isinstance(row, dict) or row.get("id") is None:
+            raise SweepStoreError(f"{p}:{i} needs a JSON object with an \"id\" (the sweep row's row_id) and a \"label\"")
+        if row.get("label") is None:
+            unlabelled += 1
+            continue
+        out[str(row["id"])] = str(row["label"])
+    if unlabelled:
+        raise SweepStoreError(f"{p}: {unlabelled} text(s) have no label yet (the judge left them to a reader): merge "
+                              "the reader's labels with `persona-vectors judge triage ... --readings FILE` first")
+    return out
+
+
+def summarize(path: str | os.PathLike, *, judge: Any = None, labels: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
     """Per cell (vector, layer, alpha): n, label shares with Wilson 95 % intervals, mean coherence and other means.
 
     Returns ``{"path", "n_rows", "n_labelled", "labels", "notes", "cells": [{"vector", "layer", "alpha",
@@ -53,6 +89,10 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
     archetype, else the observed labels. Shares need judge labels: rows stored without them (a sweep run
     without ``--judge``) are labelled here, in memory, when ``judge`` is given (an object with ``classify``,
     e.g. ``default_judge()``; CLI ``summarize --judge``); otherwise ``notes`` says how to get them.
+    ``labels`` (``{row_id: label}``, e.g. :func:`read_label_file` of a merged triage output; CLI ``summarize
+    --labels FILE``) replaces every row's label: the counts a claim should rest on (judge where it is sure, a blind
+    reader elsewhere; ``docs/judge_triage.md``). Such rows carry ``label_source = "triage"``; their shares are
+    counted, not corrected, and rows the file does not cover are left out with a note.
     """
     from ..judge import LABELS, label_shares, wilson_interval
     from ..judge_validation import corrected_label_shares
@@ -73,6 +113,13 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
             seen.add(r["row_id"])
             _check_row(p, line_no, r)
             rows.append(r)
+    if labels is not None:
+        if judge is not None:
+            raise ValueError("pass judge= or labels=, not both: labels= already says every row's label")
+        for r in rows:
+            r.pop("label_scores", None)
+            r["label"] = labels.get(str(r["row_id"]))
+            r["label_source"] = "triage" if r["label"] is not None else None
     unlabelled = [r for r in rows if r.get("label") is None and isinstance(r.get("text"), str)]
     if judge is not None and unlabelled:
         results = judge.classify([r["text"] for r in unlabelled])
@@ -88,6 +135,9 @@ def summarize(path: str | os.PathLike, *, judge: Any = None) -> dict[str, Any]:
     if rows and n_labelled == 0:
         notes.append(f"no label shares: none of the {len(rows)} rows has a judge label (the sweep ran without "
                      "--judge); run `persona-vectors summarize {p} --judge` to label them now, or sweep with --judge")
+    elif n_labelled < len(rows) and labels is not None:
+        notes.append(f"{len(rows) - n_labelled} of {len(rows)} rows have no label in the labels file and are left "
+                     "out of the shares; triage every row of this store to count them")
     elif n_labelled < len(rows):
         notes.append(f"{len(rows) - n_labelled} of {len(rows)} rows have no judge label and are left out of the "
                      f"shares; `persona-vectors summarize {p} --judge` labels them")
@@ -144,6 +194,10 @@ def _correction_for(rows: list[dict[str, Any]], notes: list[str]) -> tuple[list[
     sources = {r.get("label_source") for r in labelled}
     if sources == {None}:  # a judge that does not name itself (or a store from before label_source): no claim
         return None, None
+    if sources == {"triage"}:
+        notes.append("labels from triage (the judge where it is sure, a blind reader elsewhere): shares are counted, "
+                     "not corrected")
+        return None, "triage"
     if len(sources) != 1:
         named = sorted(str(x) for x in sources if x is not None)
         notes.append(f"no corrected shares: rows were labelled by several judges ({', '.join(named)}"
