@@ -249,6 +249,10 @@ def report(res: dict[str, Any]) -> str:
         "readers (new Claude subagents shown only shuffled texts and `docs/judge_rubric.md`) labelled every text: "
         "reader A is the reference, reader B is the protocol's reader.",
         "",
+        "Why triage rather than a better judge: an exploration (not pre-registered) of a larger sentence embedder, "
+        "the reader models' states and more real training data found nothing on course for 0.85 "
+        "(`docs/judge_views_explore.md`).",
+        "",
         f"**Verdict ({d['rule']}): {d['verdict']}** — the judge kept {d['covered']} of {res['n']} texts "
         f"(coverage {res['coverage']:.3f}) and was right on {d['right']}: accuracy {d['accuracy']:.3f} "
         f"[{d['accuracy_ci95'][0]:.3f}, {d['accuracy_ci95'][1]:.3f}]; the interval's lower bound "
