@@ -93,5 +93,17 @@ def test_cli_judge_validate_on_a_labelled_file(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["n"] == 4 and 0 <= res["accuracy"] <= 1 and len(res["confusion_matrix"]) == len(LABELS)
+    # four texts cannot support a triage threshold (at least 30 must be kept): said, not guessed
+    assert res["triage"]["threshold"] is None and "30" in res["triage"]["reason"]
     r = CliRunner().invoke(app, ["judge", "validate", "--labelled", str(f)])
-    assert "accuracy" in r.output and "Confusion matrix" in r.output
+    assert "accuracy" in r.output and "Confusion matrix" in r.output and "Triage: no threshold" in r.output
+
+
+def test_triage_on_reports_the_threshold_a_labelled_set_supports() -> None:
+    from persona_vectors.judge_validation import triage_on
+
+    proba = np.full((100, len(LABELS)), 0.01)
+    proba[:, LABELS.index("human")] = 0.95  # confident ...
+    labels = ["human"] * 97 + ["no_self"] * 3  # ... and right on 97 of 100
+    got = triage_on(proba, labels)
+    assert got["threshold"] == 0.3 and got["covered"] == 100 and "curve" not in got

@@ -242,7 +242,23 @@ def validate_labelled_file(path: str | os.PathLike[str], judge: EmbeddingJudge |
     judge; any judge with ``predict_proba``) against a user's labelled JSONL."""
     texts, labels = read_labelled_file(path)
     judge = judge or default_judge()
-    return evaluate(labels, judge.predict_proba(texts))
+    proba = judge.predict_proba(texts)
+    res = evaluate(labels, proba)
+    res["triage"] = triage_on(proba, labels)
+    return res
+
+
+def triage_on(proba: np.ndarray, labels: Sequence[str], target: float = 0.85) -> dict[str, Any]:
+    """The triage threshold these labelled texts support (:func:`~persona_vectors.judge.triage.choose_threshold`,
+    without its curve), or ``{"threshold": None, "reason": ...}`` when none reaches ``target``: what
+    ``judge validate --labelled`` reports so a user can calibrate triage on their own model's text."""
+    from .judge.triage import choose_threshold
+
+    try:
+        chosen = choose_threshold(proba, labels, target=target)
+    except ValueError as err:
+        return {"threshold": None, "target": target, "reason": str(err)}
+    return {k: v for k, v in chosen.items() if k != "curve"}
 
 
 def stored_held_out(source: str) -> dict[str, Any] | None:
@@ -328,4 +344,15 @@ def format_validation_markdown(res: Mapping[str, Any], title: str) -> str:
               "| reader \\ judge | " + " | ".join(short) + " |", "|---|" + "---:|" * len(short)]
     for lab, row in zip(res["labels"], res["confusion_matrix"]):
         lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
+    tri = res.get("triage")
+    if tri:
+        lines.append("")
+        if tri.get("threshold") is None:
+            lines.append(f"Triage: no threshold keeps texts at {tri['target']} accuracy (Wilson lower bound) on these "
+                         "texts; label them by reading.")
+        else:
+            a, (tlo, thi) = tri["accuracy"], tri["accuracy_ci95"]
+            lines.append(f"Triage on these texts: `--threshold {tri['threshold']}` keeps {tri['covered']} of "
+                         f"{tri['n']} ({tri['coverage']:.0%}) at accuracy {a:.3f} ({tlo:.3f}–{thi:.3f}); the "
+                         "shipped threshold was calibrated on SmolLM2 text (docs/judge_triage.md).")
     return "\n".join(lines) + "\n"
