@@ -215,16 +215,12 @@ def hand_written_cv(n_splits: int = 5, seed: int = 0, *, include_real: bool = Tr
 
 def read_labelled_file(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """``(texts, labels)`` from a JSONL of ``{"text", "label"}`` objects; every label must be in :data:`LABELS`."""
+    from ._infra.files import jsonl_objects
+
     p = Path(path)
     texts, labels = [], []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise LabelledFileError(f"{p}:{i} is not valid JSON: one {{\"text\": ..., \"label\": ...}} object per line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
+    for i, row in jsonl_objects(p, '{"text": ..., "label": ...}', error=LabelledFileError):
+        if not isinstance(row.get("text"), str) or "label" not in row:
             raise LabelledFileError(f"{p}:{i} needs a JSON object with a string \"text\" and a \"label\"")
         if row["label"] not in LABELS:
             raise LabelledFileError(f"{p}:{i}: label {row['label']!r} is not one of the judge's labels: "

@@ -1,8 +1,10 @@
-"""Atomic file writes, directory locks and fsync helpers (no other module of the package is imported here)."""
+"""Atomic file writes, directory locks, fsync helpers and a checked JSONL reader (no other module of the package is
+imported here)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import time
@@ -124,3 +126,23 @@ def write_temp(directory: Path, final_name: str, data: bytes) -> Path:
             raise
         return tmp
     raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
+
+
+def jsonl_objects(path: str | os.PathLike[str], shape: str, *, error: type[Exception] = ValueError
+                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file of objects.
+
+    A line that is not valid JSON, or not a JSON object, raises ``error`` naming ``file:line`` and the expected
+    ``shape`` (e.g. ``'{"text": ..., "label": ...}'``), so every reader of user-written JSONL fails the same way.
+    """
+    p = Path(path)
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise error(f"{p}:{i} is not valid JSON: write one {shape} object per line") from None
+        if not isinstance(row, dict):
+            raise error(f"{p}:{i} needs a JSON object, not {type(row).__name__}: write one {shape} object per line")
+        yield i, row

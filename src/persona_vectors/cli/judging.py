@@ -85,17 +85,11 @@ def judge_validate_command(
 def _read_texts(path: Path) -> tuple[list[str], list[str]]:
     """``(ids, texts)`` from a JSONL of ``{"text"[, "id"]}`` objects; a sweep row's ``row_id`` serves as its id, and
     a row with neither is named ``"L<line number>"``."""
-    import json
+    from .._infra.files import jsonl_objects
 
     ids, texts = [], []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            fail(f"{path}:{i} is not valid JSON: write one {{\"text\": ...}} object per line")
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+    for i, row in jsonl_objects(path, '{"text": ...}'):
+        if not isinstance(row.get("text"), str):
             fail(f"{path}:{i} needs a JSON object with a string \"text\" (and optionally an \"id\")")
         texts.append(row["text"])
         key = next((row[k] for k in ("id", "row_id") if row.get(k) is not None), None)
@@ -110,20 +104,13 @@ def _read_texts(path: Path) -> tuple[list[str], list[str]]:
 
 def _read_readings(path: Path, ids: list[str]) -> dict[str, str]:
     """``{id: label}`` from a reader's JSONL of ``{"id", "label"}`` objects; labels must be judge labels."""
-    import json
-
+    from .._infra.files import jsonl_objects
     from ..judge import LABELS
 
     known, out = set(ids), {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            fail(f"{path}:{i} is not valid JSON: write one {{\"id\": ..., \"label\": ...}} object per line")
-        if not isinstance(row, dict) or row.get("id") not in known:
-            fail(f"{path}:{i}: id {row.get('id') if isinstance(row, dict) else row!r} is not one of the texts' ids")
+    for i, row in jsonl_objects(path, '{"id": ..., "label": ...}'):
+        if row.get("id") not in known:
+            fail(f"{path}:{i}: id {row.get('id')!r} is not one of the texts' ids")
         if row.get("label") not in LABELS:
             fail(f"{path}:{i}: label {row.get('label')!r} is not one of the judge's labels: {', '.join(LABELS)}")
         out[row["id"]] = row["label"]

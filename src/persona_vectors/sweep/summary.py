@@ -46,7 +46,7 @@ def read_label_file(path: str | os.PathLike) -> dict[str, str]:
         SweepStoreError: the file is missing, a line is not such an object, or a text still has no label (an
             unmerged triage output: merge the reader's labels first).
     """
-    import json
+    from .._infra.files import jsonl_objects
 
     p = Path(path)
     if not p.is_file():
@@ -54,14 +54,8 @@ def read_label_file(path: str | os.PathLike) -> dict[str, str]:
                               "--readings`")
     out: dict[str, str] = {}
     unlabelled = 0
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise SweepStoreError(f"{p}:{i} is not valid JSON: one {{\"id\", \"label\"}} object per line") from None
-        if not isinstance(row, dict) or row.get("id") is None:
+    for i, row in jsonl_objects(p, '{"id": ..., "label": ...}', error=SweepStoreError):
+        if row.get("id") is None:
             raise SweepStoreError(f"{p}:{i} needs a JSON object with an \"id\" (the sweep row's row_id) and a \"label\"")
         if row.get("label") is None:
             unlabelled += 1
