@@ -40,18 +40,9 @@ class LabelFileError(ValueError):
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a malformed line is an error naming ``file:line``."""
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise LabelFileError(f"{path}:{i} is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise LabelFileError(f"{path}:{i} is not a JSON object")
-        rows.append(obj)
-    return rows
+    from persona_vectors._infra.files import jsonl_objects
+
+    return [obj for _, obj in jsonl_objects(path, '{"id": ..., ...}', error=LabelFileError)]
 
 
 def corpus_texts(corpus: Optional[Path] = None) -> dict[str, str]:
