@@ -105,7 +105,11 @@ def test_shipped_frozen_judge_equals_a_refit() -> None:
     refit.embedder_ = loaded.embedder_
     refit._fit_design(refit._design(emb, texts), labels)
     probe = [t for t, _ in HELD_OUT] + texts[::97]
-    np.testing.assert_allclose(loaded.predict_proba(probe), refit.predict_proba(probe), atol=1e-6)
+    a, b = loaded.predict_proba(probe), refit.predict_proba(probe)
+    # the embeddings' last float32 bits depend on the CPU (an AMD EPYC refits the Intel-written file to ~1e-4),
+    # and the solver converges from there: the same judge, not the same bits
+    np.testing.assert_allclose(a, b, atol=2e-3)
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
 
 
 def test_stale_shipped_judge_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
