@@ -170,7 +170,7 @@ def score(replay: bool = False) -> dict[str, Any]:
     judge = EmbeddingJudge.default()
     policy = TriagePolicy.default()
     tri = triage([t["text"] for t in texts], judge, policy=policy)
-    proba = judge.predict_proba([t["text"] for t in texts])
+    proba = tri.proba
     onehot = np.eye(len(LABELS))
     kept = np.array([lab is not None for lab in tri.labels])
     yarr = np.array(y)

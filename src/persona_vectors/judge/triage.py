@@ -138,12 +138,14 @@ class Triage:
         judge_labels: per text, the judge's top label (kept or not; for comparison only).
         confidence: per text, the judge's top probability.
         threshold: the threshold applied.
+        proba: the judge's probabilities, shape ``(n, len(LABELS))``, columns in :data:`LABELS` order.
     """
 
     labels: list[str | None]
     judge_labels: list[str]
     confidence: np.ndarray
     threshold: float
+    proba: np.ndarray
 
     @property
     def to_read(self) -> list[int]:
@@ -211,4 +213,4 @@ def triage(texts: Sequence[str], judge: Any = None, *, threshold: float | None =
     conf = proba.max(axis=1) if len(texts) else np.zeros(0)
     top = [LABELS[int(k)] for k in proba.argmax(axis=1)] if len(texts) else []
     kept = [lab if c >= threshold else None for lab, c in zip(top, conf)]
-    return Triage(labels=kept, judge_labels=top, confidence=conf, threshold=float(threshold))
+    return Triage(labels=kept, judge_labels=top, confidence=conf, threshold=float(threshold), proba=proba)
