@@ -8,7 +8,8 @@ text goes to a blind reader (``to_read``), and :meth:`Triage.merge` joins the tw
 :func:`choose_threshold` takes the smallest grid value whose covered texts reach the target accuracy *with
 confidence* (the Wilson 95 % lower bound, not the point estimate) on blind-labelled text the judge never saw, and
 the shipped policy (``data/judge_real/triage.json``) was fitted that way on the 720 texts of the two fresh tests
-and then tested, pre-registered, on new texts (``docs/judge_triage.md``).
+and then tested, pre-registered, on 360 new texts (``docs/judge_triage.md``): the judge kept 47.5 % of them at
+accuracy 0.871 [0.813, 0.913], and judge + a second reader on the rest agreed with the reference reader on 0.892.
 
 A policy belongs to the judge it was calibrated on: :func:`triage` refuses another judge without an explicit
 threshold, because another judge's probabilities mean something else.
