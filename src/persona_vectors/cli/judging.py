@@ -85,6 +85,8 @@ def judge_validate_command(
 def _read_texts(path: Path) -> tuple[list[str], list[str]]:
     """``(ids, texts)`` from a JSONL of ``{"text"[, "id"]}`` objects; a sweep row's ``row_id`` serves as its id, and
     a row with neither is named ``"L<line number>"``."""
+    from collections import Counter
+
     from .._infra.files import jsonl_objects
 
     ids, texts = [], []
@@ -96,7 +98,7 @@ def _read_texts(path: Path) -> tuple[list[str], list[str]]:
         ids.append(str(key) if key is not None else f"L{i}")
     if not texts:
         fail(f"{path} holds no texts: write one {{\"text\": ...}} object per line")
-    dup = sorted({x for x in ids if ids.count(x) > 1})
+    dup = sorted(x for x, n in Counter(ids).items() if n > 1)
     if dup:
         fail(f"{path}: id {dup[0]!r} appears more than once; give every text its own \"id\"")
     return ids, texts

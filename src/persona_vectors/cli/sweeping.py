@@ -117,18 +117,11 @@ def summarize_command(
     if judge and labels is not None:
         fail("--judge labels rows with the judge alone and --labels gives every row's label: pass one of them")
     j = None
-    if labels is not None:
-        s = summarize(results, labels=read_label_file(labels))
-        if as_json:
-            emit_json(s)
-        else:
-            typer.echo(summary_markdown(s), nl=False)
-        return
     if judge:
         from ..judge import default_judge
 
         j = default_judge()
-    s = summarize(results, judge=j)
+    s = summarize(results, judge=j, labels=read_label_file(labels) if labels is not None else None)
     if as_json:
         emit_json(s)
     else:
