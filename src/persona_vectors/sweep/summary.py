@@ -126,12 +126,12 @@ def summarize(path: str | os.PathLike, *, judge: Any = None, labels: Mapping[str
                 r["label_source"] = str(res.source)
     n_labelled = sum(1 for r in rows if r.get("label") is not None)
     notes: list[str] = []
-    if rows and n_labelled == 0:
-        notes.append(f"no label shares: none of the {len(rows)} rows has a judge label (the sweep ran without "
-                     "--judge); run `persona-vectors summarize {p} --judge` to label them now, or sweep with --judge")
-    elif n_labelled < len(rows) and labels is not None:
+    if n_labelled < len(rows) and labels is not None:
         notes.append(f"{len(rows) - n_labelled} of {len(rows)} rows have no label in the labels file and are left "
                      "out of the shares; triage every row of this store to count them")
+    elif rows and n_labelled == 0:
+        notes.append(f"no label shares: none of the {len(rows)} rows has a judge label (the sweep ran without "
+                     f"--judge); run `persona-vectors summarize {p} --judge` to label them now, or sweep with --judge")
     elif n_labelled < len(rows):
         notes.append(f"{len(rows) - n_labelled} of {len(rows)} rows have no judge label and are left out of the "
                      f"shares; `persona-vectors summarize {p} --judge` labels them")
